@@ -1,0 +1,163 @@
+"""Command line: ``bench.py [run options]``, ``bench.py report ...``, ``bench.py speed ...``.
+
+Exit codes: 0 done, 1 a run diverged, 2 bad input (one-line message), 130/143 interrupted
+(a checkpoint is saved; the same command resumes).
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+
+from . import config as C
+from .errors import UserError
+from .records import read_record, record_path, write_record
+from .registry import BACKBONES, STRATEGIES, load_builtins, load_plugin
+
+PREFERRED_ORDER = ["adam", "ewc", "replay", "nested", "nested-blog", "cms", "nested-cms", "joint"]
+SINGLE_TASK_SAME_AS_ADAM = {"ewc", "replay", "joint"}  # with one task they reduce to plain Adam
+
+
+def ordered_strategies() -> list[str]:
+    known = [s for s in PREFERRED_ORDER if s in STRATEGIES]
+    return known + sorted(s for s in STRATEGIES if s not in known and not s.startswith("avalanche:"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bench.py", description="nlbench: continual-learning benchmarks on CIFAR-10. "
+                                "Subcommands: 'report' (tables and figures), 'speed' (throughput comparison).")
+    p.add_argument("--scenario", nargs="+", help="scenario name(s); see --list")
+    p.add_argument("--strategy", nargs="+", help="strategy name(s), or 'all'")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (integers), default 0")
+    p.add_argument("--profile", choices=C.PROFILES, help="quick (CPU) or paper (GPU); default by device")
+    p.add_argument("--epochs", type=int, help="epochs per task (overrides the profile)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--data-root", help="folder holding cifar-10-batches-py/ (else $NLBENCH_DATA, else ~/.cache/nlbench)")
+    p.add_argument("--out", default="results/runs", help="run records folder (default results/runs)")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides, e.g. strategy.lam=400")
+    p.add_argument("--plugin", nargs="+", default=[], metavar="FILE", help="extra strategy files to load")
+    p.add_argument("--no-download", action="store_true", help="never download CIFAR-10")
+    p.add_argument("--force", action="store_true", help="rerun runs whose record already exists")
+    p.add_argument("--list", action="store_true", help="list scenarios, strategies and backbones")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def print_list() -> None:
+    print("scenarios:")
+    for name in C.scenario_names():
+        print(f"  {name:16s} {C.load_scenario_file(name).get('description', '')}")
+    print("strategies:")
+    for name in ordered_strategies():
+        print(f"  {name:16s} {STRATEGIES[name].description}")
+    print("backbones:")
+    for name, e in sorted(BACKBONES.items()):
+        print(f"  {name:16s} {e.description}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv[:1] == ["report"]:
+            from .report import main as report_main
+            return report_main(argv[1:])
+        if argv[:1] == ["speed"]:
+            from .speed import main as speed_main
+            return speed_main(argv[1:])
+        return run_main(argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def run_main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    load_builtins()
+    for path in args.plugin:
+        load_plugin(path)
+    if args.list:
+        print_list()
+        return 0
+    if not args.scenario or not args.strategy:
+        raise UserError("--scenario and --strategy are required (or --list); e.g. "
+                        "python bench.py --scenario split-cifar --strategy ewc")
+    from .runner import resolve_device  # torch-heavy imports only once we run
+    device = resolve_device(args.device)
+    profile = args.profile or ("paper" if device.type == "cuda" else "quick")
+    if not args.profile:
+        print(f"profile: {profile} (default on {device.type}; choose with --profile)")
+    sets = C.parse_sets(args.set)
+    plan = []
+    for scenario in args.scenario:
+        C.load_scenario_file(scenario)
+        for strategy in expand_strategies(args.strategy, scenario):
+            name = C.run_name(strategy, sets)
+            cfg = C.resolve(scenario, strategy, profile, sets, args.epochs)  # validates before anything runs
+            for seed in args.seeds:
+                plan.append((scenario, strategy, name, cfg, seed))
+    worst = 0
+    for scenario, strategy, name, cfg, seed in plan:
+        worst = max(worst, run_one(args, scenario, strategy, name, cfg, seed, profile, device))
+    return worst
+
+
+def expand_strategies(names: list[str], scenario: str) -> list[str]:
+    if names != ["all"]:
+        for n in names:
+            if n not in STRATEGIES:
+                raise UserError(f"unknown strategy '{n}'; valid: {', '.join(ordered_strategies())}, all")
+        return names
+    chosen = ordered_strategies()
+    if C.load_scenario_file(scenario)["builder"] == "standard":
+        chosen = [s for s in chosen if s not in SINGLE_TASK_SAME_AS_ADAM]
+    return chosen
+
+
+def run_one(args, scenario, strategy, name, cfg, seed, profile, device) -> int:
+    from .runner import Interrupted, run
+    path = record_path(args.out, scenario, name, seed)
+    if path.exists() and not args.force:
+        old = read_record(path)
+        if old["profile"] != profile:
+            raise UserError(f"{path} holds a {old['profile']}-profile run; use another --out for {profile} runs, "
+                            "or --force to replace it")
+        print(f"skip {path} (exists; --force reruns it)")
+        return 0
+    spec = C.load_scenario_file(scenario)
+    ckpt = path.with_suffix(".ckpt")
+    t0 = time.perf_counter()
+    try:
+        record = run(cfg, scenario_name=scenario, builder=spec["builder"], strategy_name=strategy, seed=seed,
+                     profile=profile, device=device, data_root=args.data_root, download=not args.no_download,
+                     checkpoint=ckpt, progress=not args.quiet)
+    except Interrupted as exc:
+        code = 128 + exc.signum
+        name_ = signal.Signals(exc.signum).name
+        print(f"\n{name_}: checkpoint saved to {exc.checkpoint}; rerun the same command to resume", file=sys.stderr)
+        raise SystemExit(code)
+    except RuntimeError as exc:
+        if "out of memory" in str(exc).lower():
+            raise UserError(f"out of memory in {scenario}/{name} seed {seed}; try a smaller batch, "
+                            "e.g. --set train.batch_size=64 train.eval_batch_size=256") from exc
+        raise
+    record["run_name"] = name
+    record["wall_seconds"] = time.perf_counter() - t0
+    write_record(path, record)
+    if ckpt.exists():
+        ckpt.unlink()
+    print_summary(record, path)
+    return 1 if record["status"] == "diverged" else 0
+
+
+def print_summary(record: dict, path) -> None:
+    print(f"== {record['scenario']} / {record['run_name']} / seed {record['seed']} ({record['status']}): "
+          f"{record['train_seconds']:.1f}s training, {record['images_per_second'] or 0:.0f} img/s, "
+          f"peak {record['peak_memory_mb']:.0f} MB -> {path}")
+    for setting, rows in record["acc"].items():
+        print(f"  accuracy matrix ({setting}, row = after task i, column = task j):")
+        for i, row in enumerate(rows):
+            cells = " ".join("   -  " if v is None else f"{v:6.1f}" for v in (row or [None] * len(rows)))
+            print(f"    {i + 1}: {cells}")
+        m = (record["metrics"] or {}).get(setting) or {}
+        print("    " + "  ".join(f"{k}={'n/a' if v is None else f'{v:.2f}'}" for k, v in m.items()))

@@ -1,0 +1,172 @@
+"""Config: defaults < scenario YAML (its profile section) < command line. Unknown keys are errors.
+
+The resolved config is a plain nested dict with five sections, saved whole in every run record:
+``scenario`` (builder parameters), ``backbone``, ``data``, ``train`` and ``strategy``.
+"""
+from __future__ import annotations
+
+import copy
+import pathlib
+
+import yaml
+
+from .errors import UserError
+from .registry import ROOT, STRATEGIES, lookup
+
+SCENARIO_DIR = ROOT / "scenarios"
+PROFILES = ("quick", "paper")
+
+DEFAULTS = {
+    "backbone": {"name": "cnn", "width": 32},
+    "data": {"train_per_class": None, "test_per_class": None},
+    "train": {
+        "epochs": 1, "batch_size": 32, "lr": 1e-3, "optimizer": "adam",
+        "eval_batch_size": 256, "log_every": 25,
+        "amp": "auto",            # bf16 autocast: auto = on for CUDA, off on the CPU
+        "channels_last": "auto",  # auto = on for CUDA
+        "compile": False,
+    },
+}
+SECTIONS = ("scenario", "backbone", "data", "train", "strategy")
+
+
+def scenario_names() -> list[str]:
+    return sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml"))
+
+
+def read_yaml(path: pathlib.Path) -> dict:
+    try:
+        with open(path) as f:
+            loaded = yaml.safe_load(f)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise UserError(f"malformed YAML in {where}: {getattr(exc, 'problem', exc)}") from exc
+    if not isinstance(loaded, dict):
+        raise UserError(f"{path} must hold a mapping at the top level")
+    return loaded
+
+
+def load_scenario_file(name: str) -> dict:
+    if name not in scenario_names():
+        raise UserError(f"unknown scenario '{name}'; valid: {', '.join(scenario_names())}")
+    spec = read_yaml(SCENARIO_DIR / f"{name}.yaml")
+    for key in ("builder", "params", "profiles"):
+        if key not in spec:
+            raise UserError(f"{SCENARIO_DIR / (name + '.yaml')} lacks the key '{key}'")
+    return spec
+
+
+def merge(base: dict, override: dict, where: str) -> dict:
+    """Copy of ``base`` with ``override`` applied; keys not in ``base`` are errors."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if key not in out:
+            raise UserError(f"unknown config key '{where}.{key}'; valid: {', '.join(sorted(out))}")
+        if isinstance(out[key], dict) and isinstance(value, dict):
+            out[key] = merge(out[key], value, f"{where}.{key}")
+        else:
+            out[key] = coerce(value, out[key], f"{where}.{key}")
+    return out
+
+
+def coerce(value, default, key: str):
+    """Check ``value`` against the type of the default it replaces."""
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool) or isinstance(value, bool):
+        if isinstance(default, bool) and isinstance(value, bool):
+            return value
+        if isinstance(default, str):  # e.g. amp: auto | true | false
+            return value
+        raise UserError(f"{key} must be {type(default).__name__}, got {value!r}")
+    if isinstance(default, float) and isinstance(value, int):
+        return float(value)
+    if isinstance(default, list) and isinstance(value, (int, str)):
+        return value  # e.g. periods=1 means "every level 1": the strategy expands it
+    if not isinstance(value, type(default)):
+        raise UserError(f"{key} must be {type(default).__name__}, got {value!r}")
+    return value
+
+
+def parse_sets(items: list[str]) -> dict:
+    """``["strategy.lam=400", "train.epochs=2"]`` -> nested dict, values parsed as YAML."""
+    out: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise UserError(f"--set expects KEY=VALUE, got '{item}'")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        if parts[0] not in SECTIONS or len(parts) < 2:
+            raise UserError(f"unknown config key '{key}'; keys start with one of: {', '.join(SECTIONS)}")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out
+
+
+def resolve(scenario: str, strategy: str, profile: str, sets: dict, epochs: int | None = None) -> dict:
+    """The fully resolved config of one run."""
+    if profile not in PROFILES:
+        raise UserError(f"unknown profile '{profile}'; valid: {', '.join(PROFILES)}")
+    spec = load_scenario_file(scenario)
+    entry = lookup(STRATEGIES, "strategy", strategy)
+    base = copy.deepcopy(DEFAULTS)
+    base["scenario"] = copy.deepcopy(spec["params"] or {})
+    base["strategy"] = copy.deepcopy(entry.defaults)
+    prof = (spec["profiles"] or {}).get(profile)
+    if prof is None:
+        raise UserError(f"scenario '{scenario}' has no profile '{profile}'")
+    cfg = merge(base, prof, scenario)
+    cfg = merge(cfg, {k: v for k, v in sets.items() if k in SECTIONS}, "")
+    if epochs is not None:
+        cfg["train"]["epochs"] = epochs
+    validate(cfg)
+    check = getattr(entry.obj, "check", None)
+    if check:
+        check(cfg["strategy"])
+    return cfg
+
+
+def _positive(value, key: str, kind=int, allow_none=False):
+    if value is None and allow_none:
+        return
+    if not isinstance(value, kind) or isinstance(value, bool) or value <= 0:
+        raise UserError(f"{key} must be a positive {kind.__name__}, got {value!r}")
+
+
+def validate(cfg: dict) -> None:
+    t = cfg["train"]
+    _positive(t["epochs"], "train.epochs")
+    _positive(t["batch_size"], "train.batch_size")
+    _positive(t["eval_batch_size"], "train.eval_batch_size")
+    _positive(t["log_every"], "train.log_every")
+    _positive(t["lr"], "train.lr", float)
+    if t["optimizer"] not in ("adam", "sgd"):
+        raise UserError(f"train.optimizer must be adam or sgd, got {t['optimizer']!r}")
+    for key in ("amp", "channels_last"):
+        if t[key] not in ("auto", True, False):
+            raise UserError(f"train.{key} must be auto, true or false, got {t[key]!r}")
+    _positive(cfg["backbone"]["width"], "backbone.width")
+    for key in ("train_per_class", "test_per_class"):
+        _positive(cfg["data"][key], f"data.{key}", allow_none=True)
+
+
+def run_name(strategy: str, sets: dict) -> str:
+    """Runs with strategy overrides are stored apart, named by them: ``nested@periods=1``."""
+    overrides = sets.get("strategy") or {}
+    if not overrides:
+        return strategy
+    parts = [f"{k}={_short(v)}" for k, v in sorted(overrides.items())]
+    return strategy + "@" + ",".join(parts)
+
+
+def _short(value) -> str:
+    if isinstance(value, list):
+        return "-".join(str(v) for v in value)
+    return str(value)

@@ -1,0 +1,54 @@
+"""Continual-learning metrics: pure functions of the accuracy matrix.
+
+R[i][j] (0-based here) = accuracy on task j after training task i; b[j] = accuracy before any
+training. Forgetting follows Chaudhry et al. 2018 (RWalk, eq. 3): max over rows 0..T-2.
+Rows may be None (joint training measures only the last row); metrics that need them are None.
+"""
+from __future__ import annotations
+
+Matrix = list[list[float] | None]
+
+
+def avg_acc(R: Matrix, k: int | None = None) -> float:
+    """A_k = mean of R[k][0..k] (k 0-based; default the last task: mean of the whole last row)."""
+    k = len(R) - 1 if k is None else k
+    row = R[k]
+    return sum(row[: k + 1]) / (k + 1)
+
+
+def _complete(R: Matrix) -> bool:
+    return all(row is not None for row in R)
+
+
+def learning_acc(R: Matrix) -> float | None:
+    return sum(R[j][j] for j in range(len(R))) / len(R) if _complete(R) else None
+
+
+def bwt(R: Matrix) -> float | None:
+    T = len(R)
+    if T < 2 or not _complete(R):
+        return None
+    return sum(R[T - 1][j] - R[j][j] for j in range(T - 1)) / (T - 1)
+
+
+def fwt(R: Matrix, b: list[float]) -> float | None:
+    T = len(R)
+    if T < 2 or not _complete(R):
+        return None
+    return sum(R[j - 1][j] - b[j] for j in range(1, T)) / (T - 1)
+
+
+def forgetting(R: Matrix) -> float | None:
+    T = len(R)
+    if T < 2 or not _complete(R):
+        return None
+    return sum(max(R[l][j] for l in range(T - 1)) - R[T - 1][j] for j in range(T - 1)) / (T - 1)
+
+
+def avg_incremental_acc(R: Matrix) -> float | None:
+    return sum(avg_acc(R, k) for k in range(len(R))) / len(R) if _complete(R) else None
+
+
+def summarize(R: Matrix, b: list[float]) -> dict:
+    return {"avg_acc": avg_acc(R), "forgetting": forgetting(R), "bwt": bwt(R), "fwt": fwt(R, b),
+            "learning_acc": learning_acc(R), "avg_incremental_acc": avg_incremental_acc(R)}

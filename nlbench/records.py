@@ -1,0 +1,67 @@
+"""Run records: one JSON file per run, written atomically, validated when read."""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import tempfile
+
+import torch
+
+from .errors import UserError
+
+REQUIRED_KEYS = ("scenario", "strategy", "seed", "profile", "config", "tasks", "acc", "acc_init",
+                 "metrics", "train_seconds", "images_per_second", "peak_memory_mb", "device", "versions")
+
+
+def record_path(out: str | os.PathLike, scenario: str, run_name: str, seed: int) -> pathlib.Path:
+    return pathlib.Path(out) / scenario / run_name / f"seed{seed}.json"
+
+
+def atomic_write_text(path: pathlib.Path, text: str) -> None:
+    """Write to a temporary file in the same folder, then rename: readers never see half a file,
+    and two writers of the same path leave one whole version."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_record(path: pathlib.Path, record: dict) -> None:
+    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+
+
+def read_record(path: pathlib.Path) -> dict:
+    try:
+        record = json.loads(pathlib.Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"corrupt run record {path} ({type(exc).__name__}); delete it and rerun that run") from exc
+    missing = [k for k in REQUIRED_KEYS if k not in record] if isinstance(record, dict) else list(REQUIRED_KEYS)
+    if missing:
+        raise UserError(f"run record {path} lacks keys {', '.join(missing)} (another version?); "
+                        "delete it and rerun that run")
+    return record
+
+
+def versions() -> dict:
+    from . import __version__
+    root = pathlib.Path(__file__).resolve().parent.parent
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    commit = git("rev-parse", "HEAD") or None
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None
+    return {"python": platform.python_version(), "torch": torch.__version__, "nlbench": __version__,
+            "git_commit": commit, "git_dirty": dirty}

@@ -1,0 +1,295 @@
+"""The training loop, written once: for each task train, then evaluate every task.
+
+Checkpoints: at the end of every task, and at the end of the current step when SIGINT/SIGTERM
+arrives, the whole run state is saved beside the record (``seedK.ckpt``); the same command resumes
+from it and, on the CPU, reproduces the uninterrupted run exactly.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import resource
+import signal
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from . import metrics
+from .data import Augmenter, ensure_cifar10, load_split, subset_per_class
+from .errors import Diverged, UserError
+from .records import atomic_write_text, versions
+from .registry import BACKBONES, BUILDERS, STRATEGIES, lookup
+from .scenarios import Scenario, Task
+from .strategy import Batch, RunContext
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived; a checkpoint has been written."""
+
+    def __init__(self, signum: int, checkpoint: pathlib.Path):
+        self.signum, self.checkpoint = signum, checkpoint
+
+
+@lru_cache(maxsize=2)
+def _load_cifar(folder: str):
+    folder = pathlib.Path(folder)
+    return (*load_split(folder, True), *load_split(folder, False))
+
+
+@dataclass
+class _Pools:
+    train_y: torch.Tensor
+    test_y: torch.Tensor
+    train_pool: torch.Tensor
+    test_pool: torch.Tensor
+
+
+def build_scenario(name: str, spec_builder: str, cfg: dict, seed: int, device: torch.device,
+                   data_root, download: bool) -> Scenario:
+    folder = ensure_cifar10(data_root, download)
+    train_x, train_y, test_x, test_y = _load_cifar(str(folder))
+    tr = subset_per_class(train_y, cfg["data"]["train_per_class"])
+    te = subset_per_class(test_y, cfg["data"]["test_per_class"])
+    train_x, train_y, test_x, test_y = (t.to(device) for t in (train_x[tr], train_y[tr], test_x[te], test_y[te]))
+    pools = _Pools(train_y, test_y, torch.arange(len(train_y), device=device), torch.arange(len(test_y), device=device))
+    builder = lookup(BUILDERS, "scenario builder", spec_builder)
+    try:
+        tasks, settings, perms = builder.obj(pools, seed, **cfg["scenario"])
+    except TypeError as exc:  # an unknown parameter in the YAML or --set scenario.*
+        raise UserError(f"scenario '{name}': {exc}") from exc
+    return Scenario(name, settings, tasks, train_x, train_y, test_x, test_y,
+                    None if perms is None else perms.to(device))
+
+
+def resolve_device(choice: str) -> torch.device:
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda but no CUDA device is available; use --device cpu or auto")
+    if choice not in ("cpu", "cuda"):
+        raise UserError(f"unknown device '{choice}'; valid: auto, cpu, cuda")
+    return torch.device(choice)
+
+
+@torch.no_grad()
+def evaluate(model, scenario: Scenario, ctx: RunContext, amp) -> dict[str, list[float]]:
+    """Accuracy (%) on every task's test split, in every setting of the scenario."""
+    was_training = model.training
+    model.eval()
+    out = {s: [] for s in scenario.settings}
+    bs = ctx.train["eval_batch_size"]
+    for task in scenario.tasks:
+        correct = {s: torch.zeros((), device=ctx.device) for s in scenario.settings}
+        mask = scenario.task_mask(task)
+        for start in range(0, len(task.test_idx), bs):
+            idx = task.test_idx[start:start + bs]
+            tid = torch.full_like(idx, task.index)
+            with amp():
+                logits = model(ctx.prepare(scenario.test_x[idx], tid, augment=False)).float()
+            y = scenario.test_y[idx]
+            for s in scenario.settings:
+                shown = logits.masked_fill(~mask, float("-inf")) if s == "task_il" else logits
+                correct[s] += (shown.argmax(1) == y).sum()
+        for s in scenario.settings:  # one host sync per task and setting
+            out[s].append(100.0 * correct[s].item() / max(len(task.test_idx), 1))
+    model.train(was_training)
+    return out
+
+
+def _peak_memory(device: torch.device) -> tuple[float, str]:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process_peak_rss"
+
+
+class _SignalGuard:
+    """Turn SIGINT/SIGTERM into a flag the loop checks after each step (a safe point)."""
+
+    def __init__(self):
+        self.signum = None
+
+    def __enter__(self):
+        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:  # second Ctrl-C: give up at once
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+@dataclass
+class RunState:
+    """Position in the run: what a checkpoint restores."""
+    task: int = 0
+    epoch: int = 0
+    step: int = 0
+    order: torch.Tensor | None = None      # this epoch's sample order
+    acc: dict = field(default_factory=dict)
+    acc_init: dict | None = None
+    train_seconds: float = 0.0
+    images: int = 0
+
+
+def run(cfg: dict, *, scenario_name: str, builder: str, strategy_name: str, seed: int, profile: str,
+        device: torch.device, data_root=None, download: bool = True, checkpoint: pathlib.Path | None = None,
+        progress: bool = True, log=print) -> dict:
+    """Run one (scenario, strategy, seed) and return its run record."""
+    torch.manual_seed(seed)
+    scenario = build_scenario(scenario_name, builder, cfg, seed, device, data_root, download)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    backbone = lookup(BACKBONES, "backbone", cfg["backbone"]["name"])
+    make_backbone = lambda: backbone.obj(num_classes=10, width=cfg["backbone"]["width"])  # noqa: E731
+    ctx = RunContext(cfg, scenario, device, generator, make_backbone, Augmenter(generator))
+    strategy = lookup(STRATEGIES, "strategy", strategy_name).obj(ctx, **cfg["strategy"])
+    use_amp = device.type == "cuda" and cfg["train"]["amp"] in ("auto", True)
+    amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else contextlib.nullcontext
+    if cfg["train"]["compile"]:
+        strategy.model = torch.compile(strategy.model, dynamic=False)
+
+    state = RunState()
+    if checkpoint is not None and checkpoint.exists():
+        state = _load_checkpoint(checkpoint, strategy, generator, cfg, log)
+    if state.acc_init is None:
+        state.acc_init = evaluate(strategy.model, scenario, ctx, amp)
+        state.acc = {s: [] for s in scenario.settings}
+
+    stages = [_joint_task(scenario)] if strategy.joint else scenario.tasks
+    status, diverged_at = "complete", None
+    try:
+        with _SignalGuard() as guard:
+            while state.task < len(stages):
+                task = stages[state.task]
+                t0 = time.perf_counter()
+                _train_task(strategy, task, scenario, ctx, state, amp, guard, checkpoint, generator,
+                            label=f"task {state.task + 1}/{len(stages)}", progress=progress)
+                row = evaluate(strategy.model, scenario, ctx, amp)
+                for s in scenario.settings:
+                    state.acc[s].append(row[s])
+                seen = len(scenario.tasks) if strategy.joint else state.task + 1
+                log(f"{strategy_name} seed {seed} | task {state.task + 1}/{len(stages)} | "
+                    f"{time.perf_counter() - t0:.1f}s | " + " | ".join(
+                        f"{s} A={sum(row[s][:seen]) / seen:.1f}" for s in scenario.settings))
+                state.task, state.epoch, state.step, state.order = state.task + 1, 0, 0, None
+                if checkpoint is not None and state.task < len(stages):
+                    _save_checkpoint(checkpoint, strategy, generator, state, cfg)
+    except Diverged as exc:
+        status, diverged_at = "diverged", str(exc)
+        log(f"error: {exc}")
+
+    T = len(scenario.tasks)
+    acc = state.acc
+    if strategy.joint and status == "complete":  # joint measures only the final row
+        acc = {s: [None] * (T - 1) + rows for s, rows in acc.items()}
+    peak, peak_kind = _peak_memory(device)
+    record = {
+        "scenario": scenario_name, "strategy": strategy_name, "seed": seed, "profile": profile,
+        "status": status, "diverged_at": diverged_at, "config": cfg,
+        "tasks": [t.classes for t in scenario.tasks], "settings": scenario.settings,
+        "acc": acc, "acc_init": state.acc_init,
+        "metrics": {s: metrics.summarize(acc[s], state.acc_init[s]) if status == "complete" else None
+                    for s in scenario.settings},
+        "train_seconds": state.train_seconds,
+        "images_per_second": state.images / state.train_seconds if state.train_seconds else None,
+        "peak_memory_mb": peak, "peak_memory_kind": peak_kind,
+        "device": _device_name(device),
+        "numerics": {"bf16_autocast": use_amp, "channels_last": ctx.channels_last, "compile": cfg["train"]["compile"]},
+        "strategy_info": strategy.describe(),
+        "versions": versions(),
+    }
+    return record
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return f"cpu:{os.cpu_count()} cores"
+
+
+def _joint_task(scenario: Scenario) -> Task:
+    idx = torch.cat([t.train_idx for t in scenario.tasks])
+    return Task(-1, sorted({c for t in scenario.tasks for c in t.classes}), idx, torch.empty(0))
+
+
+def _train_task(strategy, task: Task, scenario: Scenario, ctx: RunContext, state: RunState, amp, guard,
+                checkpoint, generator, label: str, progress: bool) -> None:
+    if state.epoch == 0 and state.step == 0:
+        strategy.before_task(task)
+    idx = task.train_idx
+    if task.index >= 0:
+        tid = torch.full_like(idx, task.index)
+    else:  # joint: each sample keeps its own task (its permutation)
+        tid = torch.cat([torch.full_like(t.train_idx, t.index) for t in scenario.tasks])
+    bs, epochs, log_every = ctx.train["batch_size"], ctx.train["epochs"], ctx.train["log_every"]
+    steps_per_epoch = -(-len(idx) // bs)
+    bar = tqdm(total=epochs * steps_per_epoch, desc=label, leave=False, disable=not progress or None,
+               initial=state.epoch * steps_per_epoch + state.step)
+    while state.epoch < epochs:
+        if state.order is None:
+            state.order = torch.randperm(len(idx), generator=generator, device=idx.device)
+        t0, images = time.perf_counter(), 0
+        while state.step < steps_per_epoch:
+            pick = state.order[state.step * bs:(state.step + 1) * bs]
+            raw, y, t = scenario.train_x[idx[pick]], scenario.train_y[idx[pick]], tid[pick]
+            with amp():
+                loss = strategy.observe(Batch(ctx.prepare(raw, t), y, raw, t))
+            state.step += 1
+            images += len(pick)
+            bar.update(1)
+            if state.step % log_every == 0 or state.step == steps_per_epoch:
+                value = loss.item()  # the only host sync in the loop, every log_every steps
+                if not torch.isfinite(torch.tensor(value)):
+                    raise Diverged(f"loss is {value} in strategy '{type(strategy).__name__}', "
+                                   f"task {task.index + 1}, epoch {state.epoch + 1}, step {state.step}")
+                bar.set_postfix(epoch=state.epoch + 1, loss=f"{value:.3f}",
+                                img_s=f"{images / max(time.perf_counter() - t0, 1e-9):.0f}")
+            if guard.signum is not None:
+                _finish_timing(ctx, state, t0, images)
+                path = _save_checkpoint(checkpoint, strategy, generator, state, ctx.cfg) if checkpoint else None
+                bar.close()
+                raise Interrupted(guard.signum, path)
+        _finish_timing(ctx, state, t0, images)
+        state.epoch, state.step, state.order = state.epoch + 1, 0, None
+    bar.close()
+    strategy.after_task(task)
+
+
+def _finish_timing(ctx, state: RunState, t0: float, images: int) -> None:
+    if ctx.device.type == "cuda":
+        torch.cuda.synchronize(ctx.device)
+    state.train_seconds += time.perf_counter() - t0
+    state.images += images
+
+
+def _save_checkpoint(path: pathlib.Path, strategy, generator, state: RunState, cfg) -> pathlib.Path:
+    payload = {"config": cfg, "state": vars(state), "strategy": strategy.state_dict(),
+               "generator": generator.get_state(), "torch_rng": torch.get_rng_state()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def _load_checkpoint(path: pathlib.Path, strategy, generator, cfg, log) -> RunState:
+    try:
+        payload = torch.load(path, map_location=generator.device, weights_only=False)
+    except Exception as exc:
+        raise UserError(f"corrupt checkpoint {path} ({type(exc).__name__}); delete it to start the run afresh") from exc
+    if payload["config"] != cfg:
+        raise UserError(f"checkpoint {path} was written with another config; delete it or rerun the same command")
+    strategy.load_state_dict(payload["strategy"])
+    generator.set_state(payload["generator"].cpu())
+    torch.set_rng_state(payload["torch_rng"].cpu())
+    state = RunState(**payload["state"])
+    log(f"resuming from {path}: task {state.task + 1}, epoch {state.epoch + 1}, step {state.step}")
+    return state

@@ -1,0 +1,95 @@
+"""Scenario builders: a scenario is a list of tasks over CIFAR-10 held as uint8 tensors.
+
+Each YAML file in ``scenarios/`` names one builder registered here and its parameters.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .data import Augmenter, normalize
+from .errors import UserError
+from .registry import register_builder
+
+
+@dataclass
+class Task:
+    index: int
+    classes: list[int]
+    train_idx: torch.Tensor  # indices into Scenario.train_x
+    test_idx: torch.Tensor   # indices into Scenario.test_x
+
+
+@dataclass
+class Scenario:
+    """Tasks plus the images they index, all on the run's device."""
+    name: str
+    settings: list[str]            # evaluation settings this scenario reports
+    tasks: list[Task]
+    train_x: torch.Tensor          # (N, 3, 32, 32) uint8
+    train_y: torch.Tensor          # (N,) int64
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    perms: torch.Tensor | None = None   # (T, 1024) pixel permutation per task, or None
+
+    def prepare(self, x: torch.Tensor, task_ids: torch.Tensor, augment: Augmenter | None,
+                dtype=torch.float32) -> torch.Tensor:
+        """uint8 images of (possibly mixed) tasks -> normalised network input.
+
+        Augmentation comes first, then the task's pixel permutation, as in permuted-MNIST practice.
+        """
+        if augment is not None:
+            x = augment(x)
+        if self.perms is not None:
+            b, c = x.shape[:2]
+            index = self.perms[task_ids][:, None, :].expand(b, c, -1)        # (B, C, 1024)
+            x = x.flatten(2).gather(2, index).view_as(x)
+        return normalize(x, dtype)
+
+    def task_mask(self, task: Task) -> torch.Tensor:
+        """Boolean (10,) mask of the task's classes, for task-IL evaluation."""
+        mask = torch.zeros(10, dtype=torch.bool, device=self.train_x.device)
+        mask[task.classes] = True
+        return mask
+
+
+def _indices_of(labels: torch.Tensor, classes: list[int], pool: torch.Tensor) -> torch.Tensor:
+    return pool[torch.isin(labels[pool], torch.tensor(classes, device=labels.device))]
+
+
+@register_builder("split")
+def build_split(data, seed: int, n_tasks: int = 5, classes_per_task: int = 2,
+                class_order: list[int] | None = None, shuffle_classes: bool = False):
+    """Class-incremental split: disjoint groups of classes, one shared 10-way head."""
+    if n_tasks * classes_per_task > 10:
+        raise UserError(f"split: n_tasks * classes_per_task = {n_tasks * classes_per_task} exceeds 10 classes")
+    order = list(class_order) if class_order else list(range(10))
+    if sorted(order) != list(range(10)):
+        raise UserError(f"split: class_order must be a permutation of 0..9, got {order}")
+    if shuffle_classes:
+        g = torch.Generator().manual_seed(seed)
+        order = [order[i] for i in torch.randperm(10, generator=g).tolist()]
+    tasks = []
+    for t in range(n_tasks):
+        classes = sorted(order[t * classes_per_task:(t + 1) * classes_per_task])
+        tasks.append(Task(t, classes, _indices_of(data.train_y, classes, data.train_pool),
+                          _indices_of(data.test_y, classes, data.test_pool)))
+    return tasks, ["class_il", "task_il"], None
+
+
+@register_builder("permuted")
+def build_permuted(data, seed: int, n_tasks: int = 5, identity_first: bool = False):
+    """Domain-incremental: every task has all 10 classes under its own fixed pixel permutation."""
+    g = torch.Generator().manual_seed(10_000 + seed)
+    perms = torch.stack([torch.randperm(1024, generator=g) for _ in range(n_tasks)])
+    if identity_first:
+        perms[0] = torch.arange(1024)
+    tasks = [Task(t, list(range(10)), data.train_pool, data.test_pool) for t in range(n_tasks)]
+    return tasks, ["domain_il"], perms
+
+
+@register_builder("standard")
+def build_standard(data, seed: int):
+    """The ordinary single-task CIFAR-10 (the non-continual comparison)."""
+    return [Task(0, list(range(10)), data.train_pool, data.test_pool)], ["standard"], None
