@@ -23,7 +23,7 @@ def empirical_fisher(model, x, y, chunk=256):
 
     def log_prob(p, xi, yi):  # one sample: (3, 32, 32), ()
         logits = functional_call(model, (p, buffers), (xi.unsqueeze(0),))
-        return F.log_softmax(logits.float(), dim=-1)[0, yi]
+        return -F.cross_entropy(logits.float(), yi.unsqueeze(0))  # log p(y|x); indexing by yi breaks vmap
 
     per_sample = vmap(grad(log_prob), in_dims=(None, 0, 0))
     fisher = {k: torch.zeros_like(v, dtype=torch.float32) for k, v in params.items()}

@@ -1,0 +1,154 @@
+"""End-to-end runs through the command line on the synthetic data."""
+import json
+
+import pytest
+import torch
+
+from conftest import load_record
+from nlbench.data import Augmenter, normalize
+from nlbench.records import REQUIRED_KEYS
+from nlbench.registry import STRATEGIES
+
+BUILTIN = ["adam", "ewc", "replay", "nested", "nested-blog", "cms", "nested-cms", "joint"]
+
+
+def test_adam_forgets_first_task_in_class_il_while_replay_keeps_much_of_it(bench):
+    sets = ["train.epochs=3", "strategy.buffer_size=100"]
+    code, out = bench("--scenario", "split-cifar", "--strategy", "adam", sets=["train.epochs=3"])
+    assert code == 0
+    code, out = bench("--scenario", "split-cifar", "--strategy", "replay", sets=sets)
+    assert code == 0
+    adam = load_record(out, "split-cifar", "adam")["acc"]["class_il"]
+    replay = load_record(out, "split-cifar", "replay@buffer_size=100")["acc"]["class_il"]
+    assert adam[0][0] > 80            # task 1 was learned ...
+    assert adam[-1][0] < 10           # ... and forgotten by fine-tuning
+    assert replay[-1][0] > 30         # replay keeps much of it
+    assert replay[-1][0] > adam[-1][0] + 25
+
+
+def test_record_has_every_required_key_and_task_il_is_at_least_class_il(bench):
+    code, out = bench("--scenario", "split-cifar", "--strategy", "adam")
+    rec = load_record(out, "split-cifar", "adam")
+    assert code == 0 and all(k in rec for k in REQUIRED_KEYS)
+    assert rec["tasks"] == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
+    assert set(rec["acc"]) == {"class_il", "task_il"} and len(rec["acc"]["class_il"]) == 5
+    for ci_row, ti_row in zip(rec["acc"]["class_il"], rec["acc"]["task_il"]):
+        assert all(t >= c for c, t in zip(ci_row, ti_row))
+    assert rec["config"]["strategy"] == {} and rec["config"]["backbone"]["name"] == "cnn"
+    assert rec["versions"]["torch"] == torch.__version__
+    assert rec["peak_memory_kind"] == "process_peak_rss"
+
+
+def test_same_seed_gives_the_same_matrix_and_another_seed_does_not(bench, tmp_path):
+    bench("--scenario", "split-cifar", "--strategy", "replay", "--seeds", "0", "1", out=tmp_path / "a")
+    bench("--scenario", "split-cifar", "--strategy", "replay", "--seeds", "0", out=tmp_path / "b")
+    a0 = load_record(tmp_path / "a", "split-cifar", "replay", 0)["acc"]
+    a1 = load_record(tmp_path / "a", "split-cifar", "replay", 1)["acc"]
+    b0 = load_record(tmp_path / "b", "split-cifar", "replay", 0)["acc"]
+    assert a0 == b0
+    assert a0 != a1
+
+
+def test_nested_with_all_periods_one_equals_adam(bench):
+    """The level machinery adds no side effect: Adam is element-wise."""
+    bench("--scenario", "split-cifar", "--strategy", "adam")
+    bench("--scenario", "split-cifar", "--strategy", "nested", sets=["strategy.periods=1"])
+    _, out = bench("--scenario", "split-cifar", "--strategy", "nested")
+    adam = load_record(out, "split-cifar", "adam")["acc"]
+    ones = load_record(out, "split-cifar", "nested@periods=1")
+    assert ones["acc"] == adam
+    assert [lv["period"] for lv in ones["strategy_info"]["levels"]] == [1, 1, 1]
+    assert load_record(out, "split-cifar", "nested")["acc"] != adam  # and the default schedule matters
+
+
+@pytest.mark.parametrize("scenario", ["split-cifar", "permuted-cifar", "cifar10"])
+@pytest.mark.parametrize("strategy", ["nested", "cms", "nested-cms"])
+def test_nested_strategies_run_on_every_scenario(bench, scenario, strategy):
+    sets = ["scenario.n_tasks=3"] if scenario != "cifar10" else []
+    code, out = bench("--scenario", scenario, "--strategy", strategy, sets=["train.epochs=1", *sets])
+    rec = json.loads(next((out / scenario).glob("*/seed0.json")).read_text())
+    assert code == 0 and rec["status"] == "complete" and rec["strategy"] == strategy
+    levels = rec["strategy_info"]["levels"]
+    assert sum(lv["n_params"] for lv in levels) > 0 and all(lv["parameters"] for lv in levels)
+
+
+def test_level_description_records_periods_and_learning_rates(bench):
+    _, out = bench("--scenario", "split-cifar", "--strategy", "nested-blog", sets=["scenario.n_tasks=2"])
+    levels = load_record(out, "split-cifar", "nested-blog")["strategy_info"]["levels"]
+    assert [lv["name"] for lv in levels] == ["stem", "stage1", "stage2", "head"]
+    assert [lv["period"] for lv in levels] == [1, 2, 4, 8]
+    assert [lv["lr"] for lv in levels] == pytest.approx([1e-3, 5e-4, 2.5e-4, 1.25e-4])
+
+
+@pytest.mark.parametrize("strategy", BUILTIN)
+def test_every_builtin_strategy_runs(bench, strategy):
+    code, out = bench("--scenario", "split-cifar", "--strategy", strategy, sets=["scenario.n_tasks=2", "train.epochs=1"])
+    rec = load_record(out, "split-cifar", strategy)
+    assert code == 0 and rec["metrics"]["class_il"]["avg_acc"] is not None
+
+
+def test_joint_is_the_upper_bound(bench):
+    bench("--scenario", "split-cifar", "--strategy", "adam", "joint")
+    _, out = bench("--scenario", "split-cifar", "--strategy", "joint")
+    joint = load_record(out, "split-cifar", "joint")
+    adam = load_record(out, "split-cifar", "adam")
+    assert joint["acc"]["class_il"][0] is None and joint["metrics"]["class_il"]["forgetting"] is None
+    assert joint["metrics"]["class_il"]["avg_acc"] > adam["metrics"]["class_il"]["avg_acc"] + 30
+
+
+def test_permutations_identical_for_train_and_test_and_different_between_tasks(cifar_root):
+    from nlbench.config import resolve
+    from nlbench.runner import build_scenario
+    cfg = resolve("permuted-cifar", "adam", "quick", {"data": {"train_per_class": 10, "test_per_class": 5}})
+    sc = build_scenario("permuted-cifar", "permuted", cfg, 0, torch.device("cpu"), cifar_root, False)
+    assert len({tuple(p.tolist()) for p in sc.perms}) == len(sc.tasks)
+    for p in sc.perms:
+        assert sorted(p.tolist()) == list(range(1024))
+    raw = sc.test_x[:4]
+    for t in range(len(sc.tasks)):
+        tid = torch.full((4,), t)
+        x = sc.prepare(raw, tid, None)
+        # the same pixel moved to the same place in every channel, for test (no augmentation) ...
+        flat = raw.flatten(2)[:, :, sc.perms[t]].view_as(raw)
+        assert torch.equal(x, normalize(flat))
+    # ... and training images go through the same function with the same task index
+    g = torch.Generator().manual_seed(0)
+    aug = Augmenter(torch.Generator().manual_seed(0))
+    xa = sc.prepare(raw, torch.ones(4, dtype=torch.long), aug)
+    expected = normalize(Augmenter(g)(raw).flatten(2)[:, :, sc.perms[1]].view_as(raw))
+    assert torch.equal(xa, expected)
+    # a second permuted scenario with another seed draws other permutations
+    sc1 = build_scenario("permuted-cifar", "permuted", cfg, 1, torch.device("cpu"), cifar_root, False)
+    assert not torch.equal(sc1.perms, sc.perms)
+
+
+def test_plugin_from_a_temporary_file(bench, tmp_path):
+    plugin = tmp_path / "my_sgd.py"
+    plugin.write_text(
+        "import torch, torch.nn.functional as F\n"
+        "from nlbench import Strategy, register_strategy\n\n"
+        "@register_strategy('my-sgd')\n"
+        "class MySGD(Strategy):\n"
+        "    '''Plain SGD, from a user's file.'''\n"
+        "    defaults = {'lr': 0.05}\n"
+        "    def __init__(self, ctx, **hp):\n"
+        "        super().__init__(ctx, **hp)\n"
+        "        self.opt = torch.optim.SGD(self.model.parameters(), lr=hp['lr'])\n"
+        "    def observe(self, batch):\n"
+        "        loss = F.cross_entropy(self.model(batch.x), batch.y)\n"
+        "        self.opt.zero_grad(); loss.backward(); self.opt.step()\n"
+        "        return loss.detach()\n")
+    code, out = bench("--scenario", "split-cifar", "--strategy", "my-sgd", "--plugin", str(plugin),
+                      sets=["scenario.n_tasks=2", "strategy.lr=0.1"])
+    rec = load_record(out, "split-cifar", "my-sgd@lr=0.1")
+    assert code == 0 and rec["config"]["strategy"] == {"lr": 0.1}
+    assert "my-sgd" in STRATEGIES
+
+
+def test_existing_record_is_skipped_unless_forced(bench, capsys):
+    bench("--scenario", "split-cifar", "--strategy", "adam", sets=["scenario.n_tasks=2"])
+    capsys.readouterr()
+    bench("--scenario", "split-cifar", "--strategy", "adam", sets=["scenario.n_tasks=2"])
+    assert "(exists; --force reruns it)" in capsys.readouterr().out
+    bench("--scenario", "split-cifar", "--strategy", "adam", "--force", sets=["scenario.n_tasks=2"])
+    assert "(exists; --force reruns it)" not in capsys.readouterr().out
