@@ -11,7 +11,7 @@ import pathlib
 import yaml
 
 from .errors import UserError
-from .registry import ROOT, STRATEGIES, lookup
+from .registry import BACKBONES, ROOT, STRATEGIES, lookup
 
 SCENARIO_DIR = ROOT / "scenarios"
 PROFILES = ("quick", "paper")
@@ -127,6 +127,7 @@ def resolve(scenario: str, strategy: str, profile: str, sets: dict, epochs: int 
     if epochs is not None:
         cfg["train"]["epochs"] = epochs
     validate(cfg)
+    lookup(BACKBONES, "backbone", cfg["backbone"]["name"])
     check = getattr(entry.obj, "check", None)
     if check:
         check(cfg["strategy"])

@@ -1,0 +1,98 @@
+"""Every bad input: a one-line message saying what is wrong and what is allowed, exit code 2,
+and nothing written."""
+import shutil
+
+import pytest
+import torch
+
+from nlbench import config
+
+
+def _files(folder):
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+BAD = [
+    # (id, argv, extra --set, message fragment)
+    ("unknown scenario", ["--scenario", "split-mnist", "--strategy", "adam"], [], "unknown scenario 'split-mnist'; valid: cifar10"),
+    ("unknown strategy", ["--scenario", "split-cifar", "--strategy", "sgdx"], [], "unknown strategy 'sgdx'; valid: adam"),
+    ("unknown backbone", ["--scenario", "split-cifar", "--strategy", "adam"], ["backbone.name=vgg"], "unknown backbone 'vgg'; valid: cnn, resnet18"),
+    ("unknown plugin file", ["--scenario", "split-cifar", "--strategy", "adam", "--plugin", "nope.py"], [], "plugin file not found: nope.py"),
+    ("unknown train key", ["--scenario", "split-cifar", "--strategy", "adam"], ["train.epoch=3"], "unknown config key '.train.epoch'; valid: amp, batch_size"),
+    ("unknown strategy key", ["--scenario", "split-cifar", "--strategy", "ewc"], ["strategy.lambda=3"], "unknown config key '.strategy.lambda'; valid: fisher_chunk"),
+    ("unknown section", ["--scenario", "split-cifar", "--strategy", "adam"], ["optim.lr=3"], "keys start with one of: scenario"),
+    ("zero epochs", ["--scenario", "split-cifar", "--strategy", "adam", "--epochs", "0"], [], "train.epochs must be a positive int, got 0"),
+    ("wrong type", ["--scenario", "split-cifar", "--strategy", "adam"], ["train.batch_size=big"], "train.batch_size must be int, got 'big'"),
+    ("negative lambda", ["--scenario", "split-cifar", "--strategy", "ewc"], ["strategy.lam=-1"], "strategy.lam must be a non-negative number, got -1"),
+    ("empty replay buffer", ["--scenario", "split-cifar", "--strategy", "replay"], ["strategy.buffer_size=0"], "strategy.buffer_size must be a positive integer, got 0"),
+    ("zero period", ["--scenario", "split-cifar", "--strategy", "nested"], ["strategy.periods=[0,4,1]"], "strategy.periods must hold positive integers"),
+    ("fractional period", ["--scenario", "split-cifar", "--strategy", "nested"], ["strategy.periods=[1.5,4,1]"], "strategy.periods must hold positive integers"),
+    ("wrong number of periods", ["--scenario", "split-cifar", "--strategy", "nested"], ["strategy.periods=[4,1]"], "a list of 3 positive integers"),
+    ("bad grad_reduce", ["--scenario", "split-cifar", "--strategy", "cms"], ["strategy.grad_reduce=median"], "strategy.grad_reduce must be one of sum, mean, drop"),
+    ("bad profile value", ["--scenario", "split-cifar", "--strategy", "adam"], ["data.train_per_class=-5"], "data.train_per_class must be a positive int"),
+    ("missing data", ["--scenario", "split-cifar", "--strategy", "adam", "--data-root", "{empty}"], [], "CIFAR-10 not found at"),
+]
+
+
+@pytest.mark.parametrize("case", BAD, ids=[c[0] for c in BAD])
+def test_bad_input_is_a_one_line_error_exit_2_and_nothing_written(case, cifar_root, tmp_path, capsys):
+    from nlbench.cli import main
+    _, argv, sets, fragment = case
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "out"
+    argv = [a.replace("{empty}", str(empty)) for a in argv]
+    if "--data-root" not in argv:
+        argv += ["--data-root", str(cifar_root)]
+    code = main([*argv, "--out", str(out), "--no-download", "--quiet", "--device", "cpu",
+                 "--set", "train.epochs=1", *sets])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("error: ") and "\n" not in err
+    assert fragment in err
+    assert _files(out) == []
+
+
+def test_seeds_must_be_integers(capsys):
+    from nlbench.cli import main
+    with pytest.raises(SystemExit) as exc:
+        main(["--scenario", "split-cifar", "--strategy", "adam", "--seeds", "zero"])
+    assert exc.value.code == 2 and "invalid int value: 'zero'" in capsys.readouterr().err
+
+
+def test_plugin_that_raises_at_import(tmp_path, capsys):
+    from nlbench.cli import main
+    plugin = tmp_path / "broken.py"
+    plugin.write_text("raise ImportError('needs package foo')\n")
+    assert main(["--list", "--plugin", str(plugin)]) == 2
+    err = capsys.readouterr().err
+    assert f"plugin {plugin} failed to import: ImportError: needs package foo" in err
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path, monkeypatch, capsys):
+    from nlbench.cli import main
+    folder = tmp_path / "scenarios"
+    folder.mkdir()
+    (folder / "broken.yaml").write_text("builder: split\nparams:\n  n_tasks: [5\nprofiles: {}\n")
+    monkeypatch.setattr(config, "SCENARIO_DIR", folder)
+    assert main(["--scenario", "broken", "--strategy", "adam", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert f"malformed YAML in {folder / 'broken.yaml'}:4" in err
+
+
+def test_corrupt_batch_file_names_the_file(cifar_root, tmp_path, capsys):
+    from nlbench.cli import main
+    root = tmp_path / "copy"
+    shutil.copytree(cifar_root, root)
+    (root / "cifar-10-batches-py" / "test_batch").write_bytes(b"not a pickle")
+    code = main(["--scenario", "split-cifar", "--strategy", "adam", "--data-root", str(root),
+                 "--out", str(tmp_path / "o"), "--no-download", "--quiet", "--device", "cpu"])
+    assert code == 2 and "corrupt CIFAR-10 batch file" in capsys.readouterr().err
+    assert _files(tmp_path / "o") == []
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda(capsys):
+    from nlbench.cli import main
+    assert main(["--scenario", "split-cifar", "--strategy", "adam", "--device", "cuda"]) == 2
+    assert "no CUDA device is available; use --device cpu or auto" in capsys.readouterr().err
