@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The exact commands that produced the committed quick-profile CPU records in results/runs.
+# Data: the offline CIFAR-10 copy (JPEG re-encoded), written with
+#   python ../shared/data/cifar10/make_cifar10.py data/    -> data/cifar-10-batches-py
+set -euo pipefail
+DATA=${NLBENCH_DATA:-data}
+B="python bench.py --profile quick --device cpu --quiet --data-root $DATA --out results/runs --seeds 0 1 2"
+$B --scenario split-cifar permuted-cifar --strategy all
+$B --scenario cifar10 --strategy all
+# Ablations of the Nested/CMS knobs on split-cifar (runs named by their overrides)
+$B --scenario split-cifar --strategy nested --set strategy.periods=1
+$B --scenario split-cifar --strategy nested --set strategy.lr_scaling=period
+$B --scenario split-cifar --strategy nested --set strategy.grad_reduce=mean
+$B --scenario split-cifar --strategy nested --set strategy.grad_reduce=drop
+$B --scenario split-cifar --strategy nested --set strategy.reset_on_task=true
+$B --scenario split-cifar --strategy cms --set strategy.periods=1
+python bench.py report
