@@ -24,7 +24,7 @@ TEST_FILES = ["test_batch"]
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
 HOW_TO = ("pass --data-root DIR (or set NLBENCH_DATA) pointing at a folder that holds "
-          f"{FOLDER}/, or drop --no-download to fetch the official archive")
+          f"{FOLDER}/ (without --no-download the official archive is fetched when missing)")
 
 
 def default_root() -> pathlib.Path:
@@ -47,6 +47,17 @@ def ensure_cifar10(root: str | os.PathLike | None, download: bool) -> pathlib.Pa
     if not folder.is_dir():
         raise UserError(f"CIFAR-10 not found at {folder}; {HOW_TO}")
     return folder
+
+
+# md5 of the official test_batch: tells the official files from a re-encoded copy in the records.
+OFFICIAL_TEST_MD5 = "40351d587109b95175f43aff81a1287e"
+
+
+def describe_source(folder: pathlib.Path) -> str:
+    import hashlib
+    digest = hashlib.md5((folder / "test_batch").read_bytes()).hexdigest()
+    kind = "official CIFAR-10 files" if digest == OFFICIAL_TEST_MD5 else "re-encoded CIFAR-10 copy (not the official files)"
+    return f"{kind}, test_batch md5 {digest}"
 
 
 def _read_batch(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import metrics
-from .data import Augmenter, ensure_cifar10, load_split, subset_per_class
+from .data import Augmenter, describe_source, ensure_cifar10, load_split, subset_per_class
 from .errors import Diverged, UserError
 from .records import atomic_write_text, versions
 from .registry import BACKBONES, BUILDERS, STRATEGIES, lookup
@@ -63,7 +63,7 @@ def build_scenario(name: str, spec_builder: str, cfg: dict, seed: int, device: t
     except TypeError as exc:  # an unknown parameter in the YAML or --set scenario.*
         raise UserError(f"scenario '{name}': {exc}") from exc
     return Scenario(name, settings, tasks, train_x, train_y, test_x, test_y,
-                    None if perms is None else perms.to(device))
+                    None if perms is None else perms.to(device), data_source=describe_source(folder))
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -201,7 +201,7 @@ def run(cfg: dict, *, scenario_name: str, builder: str, strategy_name: str, seed
         "train_seconds": state.train_seconds,
         "images_per_second": state.images / state.train_seconds if state.train_seconds else None,
         "peak_memory_mb": peak, "peak_memory_kind": peak_kind,
-        "device": _device_name(device),
+        "device": _device_name(device), "data_source": scenario.data_source,
         "numerics": {"bf16_autocast": use_amp, "channels_last": ctx.channels_last, "compile": cfg["train"]["compile"]},
         "strategy_info": strategy.describe(),
         "versions": versions(),

@@ -32,6 +32,7 @@ class Scenario:
     test_x: torch.Tensor
     test_y: torch.Tensor
     perms: torch.Tensor | None = None   # (T, 1024) pixel permutation per task, or None
+    data_source: str = ""
 
     def prepare(self, x: torch.Tensor, task_ids: torch.Tensor, augment: Augmenter | None,
                 dtype=torch.float32) -> torch.Tensor:
