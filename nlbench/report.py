@@ -1,0 +1,270 @@
+"""Run records -> pandas -> paper-style tables (Markdown, LaTeX) and figures.
+
+``python bench.py report [--runs DIR] [--out DIR]``. Everything written here is regenerated from
+the records every time; the tables are byte-for-byte reproducible from the same records.
+"""
+from __future__ import annotations
+
+import argparse
+import pathlib
+import re
+
+import pandas as pd
+
+from .errors import UserError
+from .records import atomic_write_text, read_record
+
+ORDER = ["adam", "ewc", "replay", "nested", "nested-blog", "cms", "nested-cms", "joint"]
+LABELS = {"adam": "Adam (fine-tune)", "ewc": "EWC", "replay": "Replay", "nested": "Nested",
+          "nested-blog": "Nested (blog recipe)", "cms": "CMS", "nested-cms": "Nested + CMS",
+          "joint": "Joint (upper bound)"}
+STANDARD_LABELS = {"adam": "Standard (adam)", "nested": "Nested (nested)", "nested-cms": "Nested + CMS (nested-cms)",
+                   "cms": "CMS (cms)", "nested-blog": "Nested, blog recipe (nested-blog)"}
+# The source blog post's numbers: claimed, with no code behind them (see README).
+BLOG_CLAIMS = {"adam": ("92.1", "2.4 GB"), "nested": ("91.8", "1.8 GB"), "nested-cms": ("92.3", "2.1 GB")}
+# DER paper (Buzzega et al., NeurIPS 2020), Table 2: ResNet-18, SGD, 50 epochs/task, 10 runs.
+PUBLISHED_SPLIT = [("JOINT", "-", "92.20 ± 0.15", "98.31 ± 0.12"), ("SGD fine-tune", "-", "19.62 ± 0.05", "61.02 ± 3.33"),
+                   ("online EWC", "-", "19.49 ± 0.12", "68.29 ± 3.92"), ("ER", "500", "57.74 ± 0.27", "93.61 ± 0.27"),
+                   ("DER++", "500", "72.70 ± 1.36", "93.88 ± 0.50")]
+ABLATION_STRATEGIES = ("nested", "nested-blog", "cms", "nested-cms")
+FORGETTING_NOTE = "forgetting: Chaudhry et al. 2018 (max over rows 1..T-1 minus the last row)"
+
+
+def load_records(runs: pathlib.Path) -> pd.DataFrame:
+    """One row per (run, setting)."""
+    paths = sorted(runs.rglob("seed*.json"))
+    if not paths:
+        raise UserError(f"no run records under {runs}; run bench.py first, or pass --runs DIR")
+    rows = []
+    for path in paths:
+        rec = read_record(path)
+        cfg = rec["config"]
+        base = {"path": str(path), "scenario": rec["scenario"], "strategy": rec["strategy"],
+                "run": rec.get("run_name", rec["strategy"]), "seed": rec["seed"], "profile": rec["profile"],
+                "status": rec.get("status", "complete"), "device": rec["device"],
+                "backbone": f"{cfg['backbone']['name']} (width {cfg['backbone']['width']})",
+                "epochs": cfg["train"]["epochs"], "batch_size": cfg["train"]["batch_size"],
+                "optimizer": f"{cfg['train']['optimizer']}, lr {cfg['train']['lr']:g}",
+                "train_seconds": rec["train_seconds"], "images_per_second": rec["images_per_second"],
+                "peak_memory_mb": rec["peak_memory_mb"], "peak_memory_kind": rec.get("peak_memory_kind", ""),
+                "data_source": rec.get("data_source", "unknown"), "commit": (rec["versions"].get("git_commit") or "")[:10],
+                "final_row": None}
+        for setting, matrix in rec["acc"].items():
+            m = (rec["metrics"] or {}).get(setting) or {}
+            curve = _curve(matrix)
+            rows.append({**base, "setting": setting, **{k: m.get(k) for k in
+                         ("avg_acc", "forgetting", "bwt", "fwt", "learning_acc")},
+                         "curve": curve, "matrix": matrix})
+    return pd.DataFrame(rows)
+
+
+def _curve(matrix) -> list[float | None]:
+    """A_k after each task k (None where the row was not measured)."""
+    return [None if row is None else sum(row[: k + 1]) / (k + 1) for k, row in enumerate(matrix)]
+
+
+def fmt(values: pd.Series, digits: int = 2) -> str:
+    v = values.dropna().astype(float)
+    if v.empty:
+        return "n/a"
+    if len(v) == 1:
+        return f"{v.iloc[0]:.{digits}f}"
+    return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
+
+
+def ordered(names) -> list[str]:
+    names = list(dict.fromkeys(names))
+    return [n for n in ORDER if n in names] + sorted(n for n in names if n not in ORDER)
+
+
+def metric_table(df: pd.DataFrame, columns: list[tuple[str, str, str, bool]], label_of) -> pd.DataFrame:
+    """columns: (header, setting, metric, higher_is_better). Rows = runs; bold = best mean,
+    the upper bound (joint) excluded from the comparison."""
+    table, means = [], {}
+    for run in ordered(df["run"]):
+        sub = df[df["run"] == run]
+        ok = sub[sub["status"] == "complete"]
+        row = {"Strategy": label_of(run)}
+        for header, setting, metric, _ in columns:
+            vals = ok[ok["setting"] == setting][metric]
+            row[header] = fmt(vals)
+            if vals.notna().any() and not run.startswith("joint"):
+                means[(run, header)] = vals.dropna().astype(float).mean()
+        n_total, n_div = sub["seed"].nunique(), sub[sub["status"] == "diverged"]["seed"].nunique()
+        row["n"] = f"{n_total - n_div}" + (f" ({n_div} diverged)" if n_div else "")
+        table.append((run, row))
+    for header, _, _, higher in columns:
+        cands = {r: v for (r, h), v in means.items() if h == header}
+        if cands:
+            best = (max if higher else min)(cands.values())
+            for run, row in table:
+                if run in cands and round(cands[run], 2) == round(best, 2):
+                    row[header] = f"**{row[header]}**"
+    return pd.DataFrame([row for _, row in table])
+
+
+def caption(df: pd.DataFrame, what: str) -> str:
+    def one(col):
+        return ", ".join(str(v) for v in sorted(df[col].astype(str).unique()))
+    return (f"{what}. Protocol: profile {one('profile')}; backbone {one('backbone')}; {one('epochs')} epochs per task; "
+            f"batch size {one('batch_size')}; optimizer {one('optimizer')}; device {one('device')}; "
+            f"{df['seed'].nunique()} seeds ({one('seed')}), mean ± sample std; {FORGETTING_NOTE}; "
+            f"accuracies in %; data: {one('data_source')}.")
+
+
+def to_markdown(table: pd.DataFrame, cap: str) -> str:
+    return f"{cap}\n\n{table.to_markdown(index=False, disable_numparse=True)}\n"
+
+
+def latex_escape(text: str) -> str:
+    text = str(text)
+    bold = re.fullmatch(r"\*\*(.*)\*\*", text)
+    if bold:
+        return r"\textbf{" + latex_escape(bold.group(1)) + "}"
+    for a, b in [("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
+                 ("±", r"$\pm$"), ("→", r"$\to$")]:
+        text = text.replace(a, b)
+    return text
+
+
+def to_latex(table: pd.DataFrame, cap: str, label: str) -> str:
+    cols = list(table.columns)
+    lines = [r"\begin{table}[t]", r"\centering", r"\caption{" + latex_escape(cap) + "}", r"\label{tab:" + label + "}",
+             r"\begin{tabular}{l" + "r" * (len(cols) - 1) + "}", r"\toprule",
+             " & ".join(latex_escape(c) for c in cols) + r" \\", r"\midrule"]
+    for _, row in table.iterrows():
+        lines.append(" & ".join(latex_escape(row[c]) for c in cols) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+SPLIT_COLUMNS = [("Class-IL acc", "class_il", "avg_acc", True), ("Class-IL forgetting", "class_il", "forgetting", False),
+                 ("Task-IL acc", "task_il", "avg_acc", True), ("Task-IL forgetting", "task_il", "forgetting", False),
+                 ("BWT (class-IL)", "class_il", "bwt", True), ("FWT (class-IL)", "class_il", "fwt", True)]
+PERMUTED_COLUMNS = [("Accuracy", "domain_il", "avg_acc", True), ("Forgetting", "domain_il", "forgetting", False),
+                    ("BWT", "domain_il", "bwt", True), ("FWT", "domain_il", "fwt", True),
+                    ("Learning acc", "domain_il", "learning_acc", True)]
+
+
+def standard_table(df: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for run in [r for r in ["adam", "nested", "nested-cms", "cms"] if r in set(df["run"])] + \
+               [r for r in ordered(df["run"]) if r not in ("adam", "nested", "nested-cms", "cms")]:
+        sub = df[(df["run"] == run) & (df["status"] == "complete")]
+        claim = BLOG_CLAIMS.get(run, ("-", "-"))
+        rows.append({"Model": STANDARD_LABELS.get(run, run), "Test acc": fmt(sub["avg_acc"]),
+                     "Peak memory (MB)": fmt(sub["peak_memory_mb"], 0), "Training time (s)": fmt(sub["train_seconds"], 1),
+                     "Images/s": fmt(sub["images_per_second"], 0), "n": str(sub["seed"].nunique()),
+                     "Blog claim: acc (claimed, unverified)": claim[0],
+                     "Blog claim: memory (claimed, unverified)": claim[1]})
+    return pd.DataFrame(rows)
+
+
+def ablation_label(run: str) -> str:
+    return run if "@" in run else f"{run} (defaults)"
+
+
+def build_tables(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str, str]]:
+    """name -> (table, caption, what it is)."""
+    out = {}
+    for profile in sorted(df["profile"].unique()):
+        p = df[df["profile"] == profile]
+        suffix = "" if profile == "quick" else f"-{profile}"
+        main = p[p["run"] == p["strategy"]]
+        split = main[main["scenario"] == "split-cifar"]
+        if not split.empty:
+            out[f"split-cifar{suffix}"] = (metric_table(split, SPLIT_COLUMNS, lambda r: LABELS.get(r, r)),
+                                           caption(split, "Split CIFAR-10 (5 tasks x 2 classes); BWT/FWT on class-IL; "
+                                                   "bold = best, the joint upper bound excluded"),
+                                           "Split CIFAR-10: class-IL and task-IL accuracy and forgetting, BWT, FWT")
+        perm = main[main["scenario"] == "permuted-cifar"]
+        if not perm.empty:
+            out[f"permuted-cifar{suffix}"] = (metric_table(perm, PERMUTED_COLUMNS, lambda r: LABELS.get(r, r)),
+                                              caption(perm, "Permuted CIFAR-10 (5 tasks, domain-IL); bold = best, "
+                                                      "the joint upper bound excluded"),
+                                              "Permuted CIFAR-10 (domain-IL): accuracy, forgetting, BWT, FWT, learning accuracy")
+        std = main[main["scenario"] == "cifar10"]
+        if not std.empty:
+            cap = caption(std, "Standard CIFAR-10 (one task). Peak memory: " +
+                          ", ".join(sorted(std["peak_memory_kind"].unique())) + ". The blog columns are the source "
+                          "blog post's claimed numbers (ResNet, its own unstated protocol), unverified and not comparable")
+            out[f"cifar10-standard{suffix}"] = (standard_table(std), cap,
+                                                "Standard CIFAR-10 comparison: accuracy, peak memory, training time, images/s")
+        abl = p[(p["scenario"] == "split-cifar") & p["strategy"].isin(ABLATION_STRATEGIES)]
+        if abl["run"].str.contains("@").any():
+            cols = [c for c in SPLIT_COLUMNS if c[2] in ("avg_acc", "forgetting")]
+            out[f"ablations{suffix}"] = (metric_table(abl, cols, ablation_label),
+                                         caption(abl, "Ablations of the Nested/CMS knobs on Split CIFAR-10; runs named "
+                                                 "by their overrides; bold = best"),
+                                         "Ablations: periods, grad_reduce, lr scaling, optimizer-state reset")
+    return out
+
+
+def published_block() -> str:
+    table = pd.DataFrame(PUBLISHED_SPLIT, columns=["Method", "Buffer", "Class-IL", "Task-IL"])
+    return ("\nPublished, different protocol (not our runs): DER paper (Buzzega et al., NeurIPS 2020), Table 2: "
+            "ResNet-18, SGD, batch 32, 50 epochs per task, 10 runs.\n\n"
+            f"{table.to_markdown(index=False, disable_numparse=True)}\n")
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="bench.py report", description="Tables and figures from run records.")
+    ap.add_argument("--runs", default="results/runs", help="folder of run records (default results/runs)")
+    ap.add_argument("--out", default="results", help="where tables, figures and README.md go (default results)")
+    ap.add_argument("--no-figures", action="store_true", help="tables only")
+    args = ap.parse_args(argv)
+    runs, out = pathlib.Path(args.runs), pathlib.Path(args.out)
+    df = load_records(runs)
+    tables = build_tables(df)
+    written = []
+    for name, (table, cap, what) in tables.items():
+        md = to_markdown(table, cap)
+        if name.startswith("split-cifar"):
+            md += published_block()
+        atomic_write_text(out / "tables" / f"{name}.md", md)
+        atomic_write_text(out / "tables" / f"{name}.tex", to_latex(table, cap, name))
+        written.append((f"tables/{name}.md, tables/{name}.tex", what))
+        print(f"{name}:\n{to_markdown(table, cap)}")
+    if not args.no_figures:
+        from .figures import make_figures
+        written += make_figures(df, out / "figures")
+    write_readme(out, df, written, args)
+    if out.resolve() == (pathlib.Path(__file__).resolve().parent.parent / "results"):
+        update_project_readme(tables)  # only the committed results feed the project README
+    return 0
+
+
+def write_readme(out: pathlib.Path, df: pd.DataFrame, written, args) -> None:
+    runs = df.drop_duplicates("path")
+    lines = ["# Results", "", "Everything in this folder is regenerated from the run records by", "",
+             f"    python bench.py report --runs {args.runs} --out {args.out}", "",
+             "The records were produced by the commands in `results/commands.sh` (CPU, quick profile) and, where "
+             "present, `gpu_suite.sh` (GPU, paper profile). Do not edit these files by hand.", "",
+             "| file | what it is |", "|---|---|"]
+    lines += [f"| `{f}` | {w} |" for f, w in written]
+    lines += ["", "## Provenance", "", "| scenario | profile | runs | device | git commit of the records |", "|---|---|---|---|---|"]
+    for (scenario, profile), g in runs.groupby(["scenario", "profile"]):
+        lines.append(f"| {scenario} | {profile} | {len(g)} | {', '.join(sorted(g['device'].unique()))} | "
+                     f"{', '.join(sorted(g['commit'].unique()))} |")
+    lines += ["", "Data: " + "; ".join(sorted(runs["data_source"].unique())) + ".", ""]
+    atomic_write_text(out / "README.md", "\n".join(lines))
+
+
+def update_project_readme(tables) -> None:
+    """Refresh the results block of the top-level README.md between its markers, if present."""
+    readme = pathlib.Path(__file__).resolve().parent.parent / "README.md"
+    if not readme.exists():
+        return
+    text = readme.read_text()
+    start, end = "<!-- results:start -->", "<!-- results:end -->"
+    if start not in text or end not in text:
+        return
+    parts = ["Generated by `python bench.py report` from the records in `results/runs` (see `results/README.md`)."]
+    for name in ("split-cifar", "permuted-cifar", "cifar10-standard", "split-cifar-paper", "cifar10-standard-paper"):
+        if name in tables:
+            table, cap, _ = tables[name]
+            parts.append(to_markdown(table, cap))
+    block = "\n\n".join(parts)
+    new = text[: text.index(start) + len(start)] + "\n" + block + "\n" + text[text.index(end):]
+    if new != text:
+        atomic_write_text(readme, new)

@@ -1,0 +1,109 @@
+"""Report: golden Markdown table, LaTeX sanity, aggregation by hand, clear errors."""
+import json
+
+import pytest
+
+from nlbench.errors import UserError
+from nlbench.report import build_tables, load_records, main, to_latex, to_markdown
+
+CFG = {"backbone": {"name": "cnn", "width": 8}, "train": {"epochs": 2, "batch_size": 16, "optimizer": "adam", "lr": 0.001}}
+
+
+def record(strategy, seed, class_il, task_il, run=None, status="complete"):
+    from nlbench import metrics
+    acc = {"class_il": class_il, "task_il": task_il}
+    init = {"class_il": [10.0, 10.0], "task_il": [50.0, 50.0]}
+    return {"scenario": "split-cifar", "strategy": strategy, "run_name": run or strategy, "seed": seed,
+            "profile": "quick", "status": status, "config": CFG, "tasks": [[0, 1], [2, 3]], "acc": acc,
+            "acc_init": init, "metrics": {s: metrics.summarize(acc[s], init[s]) for s in acc},
+            "train_seconds": 1.0, "images_per_second": 100.0, "peak_memory_mb": 10.0,
+            "peak_memory_kind": "process_peak_rss", "device": "cpu:2 cores", "data_source": "synthetic",
+            "versions": {"git_commit": "abc"}}
+
+
+def write(runs, rec):
+    path = runs / rec["scenario"] / rec["run_name"] / f"seed{rec['seed']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rec))
+
+
+@pytest.fixture
+def runs(tmp_path):
+    runs = tmp_path / "runs"
+    write(runs, record("adam", 0, [[90.0, 0.0], [0.0, 95.0]], [[90.0, 50.0], [60.0, 95.0]]))
+    write(runs, record("adam", 1, [[80.0, 0.0], [10.0, 85.0]], [[80.0, 50.0], [70.0, 85.0]]))
+    write(runs, record("replay", 0, [[90.0, 0.0], [40.0, 80.0]], [[90.0, 50.0], [85.0, 80.0]]))
+    write(runs, record("joint", 0, [None, [90.0, 90.0]], [None, [97.0, 97.0]]))
+    return runs
+
+
+# By hand: adam class-IL forgetting 90 and 70 (mean 80, sample std 14.14), A = 47.5 both seeds;
+# replay A = (40 + 80) / 2 = 60, forgetting 90 - 40 = 50; FWT = R[0][1] - b[1] = -10 everywhere (a tie:
+# both bold); joint has only a last row, so forgetting, BWT, FWT are n/a and it is never bold.
+GOLDEN = """\
+| Strategy            | Class-IL acc   | Class-IL forgetting   | Task-IL acc   | Task-IL forgetting   | BWT (class-IL)   | FWT (class-IL)    | n   |
+|:--------------------|:---------------|:----------------------|:--------------|:---------------------|:-----------------|:------------------|:----|
+| Adam (fine-tune)    | 47.50 ± 0.00   | 80.00 ± 14.14         | 77.50 ± 0.00  | 20.00 ± 14.14        | -80.00 ± 14.14   | **-10.00 ± 0.00** | 2   |
+| Replay              | **60.00**      | **50.00**             | **82.50**     | **5.00**             | **-50.00**       | **-10.00**        | 1   |
+| Joint (upper bound) | 90.00          | n/a                   | 97.00         | n/a                  | n/a              | n/a               | 1   |
+"""
+
+
+def test_golden_markdown_table(runs):
+    table, cap, _ = build_tables(load_records(runs))["split-cifar"]
+    md = to_markdown(table, cap)
+    assert md.split("\n\n", 1)[1] == GOLDEN
+    assert "2 seeds (0, 1)" in cap and "profile quick" in cap and "Chaudhry" in cap
+
+
+def test_aggregation_matches_hand_computation(runs):
+    df = load_records(runs)
+    adam = df[(df["run"] == "adam") & (df["setting"] == "class_il")]["avg_acc"]
+    # seed 0: (0 + 95) / 2 = 47.5 ; seed 1: (10 + 85) / 2 = 47.5
+    assert sorted(adam.tolist()) == [47.5, 47.5]
+    task = df[(df["run"] == "adam") & (df["setting"] == "task_il")]["avg_acc"]
+    # (60 + 95) / 2 = 77.5 and (70 + 85) / 2 = 77.5; std of forgetting: |30 - 10| / sqrt(2) = 14.14
+    assert sorted(task.tolist()) == [77.5, 77.5]
+
+
+def test_latex_is_balanced_and_escaped(runs):
+    table, cap, _ = build_tables(load_records(runs))["split-cifar"]
+    tex = to_latex(table, cap, "split-cifar")
+    for env in ("table", "tabular"):
+        assert tex.count(r"\begin{" + env) == tex.count(r"\end{" + env) == 1
+    assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
+    body = tex.replace(r"\_", "").replace(r"\label{tab:split-cifar}", "")
+    assert "_" not in body and "±" not in tex and "**" not in tex
+    assert r"\textbf{60.00}" in tex and tex.count("{") == tex.count("}")
+
+
+def test_diverged_runs_are_shown_not_averaged(runs):
+    bad = record("replay", 1, [[90.0, 0.0], [0.0, 0.0]], [[90.0, 50.0], [50.0, 50.0]], status="diverged")
+    bad["metrics"] = None
+    write(runs, bad)
+    table, _, _ = build_tables(load_records(runs))["split-cifar"]
+    replay = table[table["Strategy"] == "Replay"].iloc[0]
+    assert replay["n"] == "1 (1 diverged)" and replay["Class-IL acc"] == "**60.00**"
+
+
+def test_report_writes_tables_and_readme(runs, tmp_path):
+    out = tmp_path / "results"
+    assert main(["--runs", str(runs), "--out", str(out), "--no-figures"]) == 0
+    assert (out / "tables" / "split-cifar.md").read_text().count("Published, different protocol") == 1
+    assert (out / "tables" / "split-cifar.tex").exists() and "python bench.py report" in (out / "README.md").read_text()
+    first = (out / "tables" / "split-cifar.md").read_bytes()
+    main(["--runs", str(runs), "--out", str(out), "--no-figures"])
+    assert (out / "tables" / "split-cifar.md").read_bytes() == first
+
+
+def test_empty_folder_and_bad_records_name_the_problem(tmp_path, runs):
+    with pytest.raises(UserError, match="no run records under"):
+        load_records(tmp_path / "nothing")
+    old = runs / "split-cifar" / "ewc" / "seed0.json"
+    old.parent.mkdir(parents=True)
+    old.write_text(json.dumps({"scenario": "split-cifar", "acc": {}}))
+    with pytest.raises(UserError, match=f"run record {old} lacks keys strategy"):
+        load_records(runs)
+    old.write_text("{ truncated")
+    with pytest.raises(UserError, match=f"corrupt run record {old}"):
+        load_records(runs)
