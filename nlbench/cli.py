@@ -6,6 +6,7 @@ Exit codes: 0 done, 1 a run diverged, 2 bad input (one-line message), 130/143 in
 from __future__ import annotations
 
 import argparse
+import pathlib
 import signal
 import sys
 import time
@@ -41,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rerun runs whose record already exists")
     p.add_argument("--list", action="store_true", help="list scenarios, strategies and backbones")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--jobs", type=int, default=1, help="runs of the sweep in parallel (processes; on one GPU too)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (recorded in the run record)")
+    p.add_argument("--shard", help=argparse.SUPPRESS)  # i/N: internal, set by --jobs
     return p
 
 
@@ -88,6 +92,8 @@ def run_main(argv: list[str]) -> int:
     if not args.profile:
         print(f"profile: {profile} (default on {device.type}; choose with --profile)")
     sets = C.parse_sets(args.set)
+    if args.compile:
+        sets.setdefault("train", {})["compile"] = True
     plan = []
     for scenario in args.scenario:
         C.load_scenario_file(scenario)
@@ -96,10 +102,31 @@ def run_main(argv: list[str]) -> int:
             cfg = C.resolve(scenario, strategy, profile, sets, args.epochs)  # validates before anything runs
             for seed in args.seeds:
                 plan.append((scenario, strategy, name, cfg, seed))
+    if args.jobs < 1:
+        raise UserError(f"--jobs must be a positive integer, got {args.jobs}")
+    if args.jobs > 1 and len(plan) > 1 and not args.shard:
+        return run_sharded(argv, min(args.jobs, len(plan)))
+    if args.shard:
+        i, n = (int(v) for v in args.shard.split("/"))
+        plan = plan[i::n]
     worst = 0
     for scenario, strategy, name, cfg, seed in plan:
         worst = max(worst, run_one(args, scenario, strategy, name, cfg, seed, profile, device))
     return worst
+
+
+def run_sharded(argv: list[str], jobs: int) -> int:
+    """Split the sweep into ``jobs`` processes, each running every jobs-th run of the plan."""
+    import subprocess
+    bench = str(pathlib.Path(__file__).resolve().parent.parent / "bench.py")
+    procs = [subprocess.Popen([sys.executable, bench, *argv, "--shard", f"{i}/{jobs}"]) for i in range(jobs)]
+    codes = []
+    try:
+        codes = [p.wait() for p in procs]
+    except KeyboardInterrupt:  # the children got the same SIGINT: let them checkpoint
+        codes = [p.wait() for p in procs]
+    bad = [c for c in codes if c != 0]
+    return max(bad, key=lambda c: (c != 2, c)) if bad else 0
 
 
 def expand_strategies(names: list[str], scenario: str) -> list[str]:

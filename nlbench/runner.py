@@ -154,7 +154,7 @@ def run(cfg: dict, *, scenario_name: str, builder: str, strategy_name: str, seed
     use_amp = device.type == "cuda" and cfg["train"]["amp"] in ("auto", True)
     amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else contextlib.nullcontext
     if cfg["train"]["compile"]:
-        strategy.model = torch.compile(strategy.model, dynamic=False)
+        strategy.model.compile(dynamic=False)  # in place: parameter names and optimizers unchanged
 
     state = RunState()
     if checkpoint is not None and checkpoint.exists():
