@@ -51,7 +51,7 @@ class EWC(Strategy):
     """Elastic Weight Consolidation, separate or online, diagonal empirical Fisher."""
 
     # lambda chosen on the quick profile (see README): large enough to move task-IL accuracy.
-    defaults = {"lam": 100.0, "mode": "separate", "gamma": 1.0, "fisher_samples": None, "fisher_chunk": 256}
+    defaults = {"lam": 100.0, "mode": "separate", "gamma": 1.0, "fisher_samples": None, "fisher_chunk": 128}
 
     @classmethod
     def check(cls, hp):

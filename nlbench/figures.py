@@ -112,6 +112,8 @@ def standard_bars(df: pd.DataFrame, folder, suffix: str) -> list[tuple[str, str]
 
 
 def make_figures(df: pd.DataFrame, folder: pathlib.Path) -> list[tuple[str, str]]:
+    import warnings
+    warnings.filterwarnings("ignore", category=RuntimeWarning)  # nan means of joint's unmeasured rows
     written = []
     for profile in sorted(df["profile"].unique()):
         p = df[(df["profile"] == profile) & (df["run"] == df["strategy"])]

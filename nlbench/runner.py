@@ -145,6 +145,8 @@ def run(cfg: dict, *, scenario_name: str, builder: str, strategy_name: str, seed
         progress: bool = True, log=print) -> dict:
     """Run one (scenario, strategy, seed) and return its run record."""
     torch.manual_seed(seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
     scenario = build_scenario(scenario_name, builder, cfg, seed, device, data_root, download)
     generator = torch.Generator(device=device).manual_seed(seed)
     backbone = lookup(BACKBONES, "backbone", cfg["backbone"]["name"])
