@@ -101,10 +101,27 @@ def evaluate(model, scenario: Scenario, ctx: RunContext, amp) -> dict[str, list[
     return out
 
 
+def _reset_peak_memory(device: torch.device) -> None:
+    """Start each run's peak from now: a sweep runs many runs in one process."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:  # Linux: writing 5 to clear_refs resets the process's peak RSS (VmHWM)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
 def _peak_memory(device: torch.device) -> tuple[float, str]:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process_peak_rss"
+    try:
+        with open("/proc/self/status") as f:
+            hwm = next(line for line in f if line.startswith("VmHWM:"))
+        return int(hwm.split()[1]) / 1024, "process_peak_rss"
+    except (OSError, StopIteration):  # not Linux: lifetime peak of the process
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process_peak_rss_lifetime"
 
 
 class _SignalGuard:
@@ -145,6 +162,7 @@ def run(cfg: dict, *, scenario_name: str, builder: str, strategy_name: str, seed
         progress: bool = True, log=print) -> dict:
     """Run one (scenario, strategy, seed) and return its run record."""
     torch.manual_seed(seed)
+    _reset_peak_memory(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
     scenario = build_scenario(scenario_name, builder, cfg, seed, device, data_root, download)

@@ -28,7 +28,7 @@ def test_strategies_run_on_cuda_with_bf16_and_channels_last(cifar_root, tmp_path
     assert code == 0 and rec["status"] == "complete"
     assert rec["numerics"] == {"bf16_autocast": True, "channels_last": True, "compile": False}
     assert rec["peak_memory_kind"] == "cuda_max_allocated" and rec["device"].startswith("cuda:")
-    assert rec["metrics"]["class_il"]["avg_acc"] > 10
+    assert rec["metrics"]["class_il"]["learning_acc"] is None or rec["metrics"]["class_il"]["learning_acc"] > 60
 
 
 def test_same_seed_same_matrix_on_cuda_within_tolerance(cifar_root, tmp_path):

@@ -152,3 +152,13 @@ def test_existing_record_is_skipped_unless_forced(bench, capsys):
     assert "(exists; --force reruns it)" in capsys.readouterr().out
     bench("--scenario", "split-cifar", "--strategy", "adam", "--force", sets=["scenario.n_tasks=2"])
     assert "(exists; --force reruns it)" not in capsys.readouterr().out
+
+
+def test_peak_memory_is_per_run_not_per_process():
+    from nlbench.runner import _peak_memory, _reset_peak_memory
+    cpu = torch.device("cpu")
+    big = torch.ones(100_000_000 // 4)  # 100 MB touched
+    before = _peak_memory(cpu)[0]
+    del big
+    _reset_peak_memory(cpu)
+    assert _peak_memory(cpu)[0] < before - 50
