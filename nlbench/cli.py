@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:  # outside a run's training loop: nothing half-written to keep
+        print("\ninterrupted; no record was written for the run in progress: rerun the same command", file=sys.stderr)
+        return 130
 
 
 def run_main(argv: list[str]) -> int:

@@ -61,7 +61,8 @@ def versions() -> dict:
             return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
-    commit = git("rev-parse", "HEAD") or None
+    commit = git("rev-parse", "HEAD")
+    commit = commit if len(commit) == 40 else None  # not a git checkout (e.g. a copied tree)
     dirty = bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None
     return {"python": platform.python_version(), "torch": torch.__version__, "nlbench": __version__,
             "git_commit": commit, "git_dirty": dirty}

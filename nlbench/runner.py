@@ -11,6 +11,7 @@ import os
 import pathlib
 import resource
 import signal
+import tempfile
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -294,9 +295,15 @@ def _save_checkpoint(path: pathlib.Path, strategy, generator, state: RunState, c
     payload = {"config": cfg, "state": vars(state), "strategy": strategy.state_dict(),
                "generator": generator.get_state(), "torch_rng": torch.get_rng_state()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+        os.replace(tmp, path)  # atomic: a reader (or a killed writer) never leaves half a checkpoint
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
     return path
 
 
