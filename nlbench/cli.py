@@ -55,6 +55,9 @@ def print_list() -> None:
     print("strategies:")
     for name in ordered_strategies():
         print(f"  {name:16s} {STRATEGIES[name].description}")
+    from .avalanche_bridge import KNOWN_WORKING
+    print("  avalanche:NAME   any Avalanche strategy class (avalanche-lib); checked to work: " +
+          ", ".join(KNOWN_WORKING))
     print("backbones:")
     for name, e in sorted(BACKBONES.items()):
         print(f"  {name:16s} {e.description}")
@@ -135,7 +138,7 @@ def run_sharded(argv: list[str], jobs: int) -> int:
 def expand_strategies(names: list[str], scenario: str) -> list[str]:
     if names != ["all"]:
         for n in names:
-            if n not in STRATEGIES:
+            if n not in STRATEGIES and not n.startswith("avalanche:"):
                 raise UserError(f"unknown strategy '{n}'; valid: {', '.join(ordered_strategies())}, all")
         return names
     chosen = ordered_strategies()

@@ -17,7 +17,8 @@ REQUIRED_KEYS = ("scenario", "strategy", "seed", "profile", "config", "tasks", "
 
 
 def record_path(out: str | os.PathLike, scenario: str, run_name: str, seed: int) -> pathlib.Path:
-    return pathlib.Path(out) / scenario / run_name / f"seed{seed}.json"
+    folder = run_name.replace(":", "-")  # avalanche:EWC -> avalanche-EWC: portable file names
+    return pathlib.Path(out) / scenario / folder / f"seed{seed}.json"
 
 
 def atomic_write_text(path: pathlib.Path, text: str) -> None:

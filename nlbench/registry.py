@@ -64,6 +64,9 @@ def register_builder(name: str):
 
 
 def lookup(table: dict[str, Entry], kind: str, name: str) -> Entry:
+    if table is STRATEGIES and name not in table and name.startswith("avalanche:"):
+        from .avalanche_bridge import register  # lazy: avalanche-lib is heavy
+        return register(name)
     if name not in table:
         raise UserError(f"unknown {kind} '{name}'; valid: {', '.join(sorted(table))}")
     return table[name]
