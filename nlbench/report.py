@@ -238,8 +238,10 @@ def write_readme(out: pathlib.Path, df: pd.DataFrame, written, args) -> None:
     runs = df.drop_duplicates("path")
     lines = ["# Results", "", "Everything in this folder is regenerated from the run records by", "",
              f"    python bench.py report --runs {args.runs} --out {args.out}", "",
-             "The records were produced by the commands in `results/commands.sh` (CPU, quick profile) and, where "
-             "present, `gpu_suite.sh` (GPU, paper profile). Do not edit these files by hand.", "",
+             "The records were produced by the commands in `results/commands.sh` (CPU, quick profile) and "
+             "`results/gpu_commands.sh` (GPU, paper profile, records in `runs/paper`). `speed.json` comes from "
+             "`python bench.py speed` on the CPU, `speed-h100.json` from `gpu_suite.sh` on one H100. "
+             "Do not edit these files by hand.", "",
              "| file | what it is |", "|---|---|"]
     lines += [f"| `{f}` | {w} |" for f, w in written]
     lines += ["", "## Provenance", "", "| scenario | profile | runs | device | git commit of the records |", "|---|---|---|---|---|"]
