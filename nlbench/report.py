@@ -27,6 +27,7 @@ PUBLISHED_SPLIT = [("JOINT", "-", "92.20 ± 0.15", "98.31 ± 0.12"), ("SGD fine-
                    ("online EWC", "-", "19.49 ± 0.12", "68.29 ± 3.92"), ("ER", "500", "57.74 ± 0.27", "93.61 ± 0.27"),
                    ("DER++", "500", "72.70 ± 1.36", "93.88 ± 0.50")]
 ABLATION_STRATEGIES = ("nested", "nested-blog", "cms", "nested-cms")
+AVALANCHE_TWINS = ("adam", "ewc", "replay")
 FORGETTING_NOTE = "forgetting: Chaudhry et al. 2018 (max over rows 1..T-1 minus the last row)"
 
 
@@ -74,7 +75,8 @@ def fmt(values: pd.Series, digits: int = 2) -> str:
 
 def ordered(names) -> list[str]:
     names = list(dict.fromkeys(names))
-    return [n for n in ORDER if n in names] + sorted(n for n in names if n not in ORDER)
+    return [n for n in ORDER if n in names] + sorted(n for n in names if n not in ORDER and not n.startswith("joint"))\
+        + sorted(n for n in names if n not in ORDER and n.startswith("joint"))
 
 
 def metric_table(df: pd.DataFrame, columns: list[tuple[str, str, str, bool]], label_of) -> pd.DataFrame:
@@ -190,6 +192,15 @@ def build_tables(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str, str]]:
                           "blog post's claimed numbers (ResNet, its own unstated protocol), unverified and not comparable")
             out[f"cifar10-standard{suffix}"] = (standard_table(std), cap,
                                                 "Standard CIFAR-10 comparison: accuracy, peak memory, training time, images/s")
+        av = p[(p["scenario"] == "split-cifar") & p["strategy"].str.startswith("avalanche:")]
+        if not av.empty:
+            pairs = p[(p["scenario"] == "split-cifar") & (p["run"] == p["strategy"]) & p["strategy"].isin(AVALANCHE_TWINS)]
+            both = pd.concat([pairs, av])
+            out[f"avalanche-parity{suffix}"] = (
+                metric_table(both, SPLIT_COLUMNS[:4], lambda r: r), caption(both, "Our baselines next to Avalanche's "
+                             "implementations through the bridge (same backbone, optimizer, batch size, epochs, "
+                             "augmentation and evaluator); bold = best"),
+                "Avalanche parity: adam vs avalanche:Naive, ewc vs avalanche:EWC, replay vs avalanche:Replay")
         abl = p[(p["scenario"] == "split-cifar") & p["strategy"].isin(ABLATION_STRATEGIES)]
         if abl["run"].str.contains("@").any():
             cols = [c for c in SPLIT_COLUMNS if c[2] in ("avg_acc", "forgetting")]

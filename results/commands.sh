@@ -14,4 +14,9 @@ $B --scenario split-cifar --strategy nested --set strategy.grad_reduce=mean
 $B --scenario split-cifar --strategy nested --set strategy.grad_reduce=drop
 $B --scenario split-cifar --strategy nested --set strategy.reset_on_task=true
 $B --scenario split-cifar --strategy cms --set strategy.periods=1
+# Avalanche parity on the real quick profile (same backbone, optimizer, batch, epochs, augmentation)
+$B --scenario split-cifar --strategy avalanche:Naive
+$B --scenario split-cifar --strategy avalanche:EWC --set strategy.ewc_lambda=100
+$B --scenario split-cifar --strategy avalanche:Replay --set strategy.mem_size=500
+python bench.py speed --device cpu --out results/speed.json
 python bench.py report
