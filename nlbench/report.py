@@ -74,9 +74,11 @@ def fmt(values: pd.Series, digits: int = 2) -> str:
 
 
 def ordered(names) -> list[str]:
+    """Built-ins in the usual order, then any others (plugins, Avalanche) by name, joint always last."""
     names = list(dict.fromkeys(names))
-    return [n for n in ORDER if n in names] + sorted(n for n in names if n not in ORDER and not n.startswith("joint"))\
-        + sorted(n for n in names if n not in ORDER and n.startswith("joint"))
+    known = [n for n in ORDER if n in names and n != "joint"]
+    others = sorted(n for n in names if n not in ORDER)
+    return known + others + (["joint"] if "joint" in names else [])
 
 
 def metric_table(df: pd.DataFrame, columns: list[tuple[str, str, str, bool]], label_of) -> pd.DataFrame:
