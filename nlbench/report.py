@@ -150,6 +150,14 @@ PERMUTED_COLUMNS = [("Accuracy", "domain_il", "avg_acc", True), ("Forgetting", "
                     ("Learning acc", "domain_il", "learning_acc", True)]
 
 
+CONTINUAL_TABLES = [
+    ("split-cifar", SPLIT_COLUMNS, "Split CIFAR-10 (5 tasks x 2 classes); BWT/FWT on class-IL; bold = best, the joint "
+     "upper bound excluded", "Split CIFAR-10: class-IL and task-IL accuracy and forgetting, BWT, FWT"),
+    ("permuted-cifar", PERMUTED_COLUMNS, "Permuted CIFAR-10 (5 tasks, domain-IL); bold = best, the joint upper bound "
+     "excluded", "Permuted CIFAR-10 (domain-IL): accuracy, forgetting, BWT, FWT, learning accuracy"),
+]
+
+
 def standard_table(df: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for run in [r for r in ["adam", "nested", "nested-cms", "cms"] if r in set(df["run"])] + \
@@ -175,18 +183,11 @@ def build_tables(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str, str]]:
         p = df[df["profile"] == profile]
         suffix = "" if profile == "quick" else f"-{profile}"
         main = p[p["run"] == p["strategy"]]
-        split = main[main["scenario"] == "split-cifar"]
-        if not split.empty:
-            out[f"split-cifar{suffix}"] = (metric_table(split, SPLIT_COLUMNS, lambda r: LABELS.get(r, r)),
-                                           caption(split, "Split CIFAR-10 (5 tasks x 2 classes); BWT/FWT on class-IL; "
-                                                   "bold = best, the joint upper bound excluded"),
-                                           "Split CIFAR-10: class-IL and task-IL accuracy and forgetting, BWT, FWT")
-        perm = main[main["scenario"] == "permuted-cifar"]
-        if not perm.empty:
-            out[f"permuted-cifar{suffix}"] = (metric_table(perm, PERMUTED_COLUMNS, lambda r: LABELS.get(r, r)),
-                                              caption(perm, "Permuted CIFAR-10 (5 tasks, domain-IL); bold = best, "
-                                                      "the joint upper bound excluded"),
-                                              "Permuted CIFAR-10 (domain-IL): accuracy, forgetting, BWT, FWT, learning accuracy")
+        for scenario, columns, what, description in CONTINUAL_TABLES:
+            sub = main[main["scenario"] == scenario]
+            if not sub.empty:
+                out[f"{scenario}{suffix}"] = (metric_table(sub, columns, lambda r: LABELS.get(r, r)),
+                                              caption(sub, what), description)
         std = main[main["scenario"] == "cifar10"]
         if not std.empty:
             cap = caption(std, "Standard CIFAR-10 (one task). Peak memory: " +
