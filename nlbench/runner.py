@@ -17,13 +17,12 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import metrics
 from .data import Augmenter, describe_source, ensure_cifar10, load_split, subset_per_class
 from .errors import Diverged, UserError
-from .records import atomic_write_text, versions
+from .records import versions
 from .registry import BACKBONES, BUILDERS, STRATEGIES, lookup
 from .scenarios import Scenario, Task
 from .strategy import Batch, RunContext

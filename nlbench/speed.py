@@ -17,7 +17,6 @@ import os
 import pathlib
 import time
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
