@@ -71,6 +71,6 @@ grep -E "^== |error" "$OUT/grid.log" | tail -80 > "$OUT/grid_summary.txt"
 
 log "report"
 $PY bench.py report --runs results/runs/paper --out /tmp/report-paper 2>&1 | tail -3 | tee -a "$OUT/suite.log"
-tar czf "$OUT/gpu_results.tgz" results/runs/paper results/speed.json
+tar czf "$OUT/gpu_results.tgz" --exclude="*.ckpt" --exclude="*.tmp" results/runs/paper results/speed.json  # checkpoints would exceed the 16 MB return limit
 cp results/speed.json "$OUT/" 2>/dev/null
 log "done"
