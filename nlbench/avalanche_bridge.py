@@ -24,7 +24,7 @@ from torch import nn
 
 from .errors import UserError
 from .registry import STRATEGIES, Entry
-from .strategy import Strategy
+from .strategy import RunContext, Strategy
 
 PREFIX = "avalanche:"
 # Set by us from our config: never constructor arguments a user passes with --set.
@@ -60,7 +60,6 @@ def _jsonable(value) -> bool:
         return False
 
 
-REQUIRED = object()
 
 
 def constructor_defaults(cls) -> dict:
@@ -184,22 +183,10 @@ def levelled_model_and_optimizer(name: str = "nested", backbone: str = "cnn", wi
     entry.obj.check(params)
     device = torch.device(device)
     make = BACKBONES[backbone].obj
-
-    class _Ctx:  # the part of RunContext a levelled strategy uses
-        train = {"lr": lr, "batch_size": batch_size, "optimizer": "adam"}
-        channels_last = False
-
-        def __init__(self):
-            self.device = device
-            self._make_backbone = lambda: make(num_classes=10, width=width)
-
-        def make_backbone(self):
-            return self._make_backbone().to(device)
-
-        from .strategy import RunContext as _R
-        make_optimizer = _R.make_optimizer
-
-    strategy = entry.obj(_Ctx(), **params)
+    train = {"lr": lr, "batch_size": batch_size, "optimizer": "adam", "channels_last": False}
+    ctx = RunContext({"train": train}, None, device, torch.Generator(device=device),
+                     lambda: make(num_classes=10, width=width), None)
+    strategy = entry.obj(ctx, **params)
     return strategy.model, LevelOptimizer(strategy.levels)
 
 
