@@ -239,6 +239,11 @@ def main(argv: list[str]) -> int:
         atomic_write_text(out / "tables" / f"{name}.tex", to_latex(table, cap, name))
         written.append((f"tables/{name}.md, tables/{name}.tex", what))
         print(f"{name}:\n{to_markdown(table, cap)}")
+    speed = speed_table(out)
+    if speed is not None:
+        atomic_write_text(out / "tables" / "speed.md", speed)
+        written.append(("tables/speed.md", "Training throughput side by side (from the speed JSON files)"))
+        tables["speed"] = speed
     if not args.no_figures:
         from .figures import make_figures
         written += make_figures(df, out / "figures")
@@ -246,6 +251,30 @@ def main(argv: list[str]) -> int:
     if out.resolve() == (pathlib.Path(__file__).resolve().parent.parent / "results"):
         update_project_readme(tables)  # only the committed results feed the project README
     return 0
+
+
+def speed_table(out: pathlib.Path) -> str | None:
+    """The ``bench.py speed`` results found in ``out`` (speed.json, speed-*.json) as one Markdown table."""
+    import json
+    rows = []
+    for path in sorted(out.glob("speed*.json")):
+        try:
+            d = json.loads(path.read_text())
+        except ValueError as exc:
+            raise UserError(f"corrupt speed file {path}; rerun python bench.py speed") from exc
+        def num(key, digits=0, scale=1.0):
+            v = d.get(key)
+            return "n/a" if v is None else f"{v * scale:.{digits}f}"
+        rows.append({"File": path.name, "Device": d["device"], "Backbone": f"{d['backbone']} (width {d.get('width')})",
+                     "Batch": str(d["batch_size"]), "Ours img/s": num("native_images_per_s"),
+                     "DataLoader img/s": num("dataloader_images_per_s"), "Avalanche img/s": num("avalanche_images_per_s"),
+                     "Ours / DataLoader": num("native_over_dataloader", 2), "Ours / Avalanche": num("native_over_avalanche", 2),
+                     "TFLOP/s": num("achieved_tflops", 1), "% of bf16 peak": num("fraction_of_bf16_peak", 1, 100.0)})
+    if not rows:
+        return None
+    return ("Training throughput, `python bench.py speed` (same backbone, batch size and images for the three loops; "
+            "ours and the DataLoader loop use bf16 autocast + channels_last on CUDA, Avalanche its default fp32 loop).\n\n"
+            f"{pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)}\n")
 
 
 def write_readme(out: pathlib.Path, df: pd.DataFrame, written, args) -> None:
@@ -280,6 +309,8 @@ def update_project_readme(tables) -> None:
         if name in tables:
             table, cap, _ = tables[name]
             parts.append(to_markdown(table, cap))
+    if "speed" in tables:
+        parts.append(tables["speed"])
     block = "\n\n".join(parts)
     new = text[: text.index(start) + len(start)] + "\n" + block + "\n" + text[text.index(end):]
     if new != text:

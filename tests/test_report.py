@@ -107,3 +107,15 @@ def test_empty_folder_and_bad_records_name_the_problem(tmp_path, runs):
     old.write_text("{ truncated")
     with pytest.raises(UserError, match=f"corrupt run record {old}"):
         load_records(runs)
+
+
+def test_speed_results_become_a_table(runs, tmp_path):
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "speed.json").write_text(json.dumps({
+        "device": "cpu:2 cores", "backbone": "cnn", "width": 32, "batch_size": 32, "native_images_per_s": 2000.0,
+        "dataloader_images_per_s": 1000.0, "avalanche_images_per_s": 800.0, "native_over_dataloader": 2.0,
+        "native_over_avalanche": 2.5}))
+    main(["--runs", str(runs), "--out", str(out), "--no-figures"])
+    table = (out / "tables" / "speed.md").read_text()
+    assert "| speed.json | cpu:2 cores | cnn (width 32) | 32      | 2000" in table and "| 2.50 " in table
