@@ -171,8 +171,8 @@ def run(cfg: dict, *, scenario_name: str, builder: str, strategy_name: str, seed
     make_backbone = lambda: backbone.obj(num_classes=10, width=cfg["backbone"]["width"])  # noqa: E731
     ctx = RunContext(cfg, scenario, device, generator, make_backbone, Augmenter(generator))
     strategy = lookup(STRATEGIES, "strategy", strategy_name).obj(ctx, **cfg["strategy"])
-    use_amp = device.type == "cuda" and cfg["train"]["amp"] in ("auto", True)
-    amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else contextlib.nullcontext
+    use_amp = uses_bf16(device, cfg)
+    amp = amp_context(device, cfg)
     if cfg["train"]["compile"]:
         strategy.model.compile(dynamic=False)  # in place: parameter names and optimizers unchanged
 
@@ -229,6 +229,17 @@ def run(cfg: dict, *, scenario_name: str, builder: str, strategy_name: str, seed
         "versions": versions(),
     }
     return record
+
+
+def uses_bf16(device: torch.device, cfg: dict) -> bool:
+    return device.type == "cuda" and cfg["train"]["amp"] in ("auto", True)
+
+
+def amp_context(device: torch.device, cfg: dict):
+    """A factory of the context the forward passes run in: bf16 autocast on CUDA, nothing on the CPU."""
+    if uses_bf16(device, cfg):
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext
 
 
 def _device_name(device: torch.device) -> str:

@@ -11,7 +11,6 @@ Each is timed over the same number of training images after a short warm-up.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import pathlib
@@ -25,7 +24,7 @@ from .data import MEAN, STD, ensure_cifar10, load_split
 from .errors import UserError
 from .records import atomic_write_text, versions
 from .registry import BACKBONES, load_builtins
-from .runner import RunState, _train_task, build_scenario, resolve_device
+from .runner import RunState, _train_task, amp_context, build_scenario, resolve_device
 from .strategy import RunContext
 
 # Dense bf16 tensor-core peak (TFLOP/s) by device name, from the vendors' data sheets.
@@ -70,7 +69,7 @@ def time_native(cfg, device, data_root, download, n_images, warmup_steps=10) -> 
                      Augmenter(g))
     from .registry import STRATEGIES
     strategy = STRATEGIES["adam"].obj(ctx)
-    amp = _amp(device, cfg)
+    amp = amp_context(device, cfg)
     for _ in range(warmup_steps):  # warm-up: cuDNN autotuning, allocator
         idx = task.train_idx[: cfg["train"]["batch_size"]]
         with amp():
@@ -92,12 +91,6 @@ def _batch(ctx, scenario, idx):
     return Batch(ctx.prepare(raw, t), scenario.train_y[idx], raw, t)
 
 
-def _amp(device, cfg):
-    if device.type == "cuda" and cfg["train"]["amp"] in ("auto", True):
-        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext
-
-
 def _model(cfg, device):
     torch.manual_seed(0)
     model = BACKBONES[cfg["backbone"]["name"]].obj(num_classes=10, width=cfg["backbone"]["width"]).to(device)
@@ -111,7 +104,7 @@ def time_dataloader(cfg, device, dataset, workers, n_images) -> float:
     loader = torch.utils.data.DataLoader(dataset, batch_size=bs, shuffle=True, num_workers=workers,
                                          pin_memory=device.type == "cuda", drop_last=False,
                                          persistent_workers=False)
-    amp = _amp(device, cfg)
+    amp = amp_context(device, cfg)
     seen, t0 = 0, None
     for i, (x, y) in enumerate(loader):
         if i == 3:  # warm-up (workers started, cuDNN tuned), then time the rest
