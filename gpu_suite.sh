@@ -47,12 +47,12 @@ else
 fi
 
 log "speed"
-timeout 200 $PY bench.py speed $SPEED_ARGS $AVALANCHE_FLAG --out results/speed.json 2>&1 | grep -v -i warn | tee -a "$OUT/suite.log"
+timeout 200 $PY bench.py speed $SPEED_ARGS --data full $AVALANCHE_FLAG --out results/speed.json 2>&1 | grep -v -i warn | tee -a "$OUT/suite.log"
 
 log "grid: split-cifar, permuted-cifar, cifar10 x all strategies x 3 seeds, $JOBS in parallel"
 start=$(date +%s.%N)
 timeout "$GRID_LIMIT" $PY bench.py --scenario split-cifar permuted-cifar cifar10 --strategy all --seeds 0 1 2 \
-  --profile $PROFILE --device $DEV --out results/runs/paper --quiet --no-download --jobs "$JOBS" $GRID_SETS \
+  --profile $PROFILE --device $DEV --data full --out results/runs/paper --quiet --no-download --jobs "$JOBS" $GRID_SETS \
   > "$OUT/grid.log" 2>&1
 code=$?
 end=$(date +%s.%N)

@@ -34,8 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", choices=C.PROFILES, help="quick (CPU) or paper (GPU); default by device")
     p.add_argument("--epochs", type=int, help="epochs per task (overrides the profile)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--data", default="auto", help="auto (default): the full CIFAR-10 if found or downloadable, "
+                   "else the embedded mini set | full: never fall back | mini: the embedded subset")
     p.add_argument("--data-root", help="folder holding cifar-10-batches-py/ (else $NLBENCH_DATA, else ~/.cache/nlbench)")
-    p.add_argument("--out", default="results/runs", help="run records folder (default results/runs)")
+    p.add_argument("--out", default="runs", help="run records folder (default runs/; the committed reference "
+                   "records live in results/runs)")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides, e.g. strategy.lam=400")
     p.add_argument("--plugin", nargs="+", default=[], metavar="FILE", help="extra strategy files to load")
     p.add_argument("--no-download", action="store_true", help="never download CIFAR-10")
@@ -92,6 +95,7 @@ def run_main(argv: list[str]) -> int:
     if not args.scenario or not args.strategy:
         raise UserError("--scenario and --strategy are required (or --list); e.g. "
                         "python bench.py --scenario split-cifar --strategy ewc")
+    from .data import select_data
     from .runner import resolve_device  # torch-heavy imports only once we run
     device = resolve_device(args.device)
     profile = args.profile or ("paper" if device.type == "cuda" else "quick")
@@ -110,14 +114,17 @@ def run_main(argv: list[str]) -> int:
                 plan.append((scenario, strategy, name, cfg, seed))
     if args.jobs < 1:
         raise UserError(f"--jobs must be a positive integer, got {args.jobs}")
+    data = select_data(args.data, args.data_root, not args.no_download)
+    if not args.shard:
+        print(data.announce())
     if args.jobs > 1 and len(plan) > 1 and not args.shard:
-        return run_sharded(argv, min(args.jobs, len(plan)))
+        return run_sharded([*argv, "--data", data.kind], min(args.jobs, len(plan)))  # children skip auto's search
     if args.shard:
         i, n = (int(v) for v in args.shard.split("/"))
         plan = plan[i::n]
     worst = 0
     for scenario, strategy, name, cfg, seed in plan:
-        worst = max(worst, run_one(args, scenario, strategy, name, cfg, seed, profile, device))
+        worst = max(worst, run_one(args, scenario, strategy, name, cfg, seed, profile, device, data))
     return worst
 
 
@@ -147,7 +154,7 @@ def expand_strategies(names: list[str], scenario: str) -> list[str]:
     return chosen
 
 
-def run_one(args, scenario, strategy, name, cfg, seed, profile, device) -> int:
+def run_one(args, scenario, strategy, name, cfg, seed, profile, device, data) -> int:
     from .runner import Interrupted, run
     path = record_path(args.out, scenario, name, seed)
     if path.exists() and not args.force:
@@ -155,6 +162,9 @@ def run_one(args, scenario, strategy, name, cfg, seed, profile, device) -> int:
         if old["profile"] != profile:
             raise UserError(f"{path} holds a {old['profile']}-profile run; use another --out for {profile} runs, "
                             "or --force to replace it")
+        if old.get("data_set", "full") != data.kind:  # records from before the mini set are full-data runs
+            raise UserError(f"{path} holds a run on the {old.get('data_set', 'full')} data set; use another --out "
+                            f"for runs on the {data.kind} set, or --force to replace it")
         print(f"skip {path} (exists; --force reruns it)")
         return 0
     spec = C.load_scenario_file(scenario)
@@ -162,8 +172,7 @@ def run_one(args, scenario, strategy, name, cfg, seed, profile, device) -> int:
     t0 = time.perf_counter()
     try:
         record = run(cfg, scenario_name=scenario, builder=spec["builder"], strategy_name=strategy, seed=seed,
-                     profile=profile, device=device, data_root=args.data_root, download=not args.no_download,
-                     checkpoint=ckpt, progress=not args.quiet)
+                     profile=profile, device=device, data=data, checkpoint=ckpt, progress=not args.quiet)
     except Interrupted as exc:
         code = 128 + exc.signum
         name_ = signal.Signals(exc.signum).name
@@ -187,6 +196,9 @@ def print_summary(record: dict, path) -> None:
     print(f"== {record['scenario']} / {record['run_name']} / seed {record['seed']} ({record['status']}): "
           f"{record['train_seconds']:.1f}s training, {record['images_per_second'] or 0:.0f} img/s, "
           f"peak {record['peak_memory_mb']:.0f} MB -> {path}")
+    mini = record["data_set"] == "mini"
+    print(f"  data: {'MINI set, not the full CIFAR-10: ' if mini else ''}{record['data_source']}; "
+          f"{record['images']['train']} train / {record['images']['test']} test images")
     for setting, rows in record["acc"].items():
         print(f"  accuracy matrix ({setting}, row = after task i, column = task j):")
         for i, row in enumerate(rows):

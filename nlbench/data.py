@@ -1,5 +1,10 @@
 """CIFAR-10 as uint8 tensors, and batched augmentation on the run's device.
 
+Two data sets: ``full`` (the standard ``cifar-10-batches-py`` folder, downloaded when missing) and
+``mini`` (a small real subset shipped inside the package, ``nlbench/mini/``; see its README).
+``select_data`` turns ``--data full|mini|auto`` into one of them; ``auto`` falls back to the mini
+set only when the full set is neither found nor downloadable.
+
 Why not torchvision's ``CIFAR10`` dataset: it refuses a folder whose batch files do not carry the
 official md5 sums (a re-encoded copy must load here), and it yields PIL images one by one. We read
 the same ``cifar-10-batches-py`` pickles ourselves, validate shapes and labels, and keep each split
@@ -7,9 +12,14 @@ as one (N, 3, 32, 32) uint8 tensor. The download itself is torchvision's, checks
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import pathlib
 import pickle
+import socket
+from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -21,10 +31,18 @@ ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
 TEST_FILES = ["test_batch"]
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
-HOW_TO = ("pass --data-root DIR (or set NLBENCH_DATA) pointing at a folder that holds "
-          f"{FOLDER}/ (without --no-download the official archive is fetched when missing)")
+FULL_HOW_TO = ("pass --data-root DIR (or set NLBENCH_DATA) pointing at a folder that holds "
+               f"{FOLDER}/ (without --no-download the official archive is fetched when missing)")
+HOW_TO = FULL_HOW_TO + ", or run on the embedded mini set with --data mini"
+DOWNLOAD_TIMEOUT_S = 30  # per network operation: a firewalled node fails fast instead of hanging
+MINI_PATH = pathlib.Path(__file__).resolve().parent / "mini" / "cifar10_mini.npz"
+# sha256 of the mini set's content (printed by nlbench/mini/draw_mini.py): a truncated or altered
+# file (e.g. a Git LFS pointer) is refused with a message instead of training on garbage.
+MINI_SHA256 = "3cfd6b46f6a1b17bbd23ef4cf9e8a85938643be6a57a31c281645fac2b8597f5"
+DATA_CHOICES = ("auto", "full", "mini")
 
 
 def default_root() -> pathlib.Path:
@@ -40,10 +58,14 @@ def ensure_cifar10(root: str | os.PathLike | None, download: bool) -> pathlib.Pa
     folder = root / FOLDER
     if not folder.is_dir() and download:
         from torchvision.datasets.utils import download_and_extract_archive  # lazy: only when needed
+        previous = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # torchvision's urlopen has no timeout of its own
         try:
             download_and_extract_archive(URL, str(root), md5=ARCHIVE_MD5)
         except Exception as exc:
             raise UserError(f"could not download CIFAR-10 to {root} ({type(exc).__name__}: {exc}); {HOW_TO}") from exc
+        finally:
+            socket.setdefaulttimeout(previous)
     if not folder.is_dir():
         raise UserError(f"CIFAR-10 not found at {folder}; {HOW_TO}")
     return folder
@@ -54,7 +76,6 @@ OFFICIAL_TEST_MD5 = "40351d587109b95175f43aff81a1287e"
 
 
 def describe_source(folder: pathlib.Path) -> str:
-    import hashlib
     digest = hashlib.md5((folder / "test_batch").read_bytes()).hexdigest()
     kind = "official CIFAR-10 files" if digest == OFFICIAL_TEST_MD5 else "re-encoded CIFAR-10 copy (not the official files)"
     return f"{kind}, test_batch md5 {digest}"
@@ -130,3 +151,100 @@ def normalize(x: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
     mean = torch.tensor(MEAN, device=x.device, dtype=dtype).view(1, 3, 1, 1) * 255
     std = torch.tensor(STD, device=x.device, dtype=dtype).view(1, 3, 1, 1) * 255
     return (x.to(dtype) - mean) / std
+
+
+@dataclass(frozen=True)
+class DataChoice:
+    """Which CIFAR-10 a run uses: ``kind`` full or mini, the full set's folder, and why (auto)."""
+    kind: str
+    folder: pathlib.Path | None = None
+    reason: str = ""
+
+    def announce(self) -> str:
+        if self.kind == "full":
+            return f"data: full CIFAR-10 from {self.folder}"
+        return ("data: the embedded MINI CIFAR-10 (500 train / 100 test real images per class), NOT the full set"
+                + (f": {self.reason}" if self.reason else ""))
+
+
+def select_data(choice: str, root: str | os.PathLike | None, download: bool) -> DataChoice:
+    """``--data``: full never falls back, mini always uses the subset, auto tries full first."""
+    if choice not in DATA_CHOICES:
+        raise UserError(f"unknown --data '{choice}'; valid: {', '.join(DATA_CHOICES)}")
+    if choice == "mini":
+        return DataChoice("mini", reason="chosen with --data mini")
+    if choice == "full":
+        return DataChoice("full", ensure_cifar10(root, download))
+    try:
+        return DataChoice("full", ensure_cifar10(root, download))
+    except UserError as exc:  # not found and not downloadable; a corrupt full set still fails loudly later
+        why = str(exc).split(";")[0]
+        return DataChoice("mini", reason=f"{why}; for the full set {FULL_HOW_TO}")
+
+
+@dataclass(frozen=True)
+class CifarArrays:
+    """Both splits as uint8 (N, 3, 32, 32) images and int64 labels, plus a description for records."""
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    source: str
+
+
+def load_data(data: DataChoice) -> CifarArrays:
+    """The arrays of a data choice, read once per process and path (sweeps reuse them)."""
+    return _cached_mini(MINI_PATH) if data.kind == "mini" else _cached_full(data.folder)
+
+
+@lru_cache(maxsize=2)
+def _cached_full(folder: pathlib.Path) -> CifarArrays:
+    return CifarArrays(*load_split(folder, True), *load_split(folder, False), describe_source(folder))
+
+
+@lru_cache(maxsize=2)
+def _cached_mini(path: pathlib.Path) -> CifarArrays:
+    return load_mini(path)
+
+
+def mini_content_hash(npz) -> str:
+    """sha256 over the mini set's arrays (not the .npz file, whose zip headers carry timestamps)."""
+    h = hashlib.sha256()
+    for key in ("classes", "train_jpeg", "train_offsets", "train_labels", "test_jpeg", "test_offsets", "test_labels"):
+        h.update(key.encode())
+        h.update(np.ascontiguousarray(npz[key]).tobytes())
+    return h.hexdigest()
+
+
+MINI_FIX = "reinstall nlbench (or restore nlbench/mini/ from git), or use --data full"
+
+
+def load_mini(path: pathlib.Path, verify: bool = True) -> CifarArrays:
+    """Decode the embedded mini set. Its images are the source's JPEG bytes, decoded with Pillow as the
+    full copy's writer does, so the pixels equal those of the same images in the full copy."""
+    from PIL import Image  # torchvision's dependency; imported here so the full-data path never needs it
+    if not path.is_file():
+        raise UserError(f"the embedded mini CIFAR-10 is missing ({path}); {MINI_FIX}")
+    try:
+        npz = np.load(path)
+        digest = mini_content_hash(npz)
+    except Exception as exc:  # truncated zip, an LFS pointer, wrong keys
+        raise UserError(f"the embedded mini CIFAR-10 at {path} is unreadable ({type(exc).__name__}); {MINI_FIX}") from exc
+    if verify and digest != MINI_SHA256:
+        raise UserError(f"the embedded mini CIFAR-10 at {path} is corrupt (content sha256 {digest[:12]}, "
+                        f"expected {MINI_SHA256[:12]}); {MINI_FIX}")
+    if tuple(str(c) for c in npz["classes"]) != CLASSES:
+        raise UserError(f"the embedded mini CIFAR-10 at {path} has unexpected class names; {MINI_FIX}")
+
+    def decode(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        blob, offsets = npz[f"{split}_jpeg"], npz[f"{split}_offsets"]
+        images = np.stack([np.asarray(Image.open(io.BytesIO(blob[a:b].tobytes())).convert("RGB"), dtype=np.uint8)
+                           for a, b in zip(offsets[:-1], offsets[1:])])           # (N, H, W, C), RGB
+        return (torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))),
+                torch.from_numpy(npz[f"{split}_labels"].astype(np.int64)))
+
+    train_x, train_y = decode("train")
+    test_x, test_y = decode("test")
+    source = (f"nlbench mini CIFAR-10 (embedded subset, {len(train_y) // 10} train / {len(test_y) // 10} test images "
+              f"per class, from a JPEG re-encoded copy), content sha256 {digest[:12]}")
+    return CifarArrays(train_x, train_y, test_x, test_y, source)

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .report import LABELS, STANDARD_LABELS, ordered  # noqa: E402
+from .report import LABELS, STANDARD_LABELS, groups, ordered  # noqa: E402
 
 MAIN_SETTING = {"split-cifar": "class_il", "permuted-cifar": "domain_il"}
 SETTING_TITLE = {"class_il": "class-IL", "task_il": "task-IL", "domain_il": "domain-IL"}
@@ -22,6 +22,12 @@ def _save(fig, folder: pathlib.Path, name: str) -> list[str]:
     fig.savefig(folder / f"{name}.pdf", bbox_inches="tight", metadata={"CreationDate": None})
     plt.close(fig)
     return [f"figures/{name}.png", f"figures/{name}.pdf"]
+
+
+def _tag(sub: pd.DataFrame) -> str:
+    """Profile and data set of a figure's runs, for its title (one of each: see report.groups)."""
+    data = ", ".join(sorted(sub["data_set"].unique()))
+    return f"profile {', '.join(sorted(sub['profile'].unique()))}, {data} CIFAR-10"
 
 
 def _mean_matrix(sub: pd.DataFrame) -> np.ndarray:
@@ -54,7 +60,7 @@ def heatmaps(df: pd.DataFrame, scenario: str, setting: str, folder, suffix: str)
         ax.set_xlabel("evaluated on task", fontsize=7)
         ax.set_ylabel("after training task", fontsize=7)
     n = sub["seed"].nunique()
-    fig.suptitle(f"{scenario}: accuracy matrix, {SETTING_TITLE[setting]} (%, mean of {n} seeds)", fontsize=10)
+    fig.suptitle(f"{scenario}: accuracy matrix, {SETTING_TITLE[setting]} (%, mean of {n} seeds; {_tag(sub)})", fontsize=10)
     fig.tight_layout()
     name = f"{scenario}-{setting}-matrices{suffix}"
     return [(f, f"Accuracy matrix of every strategy as a heatmap ({scenario}, {SETTING_TITLE[setting]})")
@@ -80,7 +86,8 @@ def curves(df: pd.DataFrame, scenario: str, setting: str, folder, suffix: str) -
     ax.set_xticks(k)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
-    ax.set_title(f"{scenario}: A_k after each task, mean ± 1 std over {sub['seed'].nunique()} seeds", fontsize=10)
+    ax.set_title(f"{scenario}: A_k after each task, mean ± 1 std over {sub['seed'].nunique()} seeds\n({_tag(sub)})",
+                 fontsize=10)
     return [(f, f"Average accuracy after each task, all strategies ({scenario}, {SETTING_TITLE[setting]})")
             for f in _save(fig, folder, f"{scenario}-{setting}-curves{suffix}")]
 
@@ -104,7 +111,7 @@ def standard_bars(df: pd.DataFrame, folder, suffix: str) -> list[tuple[str, str]
         ax.set_ylabel(ylabel)
         ax.grid(axis="y", alpha=0.3)
     kind = ", ".join(sorted(sub["peak_memory_kind"].unique()))
-    fig.suptitle(f"Standard CIFAR-10 (profile {', '.join(sorted(sub['profile'].unique()))}; "
+    fig.suptitle(f"Standard CIFAR-10 ({_tag(sub)}; "
                  f"mean ± std over {sub['seed'].nunique()} seeds; memory = {kind})", fontsize=9)
     fig.tight_layout()
     return [(f, "Standard CIFAR-10 comparison: accuracy and peak memory") for f in
@@ -115,9 +122,8 @@ def make_figures(df: pd.DataFrame, folder: pathlib.Path) -> list[tuple[str, str]
     import warnings
     warnings.filterwarnings("ignore", category=RuntimeWarning)  # nan means of joint's unmeasured rows
     written = []
-    for profile in sorted(df["profile"].unique()):
-        p = df[(df["profile"] == profile) & (df["run"] == df["strategy"])]
-        suffix = "" if profile == "quick" else f"-{profile}"
+    for suffix, p in groups(df):
+        p = p[p["run"] == p["strategy"]]
         for scenario, setting in [("split-cifar", "class_il"), ("split-cifar", "task_il"), ("permuted-cifar", "domain_il")]:
             written += heatmaps(p, scenario, setting, folder, suffix)
             written += curves(p, scenario, setting, folder, suffix)

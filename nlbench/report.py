@@ -48,6 +48,8 @@ def load_records(runs: pathlib.Path) -> pd.DataFrame:
                 "optimizer": f"{cfg['train']['optimizer']}, lr {cfg['train']['lr']:g}",
                 "train_seconds": rec["train_seconds"], "images_per_second": rec["images_per_second"],
                 "peak_memory_mb": rec["peak_memory_mb"], "peak_memory_kind": rec.get("peak_memory_kind", ""),
+                "data_set": rec.get("data_set", "full"),  # records from before the mini set used the full set
+                "wall_seconds": rec.get("wall_seconds"),
                 "data_source": rec.get("data_source", "unknown"), "commit": (rec["versions"].get("git_commit") or "")[:10],
                 "final_row": None}
         for setting, matrix in rec["acc"].items():
@@ -176,12 +178,31 @@ def ablation_label(run: str) -> str:
     return run if "@" in run else f"{run} (defaults)"
 
 
+def groups(df: pd.DataFrame):
+    """(file-name suffix, records) per profile and data set: runs on different data or protocols never
+    share a table or a figure. quick on the full set has no suffix; e.g. ``-paper``, ``-mini``."""
+    for (profile, data_set), p in df.groupby(["profile", "data_set"], sort=True):
+        yield ("" if profile == "quick" else f"-{profile}") + ("" if data_set == "full" else f"-{data_set}"), p
+
+
+def runtime_table(main: pd.DataFrame) -> pd.DataFrame:
+    """Wall-clock seconds per run (data loading, training and every evaluation), by scenario."""
+    scenarios = [s for s in ("split-cifar", "permuted-cifar", "cifar10") if s in set(main["scenario"])]
+    runs = main.drop_duplicates("path")
+    rows = []
+    for run in ordered(runs["run"]):
+        row = {"Strategy": LABELS.get(run, run)}
+        for scenario in scenarios:
+            sub = runs[(runs["run"] == run) & (runs["scenario"] == scenario)]
+            row[scenario] = fmt(sub["wall_seconds"], 1) + (f" (max {sub['wall_seconds'].max():.1f})" if len(sub) > 1 else "")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def build_tables(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str, str]]:
     """name -> (table, caption, what it is)."""
     out = {}
-    for profile in sorted(df["profile"].unique()):
-        p = df[df["profile"] == profile]
-        suffix = "" if profile == "quick" else f"-{profile}"
+    for suffix, p in groups(df):
         main = p[p["run"] == p["strategy"]]
         for scenario, columns, what, description in CONTINUAL_TABLES:
             sub = main[main["scenario"] == scenario]
@@ -211,6 +232,11 @@ def build_tables(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str, str]]:
                                          caption(abl, "Ablations of the Nested/CMS knobs on Split CIFAR-10; runs named "
                                                  "by their overrides; bold = best"),
                                          "Ablations: periods, grad_reduce, lr scaling, optimizer-state reset")
+        if main["wall_seconds"].notna().any():
+            out[f"runtime{suffix}"] = (runtime_table(main), caption(main.drop_duplicates("path"), "Wall-clock seconds per "
+                                       "run, mean ± std (max) over seeds: reading the data, training and every "
+                                       "evaluation, as `bench.py` measures it around one run; one run at a time "
+                                       "unless the commands say --jobs"), "Wall-clock time per run by strategy and scenario")
     return out
 
 
@@ -265,7 +291,7 @@ def speed_table(out: pathlib.Path) -> str | None:
         def num(key, digits=0, scale=1.0):
             v = d.get(key)
             return "n/a" if v is None else f"{v * scale:.{digits}f}"
-        rows.append({"File": path.name, "Device": d["device"], "Backbone": f"{d['backbone']} (width {d.get('width')})",
+        rows.append({"File": path.name, "Device": d["device"], "Data": d.get("data_set", "full"), "Backbone": f"{d['backbone']} (width {d.get('width')})",
                      "Batch": str(d["batch_size"]), "Ours img/s": num("native_images_per_s"),
                      "DataLoader img/s": num("dataloader_images_per_s"), "Avalanche img/s": num("avalanche_images_per_s"),
                      "Ours / DataLoader": num("native_over_dataloader", 2), "Ours / Avalanche": num("native_over_avalanche", 2),
@@ -273,7 +299,9 @@ def speed_table(out: pathlib.Path) -> str | None:
     if not rows:
         return None
     return ("Training throughput, `python bench.py speed` (same backbone, batch size and images for the three loops; "
-            "ours and the DataLoader loop use bf16 autocast + channels_last on CUDA, Avalanche its default fp32 loop).\n\n"
+            "ours and the DataLoader loop use bf16 autocast + channels_last on CUDA, Avalanche its default fp32 loop). "
+            "Data: training images of the CIFAR-10 set named in the Data column, described in the file's data_source "
+            "(files without it predate the mini set and used the full set).\n\n"
             f"{pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)}\n")
 
 
@@ -287,9 +315,10 @@ def write_readme(out: pathlib.Path, df: pd.DataFrame, written, args) -> None:
              "Do not edit these files by hand.", "",
              "| file | what it is |", "|---|---|"]
     lines += [f"| `{f}` | {w} |" for f, w in written]
-    lines += ["", "## Provenance", "", "| scenario | profile | runs | device | git commit of the records |", "|---|---|---|---|---|"]
-    for (scenario, profile), g in runs.groupby(["scenario", "profile"]):
-        lines.append(f"| {scenario} | {profile} | {len(g)} | {', '.join(sorted(g['device'].unique()))} | "
+    lines += ["", "## Provenance", "", "| scenario | profile | data | runs | device | git commit of the records |",
+              "|---|---|---|---|---|---|"]
+    for (scenario, profile, data_set), g in runs.groupby(["scenario", "profile", "data_set"]):
+        lines.append(f"| {scenario} | {profile} | {data_set} | {len(g)} | {', '.join(sorted(g['device'].unique()))} | "
                      f"{', '.join(sorted(g['commit'].unique()))} |")
     lines += ["", "Data: " + "; ".join(sorted(runs["data_source"].unique())) + ".", ""]
     atomic_write_text(out / "README.md", "\n".join(lines))

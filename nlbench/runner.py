@@ -14,13 +14,12 @@ import signal
 import tempfile
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import torch
 from tqdm import tqdm
 
 from . import metrics
-from .data import Augmenter, describe_source, ensure_cifar10, load_split, subset_per_class
+from .data import Augmenter, DataChoice, load_data, subset_per_class
 from .errors import Diverged, UserError
 from .records import versions
 from .registry import BACKBONES, BUILDERS, STRATEGIES, lookup
@@ -35,12 +34,6 @@ class Interrupted(Exception):
         self.signum, self.checkpoint = signum, checkpoint
 
 
-@lru_cache(maxsize=2)
-def _load_cifar(folder: str):
-    folder = pathlib.Path(folder)
-    return (*load_split(folder, True), *load_split(folder, False))
-
-
 @dataclass
 class _Pools:
     train_y: torch.Tensor
@@ -50,12 +43,12 @@ class _Pools:
 
 
 def build_scenario(name: str, spec_builder: str, cfg: dict, seed: int, device: torch.device,
-                   data_root, download: bool) -> Scenario:
-    folder = ensure_cifar10(data_root, download)
-    train_x, train_y, test_x, test_y = _load_cifar(str(folder))
-    tr = subset_per_class(train_y, cfg["data"]["train_per_class"])
-    te = subset_per_class(test_y, cfg["data"]["test_per_class"])
-    train_x, train_y, test_x, test_y = (t.to(device) for t in (train_x[tr], train_y[tr], test_x[te], test_y[te]))
+                   data: DataChoice) -> Scenario:
+    arrays = load_data(data)
+    tr = subset_per_class(arrays.train_y, cfg["data"]["train_per_class"])  # on the mini set: at most what it has
+    te = subset_per_class(arrays.test_y, cfg["data"]["test_per_class"])
+    train_x, train_y, test_x, test_y = (t.to(device) for t in (arrays.train_x[tr], arrays.train_y[tr],
+                                                                arrays.test_x[te], arrays.test_y[te]))
     pools = _Pools(train_y, test_y, torch.arange(len(train_y), device=device), torch.arange(len(test_y), device=device))
     builder = lookup(BUILDERS, "scenario builder", spec_builder)
     try:
@@ -63,7 +56,7 @@ def build_scenario(name: str, spec_builder: str, cfg: dict, seed: int, device: t
     except TypeError as exc:  # an unknown parameter in the YAML or --set scenario.*
         raise UserError(f"scenario '{name}': {exc}") from exc
     return Scenario(name, settings, tasks, train_x, train_y, test_x, test_y,
-                    None if perms is None else perms.to(device), data_source=describe_source(folder))
+                    None if perms is None else perms.to(device), data_set=data.kind, data_source=arrays.source)
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -158,14 +151,14 @@ class RunState:
 
 
 def run(cfg: dict, *, scenario_name: str, builder: str, strategy_name: str, seed: int, profile: str,
-        device: torch.device, data_root=None, download: bool = True, checkpoint: pathlib.Path | None = None,
+        device: torch.device, data: DataChoice, checkpoint: pathlib.Path | None = None,
         progress: bool = True, log=print) -> dict:
     """Run one (scenario, strategy, seed) and return its run record."""
     torch.manual_seed(seed)
     _reset_peak_memory(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
-    scenario = build_scenario(scenario_name, builder, cfg, seed, device, data_root, download)
+    scenario = build_scenario(scenario_name, builder, cfg, seed, device, data)
     generator = torch.Generator(device=device).manual_seed(seed)
     backbone = lookup(BACKBONES, "backbone", cfg["backbone"]["name"])
     make_backbone = lambda: backbone.obj(num_classes=10, width=cfg["backbone"]["width"])  # noqa: E731
@@ -180,7 +173,7 @@ def run(cfg: dict, *, scenario_name: str, builder: str, strategy_name: str, seed
         checkpoint = None  # its state lives in Avalanche's objects, which we do not checkpoint
     state = RunState()
     if checkpoint is not None and checkpoint.exists():
-        state = _load_checkpoint(checkpoint, strategy, generator, cfg, log)
+        state = _load_checkpoint(checkpoint, strategy, generator, ctx, log)
     if state.acc_init is None:
         state.acc_init = evaluate(strategy.model, scenario, ctx, amp)
         state.acc = {s: [] for s in scenario.settings}
@@ -203,7 +196,7 @@ def run(cfg: dict, *, scenario_name: str, builder: str, strategy_name: str, seed
                         f"{s} A={sum(row[s][:seen]) / seen:.1f}" for s in scenario.settings))
                 state.task, state.epoch, state.step, state.order = state.task + 1, 0, 0, None
                 if checkpoint is not None and state.task < len(stages):
-                    _save_checkpoint(checkpoint, strategy, generator, state, cfg)
+                    _save_checkpoint(checkpoint, strategy, generator, state, ctx)
     except Diverged as exc:
         status, diverged_at = "diverged", str(exc)
         log(f"error: {exc}")
@@ -223,7 +216,8 @@ def run(cfg: dict, *, scenario_name: str, builder: str, strategy_name: str, seed
         "train_seconds": state.train_seconds,
         "images_per_second": state.images / state.train_seconds if state.train_seconds else None,
         "peak_memory_mb": peak, "peak_memory_kind": peak_kind,
-        "device": _device_name(device), "data_source": scenario.data_source,
+        "device": _device_name(device), "data_set": scenario.data_set, "data_source": scenario.data_source,
+        "images": {"train": len(scenario.train_y), "test": len(scenario.test_y)},
         "numerics": {"bf16_autocast": use_amp, "channels_last": ctx.channels_last, "compile": cfg["train"]["compile"]},
         "strategy_info": strategy.describe(),
         "versions": versions(),
@@ -293,7 +287,7 @@ def _train_task(strategy, task: Task, scenario: Scenario, ctx: RunContext, state
                                 img_s=f"{images / max(time.perf_counter() - t0, 1e-9):.0f}")
             if guard.signum is not None:
                 _finish_timing(ctx, state, t0, images)
-                path = _save_checkpoint(checkpoint, strategy, generator, state, ctx.cfg) if checkpoint else None
+                path = _save_checkpoint(checkpoint, strategy, generator, state, ctx) if checkpoint else None
                 bar.close()
                 raise Interrupted(guard.signum, path)
         _finish_timing(ctx, state, t0, images)
@@ -309,8 +303,8 @@ def _finish_timing(ctx, state: RunState, t0: float, images: int) -> None:
     state.images += images
 
 
-def _save_checkpoint(path: pathlib.Path, strategy, generator, state: RunState, cfg) -> pathlib.Path:
-    payload = {"config": cfg, "state": vars(state), "strategy": strategy.state_dict(),
+def _save_checkpoint(path: pathlib.Path, strategy, generator, state: RunState, ctx: RunContext) -> pathlib.Path:
+    payload = {"config": ctx.cfg, "data_source": ctx.scenario.data_source, "state": vars(state), "strategy": strategy.state_dict(),
                "generator": generator.get_state(), "torch_rng": torch.get_rng_state()}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -325,13 +319,16 @@ def _save_checkpoint(path: pathlib.Path, strategy, generator, state: RunState, c
     return path
 
 
-def _load_checkpoint(path: pathlib.Path, strategy, generator, cfg, log) -> RunState:
+def _load_checkpoint(path: pathlib.Path, strategy, generator, ctx: RunContext, log) -> RunState:
     try:
         payload = torch.load(path, map_location=generator.device, weights_only=False)
     except Exception as exc:
         raise UserError(f"corrupt checkpoint {path} ({type(exc).__name__}); delete it to start the run afresh") from exc
-    if payload["config"] != cfg:
+    if payload["config"] != ctx.cfg:
         raise UserError(f"checkpoint {path} was written with another config; delete it or rerun the same command")
+    if payload.get("data_source") != ctx.scenario.data_source:  # e.g. --data auto found the full set meanwhile
+        raise UserError(f"checkpoint {path} was written on other data ({payload.get('data_source')}); "
+                        "rerun with the same --data, or delete it to start afresh")
     strategy.load_state_dict(payload["strategy"])
     generator.set_state(payload["generator"].cpu())
     torch.set_rng_state(payload["torch_rng"].cpu())

@@ -32,6 +32,7 @@ class Scenario:
     test_x: torch.Tensor
     test_y: torch.Tensor
     perms: torch.Tensor | None = None   # (T, 1024) pixel permutation per task, or None
+    data_set: str = "full"              # full or mini (see nlbench.data.select_data)
     data_source: str = ""
 
     def prepare(self, x: torch.Tensor, task_ids: torch.Tensor, augment: Augmenter | None,

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from . import config as C
-from .data import MEAN, STD, ensure_cifar10, load_split
+from .data import DATA_CHOICES, MEAN, STD, load_data, select_data
 from .errors import UserError
 from .records import atomic_write_text, versions
 from .registry import BACKBONES, load_builtins
@@ -57,9 +57,9 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def time_native(cfg, device, data_root, download, n_images, warmup_steps=10) -> tuple[float, float]:
+def time_native(cfg, device, data, n_images, warmup_steps=10) -> tuple[float, float]:
     torch.manual_seed(0)
-    scenario = build_scenario("cifar10", "standard", cfg, 0, device, data_root, download)
+    scenario = build_scenario("cifar10", "standard", cfg, 0, device, data)
     task = scenario.tasks[0]
     task.train_idx = task.train_idx[:n_images]
     g = torch.Generator(device=device).manual_seed(0)
@@ -168,6 +168,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--images", type=int, help="training images timed per loop (default 5000 CPU, 50000 CUDA)")
     ap.add_argument("--workers", type=int, help="DataLoader workers (default: the number of CPU cores, at most 8)")
     ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides (train.batch_size=...)")
+    ap.add_argument("--data", default="auto", choices=DATA_CHOICES, help="as for a run (default auto)")
     ap.add_argument("--data-root")
     ap.add_argument("--no-download", action="store_true")
     ap.add_argument("--skip-avalanche", action="store_true")
@@ -183,13 +184,14 @@ def main(argv: list[str]) -> int:
     sets = C.parse_sets(args.set)
     sets.setdefault("data", {})["train_per_class"] = max(1, -(-n_images // 10))
     cfg = C.resolve("cifar10", "adam", profile, sets)
-    folder = ensure_cifar10(args.data_root, not args.no_download)
-    x, y = load_split(folder, True)
-    x, y = x[:n_images], y[:n_images]
+    data = select_data(args.data, args.data_root, not args.no_download)
+    print(data.announce())
+    arrays = load_data(data)
+    x, y = arrays.train_x[:n_images], arrays.train_y[:n_images]
     dataset = UInt8Cifar(x, y, standard_transform())
     print(f"speed: {cfg['backbone']['name']} (width {cfg['backbone']['width']}), batch {cfg['train']['batch_size']}, "
           f"{len(y)} images, device {device}, {workers} DataLoader workers")
-    native, peak = time_native(cfg, device, args.data_root, not args.no_download, n_images)
+    native, peak = time_native(cfg, device, data, n_images)
     print(f"  native      {native:10.0f} images/s")
     loader = time_dataloader(cfg, device, dataset, workers, n_images)
     print(f"  dataloader  {loader:10.0f} images/s")
@@ -201,6 +203,7 @@ def main(argv: list[str]) -> int:
                          else f"cpu:{os.cpu_count()} cores"),
               "profile": profile, "backbone": cfg["backbone"]["name"], "width": cfg["backbone"]["width"],
               "batch_size": cfg["train"]["batch_size"], "images": len(y), "dataloader_workers": workers,
+              "data_set": data.kind, "data_source": arrays.source,
               "native_images_per_s": native, "dataloader_images_per_s": loader, "avalanche_images_per_s": aval,
               "native_over_dataloader": native / loader,
               "native_over_avalanche": native / aval if aval else None,

@@ -70,11 +70,12 @@ def test_our_nested_strategy_inside_plain_avalanche(cifar_root):
     from nlbench.avalanche_bridge import PreparedInput, levelled_model_and_optimizer, to_avalanche_benchmark
     from nlbench.config import resolve
     from nlbench.data import Augmenter
+    from nlbench.data import select_data
     from nlbench.runner import build_scenario
     from nlbench.strategy import RunContext
 
     cfg = resolve("split-cifar", "adam", "quick", {"scenario": {"n_tasks": 2}, "data": {"train_per_class": 16}})
-    scenario = build_scenario("split-cifar", "split", cfg, 0, torch.device("cpu"), cifar_root, False)
+    scenario = build_scenario("split-cifar", "split", cfg, 0, torch.device("cpu"), select_data("full", cifar_root, False))
     g = torch.Generator().manual_seed(0)
     ctx = RunContext(cfg, scenario, torch.device("cpu"), g, None, Augmenter(g))
     benchmark = to_avalanche_benchmark(scenario)

@@ -2,6 +2,7 @@
 and nothing written."""
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -30,7 +31,9 @@ BAD = [
     ("wrong number of periods", ["--scenario", "split-cifar", "--strategy", "nested"], ["strategy.periods=[4,1]"], "a list of 3 positive integers"),
     ("bad grad_reduce", ["--scenario", "split-cifar", "--strategy", "cms"], ["strategy.grad_reduce=median"], "strategy.grad_reduce must be one of sum, mean, drop"),
     ("bad profile value", ["--scenario", "split-cifar", "--strategy", "adam"], ["data.train_per_class=-5"], "data.train_per_class must be a positive int"),
-    ("missing data", ["--scenario", "split-cifar", "--strategy", "adam", "--data-root", "{empty}"], [], "CIFAR-10 not found at"),
+    ("missing data with --data full", ["--scenario", "split-cifar", "--strategy", "adam", "--data", "full", "--data-root", "{empty}"], [],
+     "CIFAR-10 not found at"),
+    ("unknown data choice", ["--scenario", "split-cifar", "--strategy", "adam", "--data", "tiny"], [], "unknown --data 'tiny'; valid: auto, full, mini"),
 ]
 
 
@@ -96,3 +99,32 @@ def test_cuda_without_cuda(capsys):
     from nlbench.cli import main
     assert main(["--scenario", "split-cifar", "--strategy", "adam", "--device", "cuda"]) == 2
     assert "no CUDA device is available; use --device cpu or auto" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["truncated", "altered", "missing"])
+def test_damaged_mini_set_is_refused(damage, tmp_path, monkeypatch, capsys):
+    from nlbench import data
+    from nlbench.cli import main
+    bad = tmp_path / "cifar10_mini.npz"
+    raw = data.MINI_PATH.read_bytes()
+    if damage == "truncated":
+        bad.write_bytes(raw[: len(raw) // 2])
+    elif damage == "altered":  # one JPEG byte changed: still a valid npz
+        arrays = dict(np.load(data.MINI_PATH))
+        arrays["train_jpeg"][1000] ^= 1
+        np.savez(bad, **arrays)
+    monkeypatch.setattr(data, "MINI_PATH", bad)
+    code = main(["--scenario", "split-cifar", "--strategy", "adam", "--data", "mini", "--out", str(tmp_path / "o"),
+                 "--quiet", "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err
+    assert {"truncated": "is unreadable", "altered": "is corrupt", "missing": "is missing"}[damage] in err
+    assert "reinstall nlbench" in err and _files(tmp_path / "o") == []
+
+
+def test_record_from_other_data_is_not_silently_skipped(bench, capsys):
+    code, out = bench("--scenario", "split-cifar", "--strategy", "adam", sets=["train.epochs=1"])
+    assert code == 0
+    code, _ = bench("--scenario", "split-cifar", "--strategy", "adam", "--data", "mini", sets=["train.epochs=1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "holds a run on the full data set; use another --out for runs on the mini set" in err

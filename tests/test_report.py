@@ -118,4 +118,27 @@ def test_speed_results_become_a_table(runs, tmp_path):
         "native_over_avalanche": 2.5}))
     main(["--runs", str(runs), "--out", str(out), "--no-figures"])
     table = (out / "tables" / "speed.md").read_text()
-    assert "| speed.json | cpu:2 cores | cnn (width 32) | 32      | 2000" in table and "| 2.50 " in table
+    assert "| speed.json | cpu:2 cores | full   | cnn (width 32) | 32      | 2000" in table and "| 2.50 " in table
+
+
+def test_runs_on_different_data_never_share_a_table(runs, tmp_path):
+    """A mini-set run of the same strategy and seed lands in its own table, with its own data in the caption;
+    the full-data table (records without data_set predate the mini set) is exactly as before."""
+    mini = record("adam", 0, [[50.0, 0.0], [0.0, 60.0]], [[50.0, 50.0], [55.0, 60.0]])
+    mini.update({"data_set": "mini", "data_source": "nlbench mini CIFAR-10 (test)", "wall_seconds": 12.0})
+    mini_runs = tmp_path / "mini-runs"
+    write(mini_runs, mini)
+    both = tmp_path / "both"
+    for folder in (runs, mini_runs):
+        for path in folder.rglob("seed*.json"):
+            target = both / folder.name / path.relative_to(folder)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(path.read_text())
+    tables = build_tables(load_records(both))
+    full_table, full_cap, _ = tables["split-cifar"]
+    assert to_markdown(full_table, full_cap).split("\n\n", 1)[1] == GOLDEN and "data: synthetic." in full_cap
+    mini_table, mini_cap, _ = tables["split-cifar-mini"]
+    assert list(mini_table["Strategy"]) == ["Adam (fine-tune)"] and mini_table.iloc[0]["Class-IL acc"] == "**30.00**"
+    assert "data: nlbench mini CIFAR-10 (test)." in mini_cap and "synthetic" not in mini_cap
+    runtime, _, _ = tables["runtime-mini"]
+    assert runtime.iloc[0]["split-cifar"] == "12.0"

@@ -98,9 +98,10 @@ def test_joint_is_the_upper_bound(bench):
 
 def test_permutations_identical_for_train_and_test_and_different_between_tasks(cifar_root):
     from nlbench.config import resolve
+    from nlbench.data import select_data
     from nlbench.runner import build_scenario
     cfg = resolve("permuted-cifar", "adam", "quick", {"data": {"train_per_class": 10, "test_per_class": 5}})
-    sc = build_scenario("permuted-cifar", "permuted", cfg, 0, torch.device("cpu"), cifar_root, False)
+    sc = build_scenario("permuted-cifar", "permuted", cfg, 0, torch.device("cpu"), select_data("full", cifar_root, False))
     assert len({tuple(p.tolist()) for p in sc.perms}) == len(sc.tasks)
     for p in sc.perms:
         assert sorted(p.tolist()) == list(range(1024))
@@ -118,7 +119,7 @@ def test_permutations_identical_for_train_and_test_and_different_between_tasks(c
     expected = normalize(Augmenter(g)(raw).flatten(2)[:, :, sc.perms[1]].view_as(raw))
     assert torch.equal(xa, expected)
     # a second permuted scenario with another seed draws other permutations
-    sc1 = build_scenario("permuted-cifar", "permuted", cfg, 1, torch.device("cpu"), cifar_root, False)
+    sc1 = build_scenario("permuted-cifar", "permuted", cfg, 1, torch.device("cpu"), select_data("full", cifar_root, False))
     assert not torch.equal(sc1.perms, sc.perms)
 
 
