@@ -19,4 +19,9 @@ $B --scenario split-cifar --strategy avalanche:Naive
 $B --scenario split-cifar --strategy avalanche:EWC --set strategy.ewc_lambda=100
 $B --scenario split-cifar --strategy avalanche:Replay --set strategy.mem_size=500
 python bench.py speed --device cpu --out results/speed.json
+# The embedded mini CIFAR-10 (what `--data auto` falls back to without the full set): every built-in
+# strategy, quick profile, one run at a time; its runtime table measures the one-minute target.
+M="python bench.py --profile quick --device cpu --quiet --data mini --out results/runs/mini --seeds 0 1 2"
+$M --scenario split-cifar permuted-cifar --strategy all
+$M --scenario cifar10 --strategy all
 python bench.py report

@@ -67,6 +67,10 @@ def test_checkpoint_at_end_of_task_resumes_identically(bench, tmp_path, monkeypa
     ckpt = tmp_path / "cut" / "split-cifar" / "nested" / "seed0.ckpt"
     assert ckpt.exists()
     monkeypatch.setattr(runner, "_train_task", real)
+    # the same command on other data (e.g. --data auto falling back) must not continue this run
+    code, _ = bench("--scenario", "split-cifar", "--strategy", "nested", "--data", "mini", out=tmp_path / "cut",
+                    sets=["scenario.n_tasks=3"])
+    assert code == 2 and ckpt.exists()
     code, _ = bench("--scenario", "split-cifar", "--strategy", "nested", out=tmp_path / "cut", sets=["scenario.n_tasks=3"])
     assert code == 0 and not ckpt.exists()
     assert load_record(tmp_path / "cut", "split-cifar", "nested")["acc"] == \
