@@ -244,7 +244,7 @@ def build_tables(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str, str]]:
                                        "run, mean ± std (max) over seeds, as `bench.py` measures it around one run: "
                                        "training and every evaluation, plus reading the data in a sweep's first run "
                                        "(process start-up and imports not included); one run at a time unless the "
-                                       "commands say --jobs"), "Wall-clock time per run by strategy and scenario")
+                                       "commands say --jobs, but whatever else the machine ran then slowed it too"), "Wall-clock time per run by strategy and scenario")
     return out
 
 
