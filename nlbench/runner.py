@@ -218,7 +218,8 @@ def run(cfg: dict, *, scenario_name: str, builder: str, strategy_name: str, seed
         "peak_memory_mb": peak, "peak_memory_kind": peak_kind,
         "device": _device_name(device), "data_set": scenario.data_set, "data_source": scenario.data_source,
         "images": {"train": len(scenario.train_y), "test": len(scenario.test_y)},
-        "numerics": {"bf16_autocast": use_amp, "channels_last": ctx.channels_last, "compile": cfg["train"]["compile"]},
+        "numerics": {"bf16_autocast": use_amp, "channels_last": ctx.channels_last, "compile": cfg["train"]["compile"],
+                     "cpu_threads": torch.get_num_threads()},  # CPU sums round differently per thread count
         "strategy_info": strategy.describe(),
         "versions": versions(),
     }

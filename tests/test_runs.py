@@ -1,5 +1,6 @@
 """End-to-end runs through the command line on the synthetic data."""
 import json
+import os
 
 import pytest
 import torch
@@ -163,3 +164,25 @@ def test_peak_memory_is_per_run_not_per_process():
     del big
     _reset_peak_memory(cpu)
     assert _peak_memory(cpu)[0] < before - 50
+
+
+def test_a_sharded_sweep_gives_the_same_records_as_one_process(bench, tmp_path):
+    """--jobs 2 splits the plan over two processes (each with its share of the CPU threads);
+    every run still gets its own seed and data, so the matrices equal those of --jobs 1. The
+    reference runs single-threaded like each child on 2 cores: CPU sums in another thread count
+    round differently, which moves one test image of this tiny set."""
+    args = ("--scenario", "split-cifar", "--strategy", "adam", "nested", "--seeds", "0", "1")
+    threads = torch.get_num_threads()
+    jobs = 2
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // jobs))
+    try:
+        code, one = bench(*args, out=tmp_path / "one")
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0
+    code, two = bench(*args, "--jobs", str(jobs), out=tmp_path / "two")
+    assert code == 0
+    for strategy in ("adam", "nested"):
+        for seed in (0, 1):
+            a, b = (load_record(o, "split-cifar", strategy, seed) for o in (one, two))
+            assert a["acc"] == b["acc"] and b["data_set"] == "full"
