@@ -60,8 +60,6 @@ def _jsonable(value) -> bool:
         return False
 
 
-
-
 def constructor_defaults(cls) -> dict:
     """The Avalanche strategy's own constructor arguments, with their defaults (None = required)."""
     out = {}

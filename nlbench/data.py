@@ -173,11 +173,11 @@ def select_data(choice: str, root: str | os.PathLike | None, download: bool) -> 
         raise UserError(f"unknown --data '{choice}'; valid: {', '.join(DATA_CHOICES)}")
     if choice == "mini":
         return DataChoice("mini", reason="chosen with --data mini")
-    if choice == "full":
-        return DataChoice("full", ensure_cifar10(root, download))
     try:
         return DataChoice("full", ensure_cifar10(root, download))
     except UserError as exc:  # not found and not downloadable; a corrupt full set still fails loudly later
+        if choice == "full":
+            raise
         why = str(exc).split(";")[0]
         return DataChoice("mini", reason=f"{why}; for the full set {FULL_HOW_TO}")
 
@@ -194,17 +194,12 @@ class CifarArrays:
 
 def load_data(data: DataChoice) -> CifarArrays:
     """The arrays of a data choice, read once per process and path (sweeps reuse them)."""
-    return _cached_mini(MINI_PATH) if data.kind == "mini" else _cached_full(data.folder)
+    return load_mini(MINI_PATH) if data.kind == "mini" else _cached_full(data.folder)
 
 
 @lru_cache(maxsize=2)
 def _cached_full(folder: pathlib.Path) -> CifarArrays:
     return CifarArrays(*load_split(folder, True), *load_split(folder, False), describe_source(folder))
-
-
-@lru_cache(maxsize=2)
-def _cached_mini(path: pathlib.Path) -> CifarArrays:
-    return load_mini(path)
 
 
 def mini_content_hash(npz) -> str:
@@ -219,6 +214,7 @@ def mini_content_hash(npz) -> str:
 MINI_FIX = "reinstall nlbench (or restore nlbench/mini/ from git), or use --data full"
 
 
+@lru_cache(maxsize=2)  # read once per process and path (sweeps reuse it)
 def load_mini(path: pathlib.Path, verify: bool = True) -> CifarArrays:
     """Decode the embedded mini set. Its images are the source's JPEG bytes, decoded with Pillow as the
     full copy's writer does, so the pixels equal those of the same images in the full copy."""
@@ -226,7 +222,8 @@ def load_mini(path: pathlib.Path, verify: bool = True) -> CifarArrays:
     if not path.is_file():
         raise UserError(f"the embedded mini CIFAR-10 is missing ({path}); {MINI_FIX}")
     try:
-        npz = np.load(path)
+        with np.load(path) as archive:
+            npz = dict(archive)  # an NpzFile decompresses an array again on every access: read each once
         digest = mini_content_hash(npz)
     except Exception as exc:  # truncated zip, an LFS pointer, wrong keys
         raise UserError(f"the embedded mini CIFAR-10 at {path} is unreadable ({type(exc).__name__}); {MINI_FIX}") from exc

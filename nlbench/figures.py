@@ -122,10 +122,12 @@ def make_figures(df: pd.DataFrame, folder: pathlib.Path) -> list[tuple[str, str]
     import warnings
     warnings.filterwarnings("ignore", category=RuntimeWarning)  # nan means of joint's unmeasured rows
     written = []
-    for suffix, p in groups(df):
+    for suffix, label, p in groups(df):
         p = p[p["run"] == p["strategy"]]
+        made = []
         for scenario, setting in [("split-cifar", "class_il"), ("split-cifar", "task_il"), ("permuted-cifar", "domain_il")]:
-            written += heatmaps(p, scenario, setting, folder, suffix)
-            written += curves(p, scenario, setting, folder, suffix)
-        written += standard_bars(p, folder, suffix)
+            made += heatmaps(p, scenario, setting, folder, suffix)
+            made += curves(p, scenario, setting, folder, suffix)
+        made += standard_bars(p, folder, suffix)
+        written += [(f, f"{what} ({label})") for f, what in made]
     return written

@@ -179,17 +179,11 @@ def ablation_label(run: str) -> str:
 
 
 def groups(df: pd.DataFrame):
-    """(file-name suffix, records) per profile and data set: runs on different data or protocols never
-    share a table or a figure. quick on the full set has no suffix; e.g. ``-paper``, ``-mini``."""
+    """(file-name suffix, label, records) per profile and data set: runs on different data or protocols
+    never share a table or a figure. quick on the full set has no suffix; e.g. ``-paper``, ``-mini``."""
     for (profile, data_set), p in df.groupby(["profile", "data_set"], sort=True):
-        yield ("" if profile == "quick" else f"-{profile}") + ("" if data_set == "full" else f"-{data_set}"), p
-
-
-def group_label(file_name: str) -> str:
-    """The profile and data set a table or figure file belongs to, from its suffix (see ``groups``)."""
-    stem = pathlib.PurePath(file_name.split(",")[0]).stem
-    profile = "paper profile" if "-paper" in stem else "quick profile"
-    return profile + (", mini set" if stem.endswith("-mini") else ", full CIFAR-10")
+        suffix = ("" if profile == "quick" else f"-{profile}") + ("" if data_set == "full" else f"-{data_set}")
+        yield suffix, f"{profile} profile, " + ("full CIFAR-10" if data_set == "full" else f"{data_set} set"), p
 
 
 def runtime_table(main: pd.DataFrame) -> pd.DataFrame:
@@ -209,7 +203,8 @@ def runtime_table(main: pd.DataFrame) -> pd.DataFrame:
 def build_tables(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str, str]]:
     """name -> (table, caption, what it is)."""
     out = {}
-    for suffix, p in groups(df):
+    for suffix, label, p in groups(df):
+        first_of_group = len(out)
         main = p[p["run"] == p["strategy"]]
         for scenario, columns, what, description in CONTINUAL_TABLES:
             sub = main[main["scenario"] == scenario]
@@ -245,6 +240,9 @@ def build_tables(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str, str]]:
                                        "training and every evaluation, plus reading the data in a sweep's first run "
                                        "(process start-up and imports not included); one run at a time unless the "
                                        "commands say --jobs, but whatever else the machine ran then slowed it too"), "Wall-clock time per run by strategy and scenario")
+        for name in list(out)[first_of_group:]:  # say in results/README.md which protocol and data each is
+            table, cap, what = out[name]
+            out[name] = (table, cap, f"{what} ({label})")
     return out
 
 
@@ -286,8 +284,7 @@ def main(argv: list[str]) -> int:
     if not args.no_figures:
         from .figures import make_figures
         written += make_figures(df, out / "figures")
-    labelled = [(f, what if f == "tables/speed.md" else f"{what} ({group_label(f)})") for f, what in written]
-    write_readme(out, df, labelled, args)
+    write_readme(out, df, written, args)
     if out.resolve() == (pathlib.Path(__file__).resolve().parent.parent / "results"):
         update_project_readme(tables)  # only the committed results feed the project README
     return 0

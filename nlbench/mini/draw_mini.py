@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import pathlib
-import pickle
 import sys
 
 import numpy as np
@@ -66,16 +65,13 @@ def main() -> int:
 
 def check_against_full(folder: pathlib.Path, mini, arrays) -> None:
     """Every mini image equals the full copy's image at its source index, label included."""
-    for split, files in (("train", [f"data_batch_{i}" for i in range(1, 6)]), ("test", ["test_batch"])):
-        entries = [pickle.load(open(folder / f, "rb"), encoding="latin1") for f in files]
-        data = np.concatenate([e["data"] for e in entries]).reshape(-1, 3, 32, 32)
-        labels = np.concatenate([e["labels"] for e in entries])
+    from nlbench.data import load_split
+    for split, x, y in (("train", mini.train_x, mini.train_y), ("test", mini.test_x, mini.test_y)):
+        full_x, full_y = load_split(folder, train=split == "train")
         idx = arrays[f"{split}_source_index"]
-        x, y = (mini.train_x, mini.train_y) if split == "train" else (mini.test_x, mini.test_y)
-        assert np.array_equal(data[idx], x.numpy()), f"{split}: pixels differ from {folder}"
-        assert np.array_equal(labels[idx], y.numpy()), f"{split}: labels differ from {folder}"
+        assert full_x[idx].equal(x), f"{split}: pixels differ from {folder}"
+        assert full_y[idx].equal(y), f"{split}: labels differ from {folder}"
         print(f"check {split}: {len(idx)} images identical to {folder} at their source indices")
-
 
 if __name__ == "__main__":
     sys.exit(main())
