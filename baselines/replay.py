@@ -1,16 +1,25 @@
-"""Experience replay with a reservoir buffer (Chaudhry et al. 2019, "On Tiny Episodic Memories")."""
-import random
+"""Experience replay with a reservoir buffer (Chaudhry et al. 2019, "On Tiny Episodic Memories"),
+as the DER protocol runs it (aimagelab/mammoth ``models/er.py``, ``utils/buffer.py``): the buffer
+holds unaugmented images chosen by reservoir sampling; each step draws a replay mini-batch from
+it WITHOUT replacement (fewer when the buffer holds fewer), augments it, and trains on the
+concatenation of stream and replay samples with one mean cross-entropy.
 
+Everything happens on the device (slot choices included), so that a step never waits for the
+host and can be recorded in a CUDA graph: the shapes never change, and samples a step cannot use
+(an empty buffer, a slot taken twice in one batch) are masked instead of skipped. One difference
+remains: on the run's very first step the masked (empty) replay half still enters BatchNorm's
+batch statistics; from the second step on the buffer holds at least one batch.
+"""
 import torch
-import torch.nn.functional as F
 
 from nlbench import Strategy, register_strategy, require
 
 
 @register_strategy("replay")
 class Replay(Strategy):
-    """Experience replay, reservoir buffer of raw uint8 images on the run's device."""
+    """Experience replay: reservoir buffer of raw uint8 images on the device, replay without replacement."""
 
+    graph_safe = True
     defaults = {"buffer_size": 500, "replay_batch_size": None}  # None: same as the current batch
 
     @classmethod
@@ -24,53 +33,60 @@ class Replay(Strategy):
     def __init__(self, ctx, buffer_size, replay_batch_size):
         super().__init__(ctx, buffer_size=buffer_size, replay_batch_size=replay_batch_size)
         self.optimizer = ctx.make_optimizer(self.model.parameters())
-        self.size, self.replay_bs = buffer_size, replay_batch_size or ctx.train["batch_size"]
+        self.size = buffer_size
+        self.replay_bs = min(replay_batch_size or ctx.train["batch_size"], buffer_size)
         dev = ctx.device
-        self.images = torch.zeros(buffer_size, 3, 32, 32, dtype=torch.uint8, device=dev)
-        self.labels = torch.zeros(buffer_size, dtype=torch.long, device=dev)
-        self.task_ids = torch.zeros(buffer_size, dtype=torch.long, device=dev)
-        self.seen = 0
-        # Slot choices are made on the host with their own seeded RNG: no device->host sync per step.
-        self.rng = random.Random(ctx.generator.initial_seed())
+        # One spare row at index `size`: the write target of samples that do not enter the buffer.
+        self.images = torch.zeros(buffer_size + 1, 3, 32, 32, dtype=torch.uint8, device=dev)
+        self.labels = torch.zeros(buffer_size + 1, dtype=torch.long, device=dev)
+        self.task_ids = torch.zeros(buffer_size + 1, dtype=torch.long, device=dev)
+        self.seen = torch.zeros((), dtype=torch.long, device=dev)  # on the device: no host sync
+        self.slots = torch.arange(buffer_size, device=dev)
 
     def observe(self, batch):
-        x, y = batch.x, batch.y
-        filled = min(self.seen, self.size)
-        if filled:
-            pick = torch.randint(0, filled, (self.replay_bs,), generator=self.ctx.generator, device=y.device)
-            x = torch.cat([x, self.ctx.prepare(self.images[pick], self.task_ids[pick])])
-            y = torch.cat([y, self.labels[pick]])
-        loss = F.cross_entropy(self.model(x), y)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        pick, valid = self._draw()
+        replay_x = self.ctx.prepare(self.images[pick], self.task_ids[pick])
+        logits = self.model(torch.cat([batch.x, replay_x]))
+        per_sample = self.ctx.loss(logits, torch.cat([batch.y, self.labels[pick]]), reduction="none")
+        weight = torch.cat([torch.ones_like(batch.y, dtype=per_sample.dtype), valid.to(per_sample.dtype)])
+        loss = (per_sample * weight).sum() / weight.sum()
+        out = self.update(loss, self.optimizer)
         self._reservoir_add(batch)
-        return loss.detach()
+        return out
+
+    def _draw(self):
+        """replay_bs distinct filled slots, uniformly at random (mammoth's np.random.choice without
+        replacement); ``valid`` is False for the draws beyond the filled count."""
+        filled = torch.clamp(self.seen, max=self.size)
+        scores = torch.rand(self.size, generator=self.ctx.step_generator, device=self.seen.device)
+        scores = torch.where(self.slots < filled, scores, torch.full_like(scores, 2.0))
+        pick = scores.topk(self.replay_bs, largest=False).indices   # sorted: filled slots come first
+        valid = torch.arange(self.replay_bs, device=pick.device) < filled
+        return pick, valid
 
     def _reservoir_add(self, batch):
-        """Reservoir sampling (Vitter's algorithm R): every sample seen so far is in the buffer
-        with probability size / seen."""
-        src, dst = [], []
-        for i in range(len(batch.y)):
-            slot = self.seen if self.seen < self.size else self.rng.randrange(self.seen + 1)
-            if slot < self.size:
-                if slot in dst:  # a later sample of the same batch overwrites the same slot
-                    j = dst.index(slot)
-                    del src[j], dst[j]
-                src.append(i), dst.append(slot)
-            self.seen += 1
-        if dst:
-            s = torch.tensor(src, device=batch.y.device)
-            d = torch.tensor(dst, device=batch.y.device)
-            self.images[d], self.labels[d], self.task_ids[d] = batch.raw[s], batch.y[s], batch.task[s]
+        """Reservoir sampling (Vitter's algorithm R): sample n of the stream (0-based) takes slot n
+        while the buffer is not full, else a uniform slot in [0, n], kept if that slot < size.
+        Within a batch the later of two samples drawn to one slot wins, as in a sequential loop."""
+        b = len(batch.y)
+        order = torch.arange(b, device=batch.y.device)
+        n = self.seen + order
+        draw = (torch.rand(b, generator=self.ctx.step_generator, device=n.device) * (n + 1).float()).long()
+        draw = torch.minimum(draw, n)  # float rounding at the top end
+        slot = torch.where(n < self.size, n, draw)
+        keep = slot < self.size
+        later_same = (slot[:, None] == slot[None, :]) & keep[None, :] & (order[None, :] > order[:, None])
+        dest = torch.where(keep & ~later_same.any(1), slot, torch.full_like(slot, self.size))
+        self.images.index_copy_(0, dest, batch.raw)
+        self.labels.index_copy_(0, dest, batch.y)
+        self.task_ids.index_copy_(0, dest, batch.task)
+        self.seen += b
 
     def extra_state(self):
-        return {"images": self.images, "labels": self.labels, "task_ids": self.task_ids,
-                "seen": self.seen, "rng": self.rng.getstate()}
+        return {"images": self.images, "labels": self.labels, "task_ids": self.task_ids, "seen": self.seen}
 
     def load_extra_state(self, state):
         self.images.copy_(state["images"])
         self.labels.copy_(state["labels"])
         self.task_ids.copy_(state["task_ids"])
-        self.seen = state["seen"]
-        self.rng.setstate(state["rng"])
+        self.seen.copy_(torch.as_tensor(state["seen"]))

@@ -181,7 +181,8 @@ def levelled_model_and_optimizer(name: str = "nested", backbone: str = "cnn", wi
     entry.obj.check(params)
     device = torch.device(device)
     make = BACKBONES[backbone].obj
-    train = {"lr": lr, "batch_size": batch_size, "optimizer": "adam", "channels_last": False}
+    from .config import DEFAULTS
+    train = {**DEFAULTS["train"], "lr": lr, "batch_size": batch_size, "optimizer": "adam", "channels_last": False}
     ctx = RunContext({"train": train}, None, device, torch.Generator(device=device),
                      lambda: make(num_classes=10, width=width), None)
     strategy = entry.obj(ctx, **params)

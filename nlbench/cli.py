@@ -27,11 +27,12 @@ def ordered_strategies() -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench.py", description="nlbench: continual-learning benchmarks on CIFAR-10. "
-                                "Subcommands: 'report' (tables and figures), 'speed' (throughput comparison).")
+                                "Subcommands: 'report' (tables and figures), 'speed' (throughput comparison), 'campaign' (the runs of a table within a time budget).")
     p.add_argument("--scenario", nargs="+", help="scenario name(s); see --list")
     p.add_argument("--strategy", nargs="+", help="strategy name(s), or 'all'")
     p.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (integers), default 0")
-    p.add_argument("--profile", choices=C.PROFILES, help="quick (CPU) or paper (GPU); default by device")
+    p.add_argument("--profile", help="quick (CPU), paper (GPU) or a protocol the scenario names (e.g. der for "
+                   "split-cifar, converge for cifar10; see --list); default by device")
     p.add_argument("--epochs", type=int, help="epochs per task (overrides the profile)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--data", default="auto", help="auto (default): the full CIFAR-10 if found or downloadable, "
@@ -54,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
 def print_list() -> None:
     print("scenarios:")
     for name in C.scenario_names():
-        print(f"  {name:16s} {C.load_scenario_file(name).get('description', '')}")
+        print(f"  {name:16s} {C.load_scenario_file(name).get('description', '')} "
+              f"(profiles: {', '.join(C.profile_names(name))})")
     print("strategies:")
     for name in ordered_strategies():
         print(f"  {name:16s} {STRATEGIES[name].description}")
@@ -72,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         if argv[:1] == ["report"]:
             from .report import main as report_main
             return report_main(argv[1:])
+        if argv[:1] == ["campaign"]:
+            from .campaign import main as campaign_main
+            return campaign_main(argv[1:])
         if argv[:1] == ["speed"]:
             from .speed import main as speed_main
             return speed_main(argv[1:])

@@ -1,4 +1,5 @@
-"""Config: defaults < scenario YAML (its profile section) < command line. Unknown keys are errors.
+"""Config: defaults < scenario YAML (its profile section, then the profile's per-strategy overrides)
+< command line. Unknown keys are errors.
 
 The resolved config is a plain nested dict with five sections, saved whole in every run record:
 ``scenario`` (builder parameters), ``backbone``, ``data``, ``train`` and ``strategy``.
@@ -14,7 +15,7 @@ from .errors import UserError
 from .registry import BACKBONES, ROOT, STRATEGIES, lookup
 
 SCENARIO_DIR = ROOT / "scenarios"
-PROFILES = ("quick", "paper")
+PROFILES = ("quick", "paper")  # every scenario has these two; a scenario file may name more (e.g. der)
 
 DEFAULTS = {
     "backbone": {"name": "cnn", "width": 32},
@@ -22,6 +23,12 @@ DEFAULTS = {
     "train": {
         "epochs": 1, "batch_size": 32, "lr": 1e-3, "optimizer": "adam",
         "eval_batch_size": 256, "log_every": 25,
+        "momentum": 0.9, "nesterov": False, "weight_decay": 0.0,   # SGD only (Adam: weight_decay too)
+        "augment": True,          # random crop (4-pixel padding) + horizontal flip
+        "label_smoothing": 0.0,
+        "lr_schedule": "constant",  # constant | triangle (linear 0 -> lr over warmup_epochs, then -> 0; per task)
+        "warmup_epochs": 0,
+        "cuda_graph": "auto",     # capture the training step in a CUDA graph: auto = on for CUDA and graph-safe strategies
         "amp": "auto",            # bf16 autocast: auto = on for CUDA, off on the CPU
         "channels_last": "auto",  # auto = on for CUDA
         "compile": False,
@@ -110,19 +117,24 @@ def parse_sets(items: list[str]) -> dict:
     return out
 
 
+def profile_names(scenario: str) -> list[str]:
+    return list((load_scenario_file(scenario)["profiles"] or {}))
+
+
 def resolve(scenario: str, strategy: str, profile: str, sets: dict, epochs: int | None = None) -> dict:
     """The fully resolved config of one run."""
-    if profile not in PROFILES:
-        raise UserError(f"unknown profile '{profile}'; valid: {', '.join(PROFILES)}")
     spec = load_scenario_file(scenario)
+    if profile not in (spec["profiles"] or {}):
+        raise UserError(f"scenario '{scenario}' has no profile '{profile}'; valid: {', '.join(profile_names(scenario))}")
     entry = lookup(STRATEGIES, "strategy", strategy)
     base = copy.deepcopy(DEFAULTS)
     base["scenario"] = copy.deepcopy(spec["params"] or {})
     base["strategy"] = copy.deepcopy(entry.defaults)
-    prof = (spec["profiles"] or {}).get(profile)
-    if prof is None:
-        raise UserError(f"scenario '{scenario}' has no profile '{profile}'")
+    prof = copy.deepcopy(spec["profiles"][profile] or {})
+    per_strategy = prof.pop("strategies", None) or {}  # a protocol's own lr / strength per strategy
     cfg = merge(base, prof, scenario)
+    if strategy in per_strategy:
+        cfg = merge(cfg, per_strategy[strategy], f"{scenario}.{profile}.strategies.{strategy}")
     cfg = merge(cfg, {k: v for k, v in sets.items() if k in SECTIONS}, "")
     if epochs is not None:
         cfg["train"]["epochs"] = epochs
@@ -150,7 +162,19 @@ def validate(cfg: dict) -> None:
     _positive(t["lr"], "train.lr", float)
     if t["optimizer"] not in ("adam", "sgd"):
         raise UserError(f"train.optimizer must be adam or sgd, got {t['optimizer']!r}")
-    for key in ("amp", "channels_last"):
+    if t["lr_schedule"] not in ("constant", "triangle"):
+        raise UserError(f"train.lr_schedule must be constant or triangle, got {t['lr_schedule']!r}")
+    if not isinstance(t["warmup_epochs"], int) or not 0 <= t["warmup_epochs"] <= t["epochs"]:
+        raise UserError(f"train.warmup_epochs must be an integer from 0 to train.epochs, got {t['warmup_epochs']!r}")
+    for key in ("momentum", "weight_decay", "label_smoothing"):
+        if not isinstance(t[key], (int, float)) or isinstance(t[key], bool) or not 0 <= t[key] < 1:
+            raise UserError(f"train.{key} must be a number in [0, 1), got {t[key]!r}")
+    for key in ("nesterov", "augment"):
+        if not isinstance(t[key], bool):
+            raise UserError(f"train.{key} must be true or false, got {t[key]!r}")
+    if t["nesterov"] and t["momentum"] == 0:
+        raise UserError("train.nesterov needs train.momentum > 0")
+    for key in ("amp", "channels_last", "cuda_graph"):
         if t[key] not in ("auto", True, False):
             raise UserError(f"train.{key} must be auto, true or false, got {t[key]!r}")
     _positive(cfg["backbone"]["width"], "backbone.width")

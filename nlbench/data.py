@@ -128,8 +128,11 @@ class Augmenter:
     seed gives the same augmentation.
     """
 
-    def __init__(self, generator: torch.Generator, pad: int = 4):
+    def __init__(self, generator: torch.Generator | None, pad: int = 4):
         self.g, self.pad = generator, pad
+
+    def with_generator(self, generator: torch.Generator | None) -> "Augmenter":
+        return self if generator is self.g else Augmenter(generator, self.pad)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, H, W) uint8
         b, c, h, w = x.shape
@@ -146,10 +149,18 @@ class Augmenter:
         return out.permute(0, 3, 1, 2)
 
 
+@lru_cache(maxsize=None)
+def _mean_std(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    # Made once per device: a host->device copy inside a training step would sync the host and
+    # cannot be recorded in a CUDA graph.
+    mean = torch.tensor(MEAN, dtype=dtype).view(1, 3, 1, 1).to(device) * 255
+    std = torch.tensor(STD, dtype=dtype).view(1, 3, 1, 1).to(device) * 255
+    return mean, std
+
+
 def normalize(x: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
     """uint8 (B, 3, H, W) -> float, per-channel standardised."""
-    mean = torch.tensor(MEAN, device=x.device, dtype=dtype).view(1, 3, 1, 1) * 255
-    std = torch.tensor(STD, device=x.device, dtype=dtype).view(1, 3, 1, 1) * 255
+    mean, std = _mean_std(x.device, dtype)
     return (x.to(dtype) - mean) / std
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from .errors import UserError
 from .strategy import Strategy, require
@@ -184,7 +183,7 @@ class LevelledStrategy(Strategy):
         raise NotImplementedError
 
     def observe(self, batch):
-        loss = F.cross_entropy(self.model(batch.x), batch.y)
+        loss = self.ctx.loss(self.model(batch.x), batch.y)
         loss.backward()
         self.levels.step()
         return loss.detach()

@@ -31,6 +31,7 @@ def atomic_write_text(path: pathlib.Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a record is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -63,7 +64,8 @@ def versions() -> dict:
         except (OSError, subprocess.SubprocessError):
             return ""
     commit = git("rev-parse", "HEAD")
-    commit = commit if len(commit) == 40 else None  # not a git checkout (e.g. a copied tree)
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no")) if len(commit) == 40 else None
+    if len(commit) != 40:  # not a git checkout (a tree copied to a GPU machine): the copier may say which
+        commit = os.environ.get("NLBENCH_GIT_COMMIT") or None
     return {"python": platform.python_version(), "torch": torch.__version__, "nlbench": __version__,
             "git_commit": commit, "git_dirty": dirty}

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
-from . import metrics
+from . import memory, metrics
 from .data import Augmenter, DataChoice, load_data, subset_per_class
 from .errors import Diverged, UserError
 from .records import versions
@@ -162,10 +162,12 @@ def run(cfg: dict, *, scenario_name: str, builder: str, strategy_name: str, seed
     generator = torch.Generator(device=device).manual_seed(seed)
     backbone = lookup(BACKBONES, "backbone", cfg["backbone"]["name"])
     make_backbone = lambda: backbone.obj(num_classes=10, width=cfg["backbone"]["width"])  # noqa: E731
-    ctx = RunContext(cfg, scenario, device, generator, make_backbone, Augmenter(generator))
-    strategy = lookup(STRATEGIES, "strategy", strategy_name).obj(ctx, **cfg["strategy"])
-    use_amp = uses_bf16(device, cfg)
+    entry = lookup(STRATEGIES, "strategy", strategy_name)
+    graphs = uses_cuda_graph(device, cfg, entry.obj)
+    ctx = RunContext(cfg, scenario, device, generator, make_backbone, Augmenter(generator), graph_capture=graphs)
+    strategy = entry.obj(ctx, **cfg["strategy"])
     amp = amp_context(device, cfg)
+    memory_model = memory.breakdown(strategy, ctx, scenario, amp)
     if cfg["train"]["compile"]:
         strategy.model.compile(dynamic=False)  # in place: parameter names and optimizers unchanged
 
@@ -179,13 +181,14 @@ def run(cfg: dict, *, scenario_name: str, builder: str, strategy_name: str, seed
         state.acc = {s: [] for s in scenario.settings}
 
     stages = [_joint_task(scenario)] if strategy.joint else scenario.tasks
+    stepper = StepRunner(strategy, ctx, amp, graphs)
     status, diverged_at = "complete", None
     try:
         with _SignalGuard() as guard:
             while state.task < len(stages):
                 task = stages[state.task]
                 t0 = time.perf_counter()
-                _train_task(strategy, task, scenario, ctx, state, amp, guard, checkpoint, generator,
+                _train_task(strategy, stepper, task, scenario, ctx, state, amp, guard, checkpoint, generator,
                             label=f"task {state.task + 1}/{len(stages)}", progress=progress)
                 row = evaluate(strategy.model, scenario, ctx, amp)
                 for s in scenario.settings:
@@ -206,6 +209,7 @@ def run(cfg: dict, *, scenario_name: str, builder: str, strategy_name: str, seed
     if strategy.joint and status == "complete":  # joint measures only the final row
         acc = {s: [None] * (T - 1) + rows for s, rows in acc.items()}
     peak, peak_kind = _peak_memory(device)
+    measured = memory.measured(device)
     record = {
         "scenario": scenario_name, "strategy": strategy_name, "seed": seed, "profile": profile,
         "status": status, "diverged_at": diverged_at, "config": cfg,
@@ -218,12 +222,32 @@ def run(cfg: dict, *, scenario_name: str, builder: str, strategy_name: str, seed
         "peak_memory_mb": peak, "peak_memory_kind": peak_kind,
         "device": _device_name(device), "data_set": scenario.data_set, "data_source": scenario.data_source,
         "images": {"train": len(scenario.train_y), "test": len(scenario.test_y)},
-        "numerics": {"bf16_autocast": use_amp, "channels_last": ctx.channels_last, "compile": cfg["train"]["compile"],
-                     "cpu_threads": torch.get_num_threads()},  # CPU sums round differently per thread count
+        "memory": {"measured_mb": measured, "model_mb": memory_model},
+        "numerics": numerics(device, cfg, ctx, graphs),
         "strategy_info": strategy.describe(),
         "versions": versions(),
     }
     return record
+
+
+def uses_cuda_graph(device: torch.device, cfg: dict, strategy_cls) -> bool:
+    """auto: on for CUDA when the strategy declares its step graph-safe; true insists."""
+    choice = cfg["train"]["cuda_graph"]
+    safe = bool(getattr(strategy_cls, "graph_safe", False))
+    if choice is True and (device.type != "cuda" or not safe):
+        raise UserError("train.cuda_graph=true needs --device cuda and a strategy whose step is graph-safe "
+                        f"({strategy_cls.__name__} is{'' if safe else ' not'}); use train.cuda_graph=auto")
+    return choice in ("auto", True) and device.type == "cuda" and safe and not cfg["train"]["compile"]
+
+
+def numerics(device: torch.device, cfg: dict, ctx: RunContext, graphs: bool) -> dict:
+    """Every choice that changes the arithmetic or its speed, for the record."""
+    t = cfg["train"]
+    return {"bf16_autocast": uses_bf16(device, cfg), "channels_last": ctx.channels_last, "compile": t["compile"],
+            "cuda_graph": graphs,
+            "optimizer_impl": "SGD fused, Adam foreach capturable" if graphs else "foreach",
+            "cudnn_benchmark": device.type == "cuda",
+            "cpu_threads": torch.get_num_threads()}  # CPU sums round differently per thread count
 
 
 def uses_bf16(device: torch.device, cfg: dict) -> bool:
@@ -232,8 +256,8 @@ def uses_bf16(device: torch.device, cfg: dict) -> bool:
 
 def amp_context(device: torch.device, cfg: dict):
     """A factory of the context the forward passes run in: bf16 autocast on CUDA, nothing on the CPU."""
-    if uses_bf16(device, cfg):
-        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    if uses_bf16(device, cfg):  # no weight-cast cache: a CUDA graph must not capture a stale cast
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
     return contextlib.nullcontext
 
 
@@ -248,8 +272,69 @@ def _joint_task(scenario: Scenario) -> Task:
     return Task(-1, sorted({c for t in scenario.tasks for c in t.classes}), idx, torch.empty(0))
 
 
-def _train_task(strategy, task: Task, scenario: Scenario, ctx: RunContext, state: RunState, amp, guard,
-                checkpoint, generator, label: str, progress: bool) -> None:
+class StepRunner:
+    """One training step on a batch: ``strategy.observe`` run eagerly, or replayed from a CUDA graph.
+
+    With graphs, the batch is copied into static buffers and the recorded step (augmentation,
+    forward, backward, optimizer step, all of it) is replayed: one launch instead of hundreds,
+    which is what limits ResNet-18 at small batches. Each task records its own graph after
+    ``WARMUP`` eager steps on a side stream (optimizer states and cuDNN's choices exist by then);
+    a batch of another size (an epoch's last) runs eagerly.
+    """
+
+    WARMUP = 3
+
+    def __init__(self, strategy, ctx: RunContext, amp, graphs: bool):
+        self.strategy, self.ctx, self.amp, self.graphs = strategy, ctx, amp, graphs
+        self.graph, self.static, self.warm = None, None, 0
+
+    def new_task(self) -> None:
+        self.graph, self.warm = None, 0  # before_task may have changed what a step does
+
+    def step(self, raw: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if not self.graphs or (self.static is not None and len(y) != len(self.static[1])):
+            return self._observe(raw, y, t)
+        if self.static is None:
+            self.static = (torch.empty_like(raw), torch.empty_like(y), torch.empty_like(t))
+        for buf, src in zip(self.static, (raw, y, t)):
+            buf.copy_(src)
+        if self.ctx.device.type != "cuda":  # no graphs here: the same static-buffer step, eagerly (for tests)
+            return self._observe(*self.static)
+        if self.graph is None and self.warm < self.WARMUP:
+            self.warm += 1
+            side = torch.cuda.Stream(self.ctx.device)
+            side.wait_stream(torch.cuda.current_stream(self.ctx.device))
+            with torch.cuda.stream(side):
+                loss = self._observe(*self.static)
+            torch.cuda.current_stream(self.ctx.device).wait_stream(side)
+            return loss
+        if self.graph is None:
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.static_loss = self._observe(*self.static)
+        self.graph.replay()  # recording does not run the work: replay it for this batch too
+        return self.static_loss
+
+    def _observe(self, raw, y, t) -> torch.Tensor:
+        with self.amp():
+            return self.strategy.observe(Batch(self.ctx.prepare(raw, t), y, raw, t))
+
+
+def lr_factor(train: dict, step: int, steps_per_epoch: int) -> float:
+    """The lr multiplier before optimizer step ``step`` of a task (0-based).
+
+    triangle: linear from 0 at step 0 to 1 at ``warmup_epochs``, then linear to 0 at the task's end
+    (FFCV's CIFAR-10 schedule, examples/cifar/train_cifar.py: np.interp over iterations)."""
+    if train["lr_schedule"] == "constant":
+        return 1.0
+    peak, end = train["warmup_epochs"] * steps_per_epoch, train["epochs"] * steps_per_epoch
+    if step < peak:
+        return step / peak
+    return max(0.0, (end - step) / max(end - peak, 1))
+
+
+def _train_task(strategy, stepper: StepRunner, task: Task, scenario: Scenario, ctx: RunContext, state: RunState,
+                amp, guard, checkpoint, generator, label: str, progress: bool) -> None:
     if hasattr(strategy, "train_task"):  # a strategy with its own loop (the Avalanche bridge)
         t0 = time.perf_counter()
         with amp():
@@ -258,6 +343,7 @@ def _train_task(strategy, task: Task, scenario: Scenario, ctx: RunContext, state
         return
     if state.epoch == 0 and state.step == 0:
         strategy.before_task(task)
+    stepper.new_task()
     idx = task.train_idx
     if task.index >= 0:
         tid = torch.full_like(idx, task.index)
@@ -267,15 +353,17 @@ def _train_task(strategy, task: Task, scenario: Scenario, ctx: RunContext, state
     steps_per_epoch = -(-len(idx) // bs)
     bar = tqdm(total=epochs * steps_per_epoch, desc=label, leave=False, disable=not progress or None,
                initial=state.epoch * steps_per_epoch + state.step)
+    scheduled = ctx.train["lr_schedule"] != "constant"
     while state.epoch < epochs:
         if state.order is None:
             state.order = torch.randperm(len(idx), generator=generator, device=idx.device)
         t0, images = time.perf_counter(), 0
         while state.step < steps_per_epoch:
-            pick = state.order[state.step * bs:(state.step + 1) * bs]
-            raw, y, t = scenario.train_x[idx[pick]], scenario.train_y[idx[pick]], tid[pick]
-            with amp():
-                loss = strategy.observe(Batch(ctx.prepare(raw, t), y, raw, t))
+            if scheduled:
+                ctx.scale_lr(lr_factor(ctx.train, state.epoch * steps_per_epoch + state.step, steps_per_epoch))
+            rows = state.order[state.step * bs:(state.step + 1) * bs]
+            pick = idx[rows]
+            loss = stepper.step(scenario.train_x[pick], scenario.train_y[pick], tid[rows])
             state.step += 1
             images += len(pick)
             bar.update(1)
@@ -306,7 +394,9 @@ def _finish_timing(ctx, state: RunState, t0: float, images: int) -> None:
 
 def _save_checkpoint(path: pathlib.Path, strategy, generator, state: RunState, ctx: RunContext) -> pathlib.Path:
     payload = {"config": ctx.cfg, "data_source": ctx.scenario.data_source, "state": vars(state), "strategy": strategy.state_dict(),
-               "generator": generator.get_state(), "torch_rng": torch.get_rng_state()}
+               "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+               # under CUDA graphs a step's randomness comes from the device's default generator
+               "cuda_rng": torch.cuda.get_rng_state(ctx.device) if ctx.device.type == "cuda" else None}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -333,6 +423,8 @@ def _load_checkpoint(path: pathlib.Path, strategy, generator, ctx: RunContext, l
     strategy.load_state_dict(payload["strategy"])
     generator.set_state(payload["generator"].cpu())
     torch.set_rng_state(payload["torch_rng"].cpu())
+    if payload.get("cuda_rng") is not None and ctx.device.type == "cuda":
+        torch.cuda.set_rng_state(payload["cuda_rng"].cpu(), ctx.device)
     state = RunState(**payload["state"])
     log(f"resuming from {path}: task {state.task + 1}, epoch {state.epoch + 1}, step {state.step}")
     return state

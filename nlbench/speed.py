@@ -1,7 +1,8 @@
 """``bench.py speed``: training throughput side by side, same backbone, batch size and data.
 
-1. native: this suite's loop (uint8 data on the device, batched augmentation there, no host sync
-   per step; bf16 autocast and channels_last on CUDA);
+1. native: this suite's step (uint8 data on the device, batched augmentation there, no host sync
+   per step; bf16 autocast and channels_last on CUDA), eager and, on CUDA, replayed from a CUDA
+   graph (``native_graph``); ``--parallel N`` also times N such runs at once on one device;
 2. dataloader: a plain PyTorch loop over a torchvision-style Dataset and DataLoader with the usual
    per-sample PIL transforms (RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor,
    Normalize), same model, optimizer and numerics as native;
@@ -24,7 +25,9 @@ from .data import DATA_CHOICES, MEAN, STD, load_data, select_data
 from .errors import UserError
 from .records import atomic_write_text, versions
 from .registry import BACKBONES, load_builtins
-from .runner import RunState, _train_task, amp_context, build_scenario, resolve_device
+from .data import Augmenter
+from .registry import STRATEGIES
+from .runner import StepRunner, amp_context, build_scenario, resolve_device, uses_cuda_graph
 from .strategy import RunContext
 
 # Dense bf16 tensor-core peak (TFLOP/s) by device name, from the vendors' data sheets.
@@ -57,38 +60,76 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def time_native(cfg, device, data, n_images, warmup_steps=10) -> tuple[float, float]:
+def time_native(cfg, device, data, n_images, graphs: bool, start_at: float | None = None) -> tuple[float, float | None]:
+    """Images/s of this suite's training step (strategy adam), timed over ``n_images`` after warm-up.
+
+    ``start_at`` (time.time()): wait until then before timing, so that parallel processes time
+    the same interval."""
     torch.manual_seed(0)
+    cfg = {**cfg, "train": {**cfg["train"], "cuda_graph": graphs}}
     scenario = build_scenario("cifar10", "standard", cfg, 0, device, data)
-    task = scenario.tasks[0]
-    task.train_idx = task.train_idx[:n_images]
     g = torch.Generator(device=device).manual_seed(0)
     backbone = BACKBONES[cfg["backbone"]["name"]].obj
-    from .data import Augmenter
+    entry = STRATEGIES["adam"]
+    use_graphs = uses_cuda_graph(device, cfg, entry.obj)
     ctx = RunContext(cfg, scenario, device, g, lambda: backbone(num_classes=10, width=cfg["backbone"]["width"]),
-                     Augmenter(g))
-    from .registry import STRATEGIES
-    strategy = STRATEGIES["adam"].obj(ctx)
-    amp = amp_context(device, cfg)
-    for _ in range(warmup_steps):  # warm-up: cuDNN autotuning, allocator
-        idx = task.train_idx[: cfg["train"]["batch_size"]]
-        with amp():
-            strategy.observe(_batch(ctx, scenario, idx))
+                     Augmenter(g), graph_capture=use_graphs)
+    stepper = StepRunner(entry.obj(ctx), ctx, amp_context(device, cfg), use_graphs)
+    bs = cfg["train"]["batch_size"]
+    pool = scenario.tasks[0].train_idx
+    zeros = torch.zeros(bs, dtype=torch.long, device=device)
+
+    def steps(n):
+        for _ in range(n):
+            pick = pool[torch.randint(0, len(pool), (bs,), generator=g, device=device)]
+            stepper.step(scenario.train_x[pick], scenario.train_y[pick], zeros)
+
+    steps(StepRunner.WARMUP + 5)  # warm-up: cuDNN autotuning, allocator, the graph's recording
     _sync(device)
+    if start_at is not None:
+        time.sleep(max(0.0, start_at - time.time()))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    state = RunState()
-    guard = type("NoSignal", (), {"signum": None})()
-    _train_task(strategy, task, scenario, ctx, state, amp, guard, None, g, "native", progress=False)
+    n_steps = max(1, n_images // bs)
+    t0 = time.perf_counter()
+    steps(n_steps)
+    _sync(device)
+    took = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-    return state.images / state.train_seconds, peak
+    return n_steps * bs / took, peak
 
 
-def _batch(ctx, scenario, idx):
-    from .strategy import Batch
-    t = torch.zeros_like(idx)
-    raw = scenario.train_x[idx]
-    return Batch(ctx.prepare(raw, t), scenario.train_y[idx], raw, t)
+def time_parallel(n_procs: int, batch_size: int, n_images: int, args, profile: str) -> float:
+    """Aggregate images/s of ``n_procs`` processes training at once on one device (graphs where possible)."""
+    import subprocess
+    import sys
+    start_at = time.time() + 20 + 2 * n_procs  # every process imports, loads and warms up before then
+    code = ("import sys, json; from nlbench.speed import worker; "
+            "print('RESULT', json.dumps(worker(sys.argv[1:])))")
+    cmd = [sys.executable, "-c", code, args.device, profile, str(batch_size), str(n_images),
+           str(start_at), args.data_kind, args.data_root or ""]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(n_procs)]
+    results = []
+    for p in procs:
+        out, _ = p.communicate()
+        line = next((x for x in out.splitlines() if x.startswith("RESULT ")), None)
+        if p.returncode != 0 or line is None:
+            raise UserError(f"a parallel speed worker failed (exit {p.returncode})")
+        results.append(json.loads(line[7:]))
+    return sum(r["images"] for r in results) / (max(r["end"] for r in results) - start_at)
+
+
+def worker(argv: list[str]) -> dict:
+    """One process of time_parallel: time the native step from ``start_at`` on."""
+    device_name, profile, bs, n_images, start_at, data_kind, data_root = argv
+    load_builtins()
+    device = resolve_device(device_name)
+    sets = {"data": {"train_per_class": max(1, -(-int(n_images) // 10))}, "train": {"batch_size": int(bs)}}
+    cfg = C.resolve("cifar10", "adam", profile, sets)
+    data = select_data(data_kind, data_root or None, False)
+    time_native(cfg, device, data, int(n_images), graphs=device.type == "cuda", start_at=float(start_at))
+    # a worker that was late to start ends late: the aggregate then counts its delay against it
+    return {"images": max(1, int(n_images) // int(bs)) * int(bs), "end": time.time()}
 
 
 def _model(cfg, device):
@@ -161,18 +202,52 @@ def bf16_peak(device) -> float | None:
     return next((v for k, v in BF16_PEAK_TFLOPS.items() if k in name), None)
 
 
+def measure_batch(cfg, device, data, x, y, n_images, workers, skip_avalanche, peak_tflops, flops,
+                  eager_only=False) -> dict:
+    """Every loop at one batch size."""
+    bs = cfg["train"]["batch_size"]
+    row = {"batch_size": bs}
+    row["native_images_per_s"], row["native_peak_memory_mb"] = time_native(cfg, device, data, n_images, graphs=False)
+    print(f"  batch {bs:4d}  native (eager)        {row['native_images_per_s']:10.0f} images/s", flush=True)
+    if device.type == "cuda" and not eager_only:
+        row["native_graph_images_per_s"], row["native_graph_peak_memory_mb"] = time_native(
+            cfg, device, data, n_images, graphs=True)
+        print(f"  batch {bs:4d}  native (CUDA graph)   {row['native_graph_images_per_s']:10.0f} images/s", flush=True)
+    dataset = UInt8Cifar(x, y, standard_transform())
+    row["dataloader_images_per_s"] = time_dataloader(cfg, device, dataset, workers, n_images)
+    print(f"  batch {bs:4d}  dataloader            {row['dataloader_images_per_s']:10.0f} images/s", flush=True)
+    row["avalanche_images_per_s"] = None if skip_avalanche else time_avalanche(cfg, device, dataset, workers)
+    if row["avalanche_images_per_s"]:
+        print(f"  batch {bs:4d}  avalanche Naive       {row['avalanche_images_per_s']:10.0f} images/s", flush=True)
+    best = row.get("native_graph_images_per_s") or row["native_images_per_s"]
+    row["best_native_images_per_s"] = best
+    row["best_over_dataloader"] = best / row["dataloader_images_per_s"]
+    row["best_over_avalanche"] = best / row["avalanche_images_per_s"] if row["avalanche_images_per_s"] else None
+    if flops:
+        row["achieved_tflops"] = flops * best / 1e12
+        row["fraction_of_bf16_peak"] = row["achieved_tflops"] / peak_tflops if peak_tflops else None
+        print(f"  batch {bs:4d}  best native: {row['achieved_tflops']:.1f} TFLOP/s" +
+              (f" = {100 * row['fraction_of_bf16_peak']:.1f}% of the bf16 peak" if peak_tflops else ""), flush=True)
+    return row
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="bench.py speed", description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--profile", choices=C.PROFILES, help="default: paper on CUDA, quick on the CPU")
+    ap.add_argument("--profile", help="cifar10 profile giving backbone and numerics (default: paper on CUDA, quick on the CPU)")
+    ap.add_argument("--batch-sizes", nargs="+", type=int, help="default: 32 128 512 on CUDA, the profile's on the CPU")
     ap.add_argument("--images", type=int, help="training images timed per loop (default 5000 CPU, 50000 CUDA)")
+    ap.add_argument("--parallel", nargs="+", type=int, default=[], metavar="N",
+                    help="also time N runs at once on the device at the first batch size (aggregate images/s)")
     ap.add_argument("--workers", type=int, help="DataLoader workers (default: the number of CPU cores, at most 8)")
-    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides (train.batch_size=...)")
+    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides (train.lr=...)")
     ap.add_argument("--data", default="auto", choices=DATA_CHOICES, help="as for a run (default auto)")
     ap.add_argument("--data-root")
     ap.add_argument("--no-download", action="store_true")
     ap.add_argument("--skip-avalanche", action="store_true")
-    ap.add_argument("--out", default="results/speed.json")
+    ap.add_argument("--eager-only", action="store_true", help="no CUDA-graph measurement")
+    ap.add_argument("--out", default="runs/speed.json", help="default runs/speed.json; the committed reference "
+                    "figures are results/speed.json (write there only on purpose)")
     args = ap.parse_args(argv)
     load_builtins()
     device = resolve_device(args.device)
@@ -183,45 +258,41 @@ def main(argv: list[str]) -> int:
     workers = args.workers if args.workers is not None else min(8, os.cpu_count() or 1)
     sets = C.parse_sets(args.set)
     sets.setdefault("data", {})["train_per_class"] = max(1, -(-n_images // 10))
-    cfg = C.resolve("cifar10", "adam", profile, sets)
+    base = C.resolve("cifar10", "adam", profile, sets)
+    sizes = args.batch_sizes or ([32, 128, 512] if device.type == "cuda" else [base["train"]["batch_size"]])
     data = select_data(args.data, args.data_root, not args.no_download)
+    args.data_kind = data.kind
     print(data.announce())
     arrays = load_data(data)
     x, y = arrays.train_x[:n_images], arrays.train_y[:n_images]
-    dataset = UInt8Cifar(x, y, standard_transform())
-    print(f"speed: {cfg['backbone']['name']} (width {cfg['backbone']['width']}), batch {cfg['train']['batch_size']}, "
-          f"{len(y)} images, device {device}, {workers} DataLoader workers")
-    native, peak = time_native(cfg, device, data, n_images)
-    print(f"  native      {native:10.0f} images/s")
-    loader = time_dataloader(cfg, device, dataset, workers, n_images)
-    print(f"  dataloader  {loader:10.0f} images/s")
-    aval = None
-    if not args.skip_avalanche:
-        aval = time_avalanche(cfg, device, dataset, workers)
-        print(f"  avalanche   {aval:10.0f} images/s")
+    print(f"speed: {base['backbone']['name']} (width {base['backbone']['width']}), batches {sizes}, "
+          f"{len(y)} images, device {device}, {workers} DataLoader workers", flush=True)
+    flops = flops_per_image(base, device) if device.type == "cuda" else None
+    peak_tflops = bf16_peak(device) if device.type == "cuda" else None
     result = {"device": (f"cuda:{torch.cuda.get_device_name(device)}" if device.type == "cuda"
                          else f"cpu:{os.cpu_count()} cores"),
-              "profile": profile, "backbone": cfg["backbone"]["name"], "width": cfg["backbone"]["width"],
-              "batch_size": cfg["train"]["batch_size"], "images": len(y), "dataloader_workers": workers,
-              "data_set": data.kind, "data_source": arrays.source,
-              "native_images_per_s": native, "dataloader_images_per_s": loader, "avalanche_images_per_s": aval,
-              "native_over_dataloader": native / loader,
-              "native_over_avalanche": native / aval if aval else None,
+              "profile": profile, "backbone": base["backbone"]["name"], "width": base["backbone"]["width"],
+              "images": len(y), "dataloader_workers": workers, "data_set": data.kind, "data_source": arrays.source,
+              "batches": [], "parallel_images_per_s": None, "parallel_batch_size": None,
+              "train_flops_per_image": flops, "bf16_peak_tflops": peak_tflops,
               "numerics": {"native": "bf16 autocast + channels_last" if device.type == "cuda" else "fp32",
-                           "dataloader": "same as native", "avalanche": "fp32 (its default loop)"},
+                           "native_graph": "native, each step replayed from a CUDA graph",
+                           "dataloader": "same model, optimizer and numerics as native (eager)",
+                           "avalanche": "fp32 (its default loop)", "optimizer": "Adam lr 1e-3, foreach",
+                           "mps_daemon": os.environ.get("NLBENCH_MPS") == "1"},
               "torch_threads": torch.get_num_threads(), "versions": versions()}
-    if device.type == "cuda":
-        flops = flops_per_image(cfg, device)
-        peak_tflops = bf16_peak(device)
-        achieved = flops * native / 1e12
-        result.update({"train_flops_per_image": flops, "achieved_tflops": achieved, "bf16_peak_tflops": peak_tflops,
-                       "fraction_of_bf16_peak": achieved / peak_tflops if peak_tflops else None,
-                       "peak_memory_mb": peak})
-        print(f"  achieved {achieved:.1f} TFLOP/s" + (f" = {100 * achieved / peak_tflops:.1f}% of bf16 peak "
-              f"{peak_tflops:.0f}" if peak_tflops else "") + f"; peak memory {peak:.0f} MB")
-    print(f"  ratios: native/dataloader {result['native_over_dataloader']:.2f}x" +
-          (f", native/avalanche {result['native_over_avalanche']:.2f}x" if aval else ""))
     out = pathlib.Path(args.out)
-    atomic_write_text(out, json.dumps(result, indent=1) + "\n")
+    for bs in sizes:  # the file is rewritten after each measurement: a job cut short keeps what it measured
+        cfg = C.resolve("cifar10", "adam", profile, {**sets, "train": {**sets.get("train", {}), "batch_size": bs}})
+        result["batches"].append(measure_batch(cfg, device, data, x, y, n_images, workers, args.skip_avalanche,
+                                               peak_tflops, flops, args.eager_only))
+        atomic_write_text(out, json.dumps(result, indent=1) + "\n")
+    for n in args.parallel:
+        result["parallel_batch_size"] = sizes[0]
+        result["parallel_images_per_s"] = {**(result["parallel_images_per_s"] or {}),
+                                           str(n): time_parallel(n, sizes[0], n_images, args, profile)}
+        print(f"  batch {sizes[0]:4d}  {n} runs at once: {result['parallel_images_per_s'][str(n)]:10.0f} images/s in all",
+              flush=True)
+        atomic_write_text(out, json.dumps(result, indent=1) + "\n")
     print(f"wrote {out}")
     return 0

@@ -4,12 +4,18 @@ A strategy owns its model and its training step. The runner calls, per task,
 ``before_task(task)``, then ``observe(batch)`` once per mini-batch, then ``after_task(task)``,
 and evaluates ``strategy.model``. ``observe`` must do the whole update (forward, backward,
 optimizer step) and return the detached loss.
+
+CUDA graphs: a strategy that sets ``graph_safe = True`` promises that ``observe`` launches the
+same device work on every step of a task (no host syncs, no Python branches on step-dependent
+values, randomness from ``ctx.step_generator``, optimizers from ``ctx.make_optimizer``). The runner
+then records one step per task in a CUDA graph and replays it (``train.cuda_graph``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from .errors import UserError
 
@@ -26,12 +32,25 @@ class RunContext:
     """What a strategy may use: device, backbone factory, optimizer factory, data preparation."""
 
     def __init__(self, cfg: dict, scenario, device: torch.device, generator: torch.Generator,
-                 make_backbone, augmenter):
+                 make_backbone, augmenter, graph_capture: bool = False):
         self.cfg, self.scenario, self.device, self.generator = cfg, scenario, device, generator
         self._make_backbone, self.augmenter = make_backbone, augmenter
         self.train = cfg["train"]
         self.num_classes = 10
         self.channels_last = device.type == "cuda" and self.train["channels_last"] in ("auto", True)
+        self.graph_capture = graph_capture
+        self.optimizers: list[tuple[torch.optim.Optimizer, list[float]]] = []  # for the lr schedule
+
+    @property
+    def step_generator(self) -> torch.Generator | None:
+        """The generator for randomness inside ``observe``. Under CUDA-graph capture it is the
+        device's default generator (seeded by the run's seed), whose state graphs advance on every
+        replay; a private generator would replay the same numbers."""
+        return None if self.graph_capture else self.generator
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """Cross-entropy with the protocol's label smoothing (train.label_smoothing)."""
+        return F.cross_entropy(logits, y, label_smoothing=self.train["label_smoothing"], reduction=reduction)
 
     def make_backbone(self) -> torch.nn.Module:
         model = self._make_backbone().to(self.device)
@@ -40,18 +59,44 @@ class RunContext:
         return model
 
     def make_optimizer(self, params, lr: float | None = None, kind: str | None = None,
-                       momentum: float = 0.9) -> torch.optim.Optimizer:
-        """The suite's plain optimizer (train.optimizer, train.lr) unless told otherwise."""
-        lr = self.train["lr"] if lr is None else lr
-        kind = kind or self.train["optimizer"]
+                       momentum: float | None = None) -> torch.optim.Optimizer:
+        """The suite's optimizer (train.optimizer, lr, momentum, nesterov, weight_decay) unless told
+        otherwise. Multi-tensor (foreach) steps; under CUDA graphs SGD is fused, Adam capturable, and
+        a scheduled lr lives in a device tensor, so that a replayed step reads the current value."""
+        t = self.train
+        lr = t["lr"] if lr is None else lr
+        kind = kind or t["optimizer"]
+        momentum = t["momentum"] if momentum is None else momentum
+        params = list(params)
+        on_device = self.graph_capture and t["lr_schedule"] != "constant"
+        lr_value = torch.tensor(lr, device=self.device) if on_device else lr
         if kind == "adam":
-            return torch.optim.Adam(params, lr=lr)
-        if kind == "sgd":
-            return torch.optim.SGD(params, lr=lr, momentum=momentum)
-        raise UserError(f"unknown optimizer '{kind}'; valid: adam, sgd")
+            opt = torch.optim.Adam(params, lr=lr_value, weight_decay=t["weight_decay"], foreach=True,
+                                   capturable=self.graph_capture and self.device.type == "cuda")
+        elif kind == "sgd":  # fused under graphs: the foreach step reads a tensor lr on the host (a sync)
+            fused = self.graph_capture and self.device.type == "cuda"
+            opt = torch.optim.SGD(params, lr=lr_value, momentum=momentum, weight_decay=t["weight_decay"],
+                                  nesterov=t["nesterov"] and momentum > 0, foreach=not fused, fused=fused)
+        else:
+            raise UserError(f"unknown optimizer '{kind}'; valid: adam, sgd")
+        self.optimizers.append((opt, [g["lr"] if not torch.is_tensor(g["lr"]) else float(g["lr"])
+                                      for g in opt.param_groups]))
+        return opt
+
+    def scale_lr(self, factor: float) -> None:
+        """Set every optimizer made here to its base lr times ``factor`` (the lr schedule)."""
+        for opt, base in self.optimizers:
+            for group, lr in zip(opt.param_groups, base):
+                if torch.is_tensor(group["lr"]):
+                    group["lr"].fill_(lr * factor)  # in place: a captured graph reads this tensor
+                else:
+                    group["lr"] = lr * factor
 
     def prepare(self, raw: torch.Tensor, task: torch.Tensor, augment: bool = True) -> torch.Tensor:
-        x = self.scenario.prepare(raw, task, self.augmenter if augment else None)
+        """uint8 images -> network input; training augmentation unless ``augment`` or
+        ``train.augment`` is false."""
+        use = augment and self.train["augment"]
+        x = self.scenario.prepare(raw, task, self.augmenter.with_generator(self.step_generator) if use else None)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
@@ -60,6 +105,7 @@ class Strategy:
 
     defaults: dict = {}
     joint = False  # True: the runner trains once on all tasks' data together
+    graph_safe = False  # True: observe() may be captured in a CUDA graph (see the module docstring)
 
     def __init__(self, ctx: RunContext, **hp):
         self.ctx, self.hp = ctx, hp
@@ -77,6 +123,14 @@ class Strategy:
 
     def after_task(self, task) -> None:
         pass
+
+    @staticmethod
+    def update(loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+        """One plain optimizer step on ``loss``; returns the detached loss (what observe returns)."""
+        optimizer.zero_grad(set_to_none=True)  # None, not zeros: under graph capture backward then
+        loss.backward()                        # allocates the gradients from the graph's own pool
+        optimizer.step()
+        return loss.detach()
 
     def describe(self) -> dict:
         """Extra facts for the run record (e.g. the levels that ran)."""

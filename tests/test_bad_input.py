@@ -19,7 +19,7 @@ BAD = [
     ("unknown strategy", ["--scenario", "split-cifar", "--strategy", "sgdx"], [], "unknown strategy 'sgdx'; valid: adam"),
     ("unknown backbone", ["--scenario", "split-cifar", "--strategy", "adam"], ["backbone.name=vgg"], "unknown backbone 'vgg'; valid: cnn, resnet18"),
     ("unknown plugin file", ["--scenario", "split-cifar", "--strategy", "adam", "--plugin", "nope.py"], [], "plugin file not found: nope.py"),
-    ("unknown train key", ["--scenario", "split-cifar", "--strategy", "adam"], ["train.epoch=3"], "unknown config key '.train.epoch'; valid: amp, batch_size"),
+    ("unknown train key", ["--scenario", "split-cifar", "--strategy", "adam"], ["train.epoch=3"], "unknown config key '.train.epoch'; valid: amp, augment, batch_size"),
     ("unknown strategy key", ["--scenario", "split-cifar", "--strategy", "ewc"], ["strategy.lambda=3"], "unknown config key '.strategy.lambda'; valid: fisher_chunk"),
     ("unknown section", ["--scenario", "split-cifar", "--strategy", "adam"], ["optim.lr=3"], "keys start with one of: scenario"),
     ("zero epochs", ["--scenario", "split-cifar", "--strategy", "adam", "--epochs", "0"], [], "train.epochs must be a positive int, got 0"),

@@ -7,6 +7,7 @@ import torch
 from conftest import load_record
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+GRAPH_SAFE = {"adam", "finetune", "ewc", "replay", "joint"}
 
 
 def test_augmentation_runs_on_the_device_and_is_seeded():
@@ -17,8 +18,8 @@ def test_augmentation_runs_on_the_device_and_is_seeded():
     assert a.device.type == "cuda" and a.dtype == torch.uint8 and torch.equal(a, b)
 
 
-@pytest.mark.parametrize("strategy", ["adam", "ewc", "replay", "nested", "cms", "nested-cms", "joint"])
-def test_strategies_run_on_cuda_with_bf16_and_channels_last(cifar_root, tmp_path, strategy):
+@pytest.mark.parametrize("strategy", ["adam", "finetune", "ewc", "replay", "nested", "cms", "nested-cms", "joint"])
+def test_strategies_run_on_cuda_with_bf16_channels_last_and_graphs(cifar_root, tmp_path, strategy):
     from nlbench.cli import main
     out = tmp_path / "runs"
     code = main(["--scenario", "split-cifar", "--strategy", strategy, "--device", "cuda", "--profile", "quick",
@@ -26,9 +27,66 @@ def test_strategies_run_on_cuda_with_bf16_and_channels_last(cifar_root, tmp_path
                  "--set", "backbone.width=8", "train.epochs=2", "train.batch_size=16"])
     rec = load_record(out, "split-cifar", strategy)
     assert code == 0 and rec["status"] == "complete"
-    assert rec["numerics"] == {"bf16_autocast": True, "channels_last": True, "compile": False}
+    graphs = strategy in GRAPH_SAFE
+    assert rec["numerics"] == {"bf16_autocast": True, "channels_last": True, "compile": False, "cuda_graph": graphs,
+                               "optimizer_impl": "SGD fused, Adam foreach capturable" if graphs else "foreach",
+                               "cudnn_benchmark": True, "cpu_threads": torch.get_num_threads()}
     assert rec["peak_memory_kind"] == "cuda_max_allocated" and rec["device"].startswith("cuda:")
+    assert rec["memory"]["measured_mb"]["cuda_max_allocated"] > 0
     assert rec["metrics"]["class_il"]["learning_acc"] is None or rec["metrics"]["class_il"]["learning_acc"] > 60
+
+
+def _graph_and_eager_parameters(cifar_root, strategy, n_steps=10):
+    """Parameters after the same steps run eagerly and replayed from a CUDA graph (fp32, no
+    augmentation, randomness from the default generator in both)."""
+    from nlbench import config as C
+    from nlbench.data import Augmenter, select_data
+    from nlbench.registry import BACKBONES, STRATEGIES
+    from nlbench.runner import StepRunner, amp_context, build_scenario
+    from nlbench.strategy import RunContext
+    torch.backends.cudnn.benchmark = False
+    sets = C.parse_sets(["backbone.width=8", "train.amp=false", "train.augment=false", "train.optimizer=sgd",
+                         "train.lr=0.05", "train.channels_last=false"])
+    cfg = C.resolve("split-cifar", strategy, "quick", sets)
+    data = select_data("full", str(cifar_root), False)
+    device = torch.device("cuda")
+    params = []
+    for graphs in (False, True):
+        torch.manual_seed(0)
+        scenario = build_scenario("split-cifar", "split", cfg, 0, device, data)
+        g = torch.Generator(device).manual_seed(0)
+        ctx = RunContext(cfg, scenario, device, g, lambda: BACKBONES["cnn"].obj(num_classes=10, width=8),
+                         Augmenter(g), graph_capture=True)
+        strat = STRATEGIES[strategy].obj(ctx, **cfg["strategy"])
+        stepper = StepRunner(strat, ctx, amp_context(device, cfg), graphs)
+        recorded = []
+        for task_no in range(2 if strategy == "ewc" else 1):  # ewc: the penalty enters the second graph
+            task = scenario.tasks[task_no]
+            for i in range(n_steps):
+                idx = task.train_idx[i * 16:(i + 1) * 16]
+                stepper.step(scenario.train_x[idx], scenario.train_y[idx], torch.full_like(idx, task_no))
+            recorded.append(stepper.graph is not None)
+            strat.after_task(task)
+            stepper.new_task()
+        torch.cuda.synchronize()
+        assert all(r == graphs for r in recorded)
+        params.append(torch.cat([p.detach().flatten() for p in strat.model.parameters()]))
+    return params
+
+
+@pytest.mark.parametrize("strategy", ["finetune", "ewc"])
+def test_graph_replayed_steps_equal_eager_steps(cifar_root, strategy):
+    """Deterministic steps: the recorded step, replayed, moves the parameters as the eager step does
+    (cuDNN may choose other kernels between the two, hence a tolerance)."""
+    eager, graph = _graph_and_eager_parameters(cifar_root, strategy)
+    assert torch.allclose(eager, graph, rtol=1e-3, atol=1e-4), (eager - graph).abs().max()
+
+
+def test_graph_capture_of_replay_follows_the_eager_trajectory(cifar_root):
+    """Replay draws random numbers inside the step: the graph's philox stream should match eager's."""
+    eager, graph = _graph_and_eager_parameters(cifar_root, "replay")
+    assert torch.isfinite(graph).all()
+    assert torch.allclose(eager, graph, rtol=1e-3, atol=1e-4), (eager - graph).abs().max()
 
 
 def test_same_seed_same_matrix_on_cuda_within_tolerance(cifar_root, tmp_path):
@@ -44,10 +102,25 @@ def test_same_seed_same_matrix_on_cuda_within_tolerance(cifar_root, tmp_path):
         assert all(abs(u - v) <= 5.0 for u, v in zip(r0, r1))
 
 
+def test_memory_breakdown_agrees_with_cuda(cifar_root, tmp_path):
+    """Parameters + gradients + optimizer states, as computed, are what CUDA holds for them."""
+    from nlbench.cli import main
+    out = tmp_path / "runs"
+    main(["--scenario", "cifar10", "--strategy", "adam", "--device", "cuda", "--profile", "quick",
+          "--data-root", str(cifar_root), "--out", str(out), "--no-download", "--quiet",
+          "--set", "backbone.name=resnet18", "backbone.width=16", "train.epochs=1", "train.batch_size=32"])
+    rec = load_record(out, "cifar10", "adam")
+    model, peak = rec["memory"]["model_mb"], rec["memory"]["measured_mb"]["cuda_max_allocated"]
+    fixed = model["parameters"] + model["gradients"] + model["optimizer_states"] + model["data_on_device"]
+    assert fixed < peak < fixed + 3 * model["activations_one_batch"] + 1024  # + cuDNN workspaces
+
+
 def test_speed_on_cuda_reports_tflops(cifar_root, tmp_path):
     from nlbench.cli import main
     out = tmp_path / "speed.json"
     code = main(["speed", "--device", "cuda", "--profile", "quick", "--images", "600", "--workers", "2",
-                 "--skip-avalanche", "--data-root", str(cifar_root), "--no-download", "--out", str(out)])
+                 "--batch-sizes", "32", "--skip-avalanche", "--data-root", str(cifar_root), "--no-download",
+                 "--out", str(out)])
     res = json.loads(out.read_text())
-    assert code == 0 and res["achieved_tflops"] > 0 and res["peak_memory_mb"] > 0
+    row = res["batches"][0]
+    assert code == 0 and row["achieved_tflops"] > 0 and row["native_graph_images_per_s"] > 0

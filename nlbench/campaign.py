@@ -1,0 +1,264 @@
+"""``bench.py campaign NAME --budget SECONDS``: the runs a table needs, advanced in whatever time a job has.
+
+A campaign (``scenarios/campaigns/NAME.yaml``, or a path to such a file) names a scenario, a
+profile, the rows of a table (strategy and overrides) and the seeds; ``published`` holds the
+paper's numbers that the report shows beside ours. The runner starts the runs that have no record
+yet, seed by seed in the file's order, up to ``--jobs`` at a time (processes, one GPU shared), and:
+
+- never starts a run whose expected time no longer fits the budget (expected = the longest wall
+  time of the same row with another seed, as recorded in its record; a row never run is started:
+  its time is unknown);
+- ``--grace`` seconds before the budget ends, asks the runs still going to stop (SIGTERM): each
+  saves a checkpoint at the end of its current step, which the same command resumes later, on
+  this machine or on another that has the output folder;
+- finished runs are ordinary run records (``OUT/PROFILE/SCENARIO/RUN/seedK.json``, a few kB each):
+  what a short GPU job brings back. Checkpoints stay where they are written.
+
+Running the same command again continues the campaign; ``--status`` only lists what is done.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from . import config as C
+from .errors import UserError
+from .records import record_path
+
+CAMPAIGN_DIR = C.SCENARIO_DIR / "campaigns"
+BENCH = pathlib.Path(__file__).resolve().parent.parent / "bench.py"
+
+
+@dataclass(eq=False)  # identity: each planned run is one object
+class PlannedRun:
+    label: str
+    scenario: str
+    profile: str
+    strategy: str
+    sets: list[str]        # KEY=VALUE, as on the command line
+    seed: int
+    name: str              # run name (strategy@overrides): the record's folder
+    out: pathlib.Path      # the --out of the run: OUT/PROFILE
+    path: pathlib.Path     # its record
+
+    @property
+    def checkpoint(self) -> pathlib.Path:
+        return self.path.with_suffix(".ckpt")
+
+    def key(self) -> tuple:
+        return (self.scenario, self.profile, self.name)
+
+
+def campaign_names() -> list[str]:
+    return sorted(p.stem for p in CAMPAIGN_DIR.glob("*.yaml"))
+
+
+def load_campaign(name: str) -> dict:
+    path = pathlib.Path(name)
+    if not (path.suffix in (".yaml", ".yml") and path.is_file()):
+        if name not in campaign_names():
+            raise UserError(f"unknown campaign '{name}'; valid: {', '.join(campaign_names())} (or a path to a .yaml file)")
+        path = CAMPAIGN_DIR / f"{name}.yaml"
+    spec = C.read_yaml(path)
+    for key in ("scenario", "profile", "seeds", "runs"):
+        if key not in spec:
+            raise UserError(f"campaign {path} lacks the key '{key}'")
+    for row in spec["runs"]:
+        if not isinstance(row, dict) or "label" not in row or "strategy" not in row:
+            raise UserError(f"campaign {path}: every run needs a label and a strategy, got {row!r}")
+    spec["name"] = path.stem
+    return spec
+
+
+def _sets(spec: dict, row: dict, extra: list[str] = ()) -> list[str]:
+    merged = {**(spec.get("set") or {}), **(row.get("set") or {}), **dict(s.split("=", 1) for s in extra)}
+    return [f"{k}={json.dumps(v) if isinstance(v, (list, dict)) else v}" for k, v in merged.items()]
+
+
+def plan(spec: dict, out: pathlib.Path, seeds: list[int] | None = None, extra: list[str] = ()) -> list[PlannedRun]:
+    """Every run of the campaign, seed-major, each resolved (so a bad row fails before anything runs)."""
+    runs = []
+    for seed in seeds if seeds is not None else spec["seeds"]:
+        for row in spec["runs"]:
+            sets = _sets(spec, row, extra)
+            parsed = C.parse_sets(sets)
+            C.resolve(spec["scenario"], row["strategy"], spec["profile"], parsed)
+            name = C.run_name(row["strategy"], parsed)
+            run_out = out / spec["profile"]
+            runs.append(PlannedRun(row["label"], spec["scenario"], spec["profile"], row["strategy"], sets, seed,
+                                   name, run_out, record_path(run_out, spec["scenario"], name, seed)))
+    return runs
+
+
+def expected_seconds(run: PlannedRun, runs: list[PlannedRun]) -> float | None:
+    """The longest recorded wall time of the same row (any seed), or None if it never ran."""
+    times = []
+    for other in runs:
+        if other.key() == run.key() and other.path.exists():
+            try:
+                times.append(json.loads(other.path.read_text())["wall_seconds"])
+            except (OSError, ValueError, KeyError):
+                continue
+    return max(times) if times else None
+
+
+def child_command(run: PlannedRun, args) -> list[str]:
+    cmd = [sys.executable, str(BENCH), "--scenario", run.scenario, "--strategy", run.strategy,
+           "--profile", run.profile, "--seeds", str(run.seed), "--out", str(run.out), "--quiet",
+           "--device", args.device, "--data", args.data_kind]
+    if args.data_root:
+        cmd += ["--data-root", args.data_root]
+    if args.no_download:
+        cmd.append("--no-download")
+    if run.sets:
+        cmd += ["--set", *run.sets]
+    return cmd
+
+
+def status_lines(runs: list[PlannedRun]) -> list[str]:
+    lines = []
+    for r in runs:
+        state = "done" if r.path.exists() else ("checkpointed" if r.checkpoint.exists() else "missing")
+        lines.append(f"  {state:12s} {r.label:28s} seed {r.seed}  {r.path}")
+    return lines
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="bench.py campaign", description=__doc__.split("\n")[0])
+    ap.add_argument("names", nargs="+", help=f"campaign name(s): {', '.join(campaign_names())}, or .yaml paths")
+    ap.add_argument("--budget", type=float, help="seconds this job may spend (required unless --status)")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at a time (processes sharing the device)")
+    ap.add_argument("--grace", type=float, default=30.0, help="seconds before the budget's end at which "
+                    "running runs are checkpointed (default 30)")
+    ap.add_argument("--seeds", nargs="+", type=int, help="only these seeds (default: the campaign's)")
+    ap.add_argument("--out", default="runs", help="records folder; runs go to OUT/PROFILE/... (default runs/)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--data", default="auto")
+    ap.add_argument("--data-root")
+    ap.add_argument("--no-download", action="store_true")
+    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="overrides for every run (e.g. train.cuda_graph=false); strategy.* ones rename the runs")
+    ap.add_argument("--status", action="store_true", help="list done / checkpointed / missing runs and exit")
+    return ap
+
+
+def main(argv: list[str]) -> int:
+    from .registry import load_builtins
+    args = build_parser().parse_args(argv)
+    load_builtins()
+    out = pathlib.Path(args.out)
+    specs = [load_campaign(n) for n in args.names]
+    for item in args.set:
+        if "=" not in item:
+            raise UserError(f"--set expects KEY=VALUE, got '{item}'")
+    runs = [r for spec in specs for r in plan(spec, out, args.seeds, args.set)]
+    if args.status:
+        print("\n".join(status_lines(runs)))
+        return 0
+    if args.budget is None or args.budget <= 0:
+        raise UserError("campaign needs --budget SECONDS (a positive number: the time this job may spend)")
+    if args.jobs < 1:
+        raise UserError(f"--jobs must be a positive integer, got {args.jobs}")
+    if args.grace < 0 or args.grace >= args.budget:
+        raise UserError(f"--grace must be from 0 to below --budget, got {args.grace}")
+    from .data import select_data
+    data = select_data(args.data, args.data_root, not args.no_download)
+    print(data.announce())
+    args.data_kind = data.kind
+    return Scheduler(runs, args).run()
+
+
+class Scheduler:
+    """Starts runs while they fit, stops them (with a checkpoint) when the budget ends."""
+
+    def __init__(self, runs: list[PlannedRun], args):
+        self.runs, self.args = runs, args
+        self.pending = [r for r in runs if not r.path.exists()]
+        self.running: dict[subprocess.Popen, tuple[PlannedRun, float]] = {}
+        self.finished, self.stopped, self.failed, self.skipped = [], [], [], set()
+        threads = max(1, (os.cpu_count() or 1) // args.jobs)
+        self.env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads))}
+
+    def run(self) -> int:
+        t0 = time.monotonic()
+        deadline = t0 + self.args.budget
+        print(f"campaign: {len(self.runs)} runs, {len(self.runs) - len(self.pending)} done, "
+              f"{len(self.pending)} to do; budget {self.args.budget:.0f} s, {self.args.jobs} at a time")
+        try:
+            while self.pending or self.running:
+                self._reap()
+                left = deadline - time.monotonic()
+                if left <= self.args.grace:
+                    self._stop_all(deadline)
+                    break
+                started = self._start_fitting(left - self.args.grace)
+                if not started and not self.running:
+                    break  # nothing fits any more
+                time.sleep(0.5)
+        except KeyboardInterrupt:  # the children got the same SIGINT and checkpoint themselves
+            self._wait_all(time.monotonic() + max(self.args.grace, 10))
+            print("campaign interrupted; finished runs are kept, the rest checkpointed: rerun the same command",
+                  file=sys.stderr)
+            return 130
+        self._summary(time.monotonic() - t0)
+        return 1 if self.failed else 0
+
+    def _start_fitting(self, usable: float) -> bool:
+        started = False
+        for run in list(self.pending):
+            if len(self.running) >= self.args.jobs:
+                break
+            expected = expected_seconds(run, self.runs)
+            if expected is not None and expected > usable and not run.checkpoint.exists():
+                if run not in self.skipped:
+                    print(f"  not started: {run.label} seed {run.seed} (expected {expected:.0f} s, {usable:.0f} s left)")
+                    self.skipped.add(run)
+                continue
+            proc = subprocess.Popen(child_command(run, self.args), env=self.env)
+            self.running[proc] = (run, time.monotonic())
+            self.pending.remove(run)
+            started = True
+            print(f"  start {run.label} seed {run.seed}" + (f" (expected {expected:.0f} s)" if expected else "")
+                  + (" (resuming its checkpoint)" if run.checkpoint.exists() else ""), flush=True)
+        return started
+
+    def _reap(self) -> None:
+        for proc in [p for p in self.running if p.poll() is not None]:
+            run, start = self.running.pop(proc)
+            took = time.monotonic() - start
+            if run.path.exists():  # complete, or diverged (exit 1): either way its record is the result
+                self.finished.append(run)
+                status = json.loads(run.path.read_text()).get("status")
+                print(f"  done {run.label} seed {run.seed} ({status}) in {took:.0f} s -> {run.path}", flush=True)
+            elif proc.returncode in (128 + signal.SIGTERM, 128 + signal.SIGINT):
+                self.stopped.append(run)
+            else:
+                self.failed.append(run)
+                print(f"  FAILED {run.label} seed {run.seed} (exit {proc.returncode})", flush=True)
+
+    def _stop_all(self, deadline: float) -> None:
+        for proc in self.running:
+            proc.send_signal(signal.SIGTERM)  # each saves a checkpoint at the end of its step
+        self._wait_all(deadline)
+
+    def _wait_all(self, until: float) -> None:
+        for proc in list(self.running):
+            try:
+                proc.wait(timeout=max(1.0, until - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()  # past the budget: its last checkpoint (end of its previous task) remains
+                proc.wait()
+        self._reap()
+
+    def _summary(self, took: float) -> None:
+        left = [r for r in self.runs if not r.path.exists()]
+        print(f"campaign: {len(self.finished)} runs finished in {took:.0f} s, {len(self.stopped)} checkpointed, "
+              f"{len(self.failed)} failed; {len(left)} of {len(self.runs)} left"
+              + ("; rerun the same command to continue" if left else "; complete"))

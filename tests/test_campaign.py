@@ -1,0 +1,92 @@
+"""The campaign runner on tiny CPU runs: layout, budgeting, checkpoint at the deadline, resume."""
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from nlbench.cli import main
+from nlbench.records import read_record
+
+from conftest import TINY
+
+BENCH = [sys.executable, "bench.py"]
+
+
+def _campaign(tmp_path, seeds=(0, 1), sets=(), runs=None):
+    spec = {"description": "tiny", "scenario": "split-cifar", "profile": "quick", "seeds": list(seeds),
+            "set": {**dict(s.split("=", 1) for s in TINY), **dict(s.split("=", 1) for s in sets),
+                    "scenario.n_tasks": 2},
+            "runs": runs or [{"label": "FT", "strategy": "adam"},
+                             {"label": "ER-20", "strategy": "replay", "set": {"strategy.buffer_size": 20}}]}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _run(path, cifar_root, out, *extra):
+    return main(["campaign", str(path), "--out", str(out), "--device", "cpu", "--data-root", str(cifar_root),
+                 "--no-download", *extra])
+
+
+def test_campaign_writes_records_only_in_the_profile_layout(cifar_root, tmp_path, capsys):
+    path, out = _campaign(tmp_path), tmp_path / "out"
+    assert _run(path, cifar_root, out, "--budget", "600", "--jobs", "2") == 0
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert files == ["quick/split-cifar/adam/seed0.json", "quick/split-cifar/adam/seed1.json",
+                     "quick/split-cifar/replay@buffer_size=20/seed0.json",
+                     "quick/split-cifar/replay@buffer_size=20/seed1.json"]
+    assert read_record(out / files[2])["config"]["strategy"]["buffer_size"] == 20
+    assert "4 runs finished" in capsys.readouterr().out
+    # a second call has nothing to do and says the campaign is complete
+    assert _run(path, cifar_root, out, "--budget", "60") == 0
+    assert "0 of 4 left; complete" in capsys.readouterr().out
+
+
+def test_campaign_does_not_start_a_run_that_cannot_finish(cifar_root, tmp_path, capsys):
+    path, out = _campaign(tmp_path, seeds=(0,), runs=[{"label": "FT", "strategy": "adam"}]), tmp_path / "out"
+    assert _run(path, cifar_root, out, "--budget", "600") == 0
+    rec = out / "quick/split-cifar/adam/seed0.json"
+    data = json.loads(rec.read_text())
+    data["wall_seconds"] = 500.0  # as if this row took 500 s
+    rec.write_text(json.dumps(data))
+    path = _campaign(tmp_path, seeds=(0, 1), runs=[{"label": "FT", "strategy": "adam"}])
+    capsys.readouterr()
+    assert _run(path, cifar_root, out, "--budget", "100", "--grace", "5") == 0
+    text = capsys.readouterr().out
+    assert "not started: FT seed 1 (expected 500 s" in text and "1 of 2 left" in text
+    assert not (out / "quick/split-cifar/adam/seed1.json").exists()
+
+
+def test_campaign_checkpoints_at_the_deadline_and_resumes(cifar_root, tmp_path):
+    """A run longer than the budget is stopped with a checkpoint; the same command finishes it."""
+    path = _campaign(tmp_path, seeds=(0,), sets=["train.epochs=60"], runs=[{"label": "FT", "strategy": "adam"}])
+    out = tmp_path / "out"
+    cmd = [*BENCH, "campaign", str(path), "--out", str(out), "--device", "cpu", "--data-root", str(cifar_root),
+           "--no-download"]
+    first = subprocess.run([*cmd, "--budget", "16", "--grace", "8"], capture_output=True, text=True, timeout=120)
+    record, ckpt = out / "quick/split-cifar/adam/seed0.json", out / "quick/split-cifar/adam/seed0.ckpt"
+    assert first.returncode == 0, first.stderr[-500:]
+    assert not record.exists() and ckpt.exists() and "1 checkpointed" in first.stdout
+    second = subprocess.run([*cmd, "--budget", "300"], capture_output=True, text=True, timeout=320)
+    assert second.returncode == 0 and "resuming" in second.stdout + second.stderr
+    assert record.exists() and not ckpt.exists() and read_record(record)["status"] == "complete"
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["campaign", "nope"], "unknown campaign 'nope'; valid: cifar10-converge, der-table2"),
+    (["campaign", "der-table2"], "campaign needs --budget SECONDS"),
+    (["campaign", "der-table2", "--budget", "10", "--grace", "20"], "--grace must be from 0 to below --budget"),
+])
+def test_campaign_bad_input_is_one_line(argv, fragment, capsys, tmp_path):
+    assert main([*argv, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and fragment in err and err.count("\n") == 1
+
+
+def test_campaign_status_lists_every_run(capsys, tmp_path):
+    assert main(["campaign", "der-table2", "--status", "--out", str(tmp_path), "--seeds", "0"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 5 and all(line.split()[0] == "missing" for line in lines)
+    assert "der/split-cifar/replay@buffer_size=200/seed0.json" in "\n".join(lines)
