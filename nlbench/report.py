@@ -51,6 +51,7 @@ def load_records(runs: pathlib.Path) -> pd.DataFrame:
                 "data_set": rec.get("data_set", "full"),  # records from before the mini set used the full set
                 "wall_seconds": rec.get("wall_seconds"),
                 "data_source": rec.get("data_source", "unknown"), "commit": (rec["versions"].get("git_commit") or "")[:10],
+                "memory": rec.get("memory"), "cuda_graph": (rec.get("numerics") or {}).get("cuda_graph", False),
                 "final_row": None}
         for setting, matrix in rec["acc"].items():
             m = (rec["metrics"] or {}).get(setting) or {}
@@ -200,10 +201,22 @@ def runtime_table(main: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def campaign_profiles() -> set[tuple[str, str]]:
+    """(scenario, profile) pairs that a campaign tabulates: its own table replaces the generic ones."""
+    from .campaign import campaign_names, load_campaign
+    return {(s["scenario"], s["profile"]) for s in map(load_campaign, campaign_names())}
+
+
+def generic(df: pd.DataFrame) -> pd.DataFrame:
+    owned = campaign_profiles()
+    return df[[(a, b) not in owned for a, b in zip(df["scenario"], df["profile"])]]
+
+
 def build_tables(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str, str]]:
     """name -> (table, caption, what it is)."""
-    out = {}
-    for suffix, label, p in groups(df):
+    from .replication import campaign_tables
+    out = campaign_tables(df)
+    for suffix, label, p in groups(generic(df)):
         first_of_group = len(out)
         main = p[p["run"] == p["strategy"]]
         for scenario, columns, what, description in CONTINUAL_TABLES:
@@ -283,11 +296,40 @@ def main(argv: list[str]) -> int:
         tables["speed"] = speed
     if not args.no_figures:
         from .figures import make_figures
-        written += make_figures(df, out / "figures")
+        written += make_figures(generic(df), out / "figures")
     write_readme(out, df, written, args)
     if out.resolve() == (pathlib.Path(__file__).resolve().parent.parent / "results"):
         update_project_readme(tables)  # only the committed results feed the project README
     return 0
+
+
+def speed_rows(path: pathlib.Path, d: dict) -> list[dict]:
+    """One row per batch size of a speed file (older files hold one batch size, no graph column)."""
+    def num(v, digits=0, scale=1.0):
+        return "n/a" if v is None else f"{v * scale:.{digits}f}"
+    head = {"File": path.name, "Device": d["device"], "Data": d.get("data_set", "full"),
+            "Backbone": f"{d['backbone']} (width {d.get('width')})"}
+    batches = d.get("batches") or [{**d, "best_over_dataloader": d.get("native_over_dataloader"),
+                                    "best_over_avalanche": d.get("native_over_avalanche")}]
+    rows = []
+    for b in batches:
+        rows.append({**head, "Batch": str(b["batch_size"]), "Ours eager img/s": num(b.get("native_images_per_s")),
+                     "Ours CUDA graph img/s": num(b.get("native_graph_images_per_s")),
+                     "DataLoader img/s": num(b.get("dataloader_images_per_s")),
+                     "Avalanche img/s": num(b.get("avalanche_images_per_s")),
+                     "Best ours / DataLoader": num(b.get("best_over_dataloader"), 2),
+                     "Best ours / Avalanche": num(b.get("best_over_avalanche"), 2),
+                     "TFLOP/s": num(b.get("achieved_tflops"), 1),
+                     "% of bf16 peak": num(b.get("fraction_of_bf16_peak"), 1, 100.0)})
+    for n, rate in (d.get("parallel_images_per_s") or {}).items():
+        rows.append({**head, "Batch": f"{d['parallel_batch_size']}, {n} runs at once",
+                     "Ours CUDA graph img/s": f"{rate:.0f} (sum)", **{k: "" for k in (
+                         "Ours eager img/s", "DataLoader img/s", "Avalanche img/s", "Best ours / DataLoader",
+                         "Best ours / Avalanche")},
+                     "TFLOP/s": num(rate * d["train_flops_per_image"] / 1e12, 1) if d.get("train_flops_per_image") else "n/a",
+                     "% of bf16 peak": num(rate * d["train_flops_per_image"] / 1e12 / d["bf16_peak_tflops"], 1, 100.0)
+                     if d.get("bf16_peak_tflops") else "n/a"})
+    return rows
 
 
 def speed_table(out: pathlib.Path) -> str | None:
@@ -296,23 +338,16 @@ def speed_table(out: pathlib.Path) -> str | None:
     rows = []
     for path in sorted(out.glob("speed*.json")):
         try:
-            d = json.loads(path.read_text())
+            rows += speed_rows(path, json.loads(path.read_text()))
         except ValueError as exc:
             raise UserError(f"corrupt speed file {path}; rerun python bench.py speed") from exc
-        def num(key, digits=0, scale=1.0):
-            v = d.get(key)
-            return "n/a" if v is None else f"{v * scale:.{digits}f}"
-        rows.append({"File": path.name, "Device": d["device"], "Data": d.get("data_set", "full"), "Backbone": f"{d['backbone']} (width {d.get('width')})",
-                     "Batch": str(d["batch_size"]), "Ours img/s": num("native_images_per_s"),
-                     "DataLoader img/s": num("dataloader_images_per_s"), "Avalanche img/s": num("avalanche_images_per_s"),
-                     "Ours / DataLoader": num("native_over_dataloader", 2), "Ours / Avalanche": num("native_over_avalanche", 2),
-                     "TFLOP/s": num("achieved_tflops", 1), "% of bf16 peak": num("fraction_of_bf16_peak", 1, 100.0)})
     if not rows:
         return None
-    return ("Training throughput, `python bench.py speed` (same backbone, batch size and images for the three loops; "
-            "ours and the DataLoader loop use bf16 autocast + channels_last on CUDA, Avalanche its default fp32 loop). "
-            "Data: training images of the CIFAR-10 set named in the Data column, described in the file's data_source "
-            "(files without it predate the mini set and used the full set).\n\n"
+    return ("Training throughput, `python bench.py speed` (same backbone, batch size and images for every loop; "
+            "ours (eager, and replayed from a CUDA graph) and the DataLoader loop use bf16 autocast + channels_last "
+            "on CUDA, Avalanche its default fp32 loop; Adam). TFLOP/s and % of the dense bf16 peak count "
+            "the training FLOPs of our fastest loop. Data: training images of the CIFAR-10 set named in the Data "
+            "column (files without it predate the mini set and used the full set).\n\n"
             f"{pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)}\n")
 
 
@@ -322,8 +357,9 @@ def write_readme(out: pathlib.Path, df: pd.DataFrame, written, args) -> None:
              f"    python bench.py report --runs {args.runs} --out {args.out}", "",
              "The records were produced by the commands in `results/commands.sh` (CPU, quick profile; the full "
              "CIFAR-10 copy, and the embedded mini set for the records in `runs/mini`) and "
-             "`results/gpu_commands.sh` (GPU, paper profile, records in `runs/paper`). `speed.json` comes from "
-             "`python bench.py speed` on the CPU, `speed-h100.json` from `gpu_suite.sh` on one H100. "
+             "`results/gpu_commands.sh` (GPU: paper profile in `runs/paper`; the campaigns' records in `runs/der` and "
+             "`runs/converge`, with the job logs in `gpu-logs/`). `speed.json` comes from `python bench.py speed` on "
+             "the CPU, `speed-h100.json` and `speed-h200.json` from `gpu_suite.sh` on one H100 / H200. "
              "Do not edit these files by hand.", "",
              "| file | what it is |", "|---|---|"]
     lines += [f"| `{f}` | {w} |" for f, w in written]
@@ -346,8 +382,8 @@ def update_project_readme(tables) -> None:
     if start not in text or end not in text:
         return
     parts = ["Generated by `python bench.py report` from the records in `results/runs` (see `results/README.md`)."]
-    for name in ("split-cifar", "permuted-cifar", "cifar10-standard", "split-cifar-paper", "cifar10-standard-paper",
-                 "split-cifar-mini", "runtime-mini"):
+    for name in ("campaign-der-table2", "campaign-cifar10-converge", "split-cifar", "permuted-cifar", "cifar10-standard",
+                 "split-cifar-paper", "cifar10-standard-paper", "split-cifar-mini", "runtime-mini"):
         if name in tables:
             table, cap, _ = tables[name]
             parts.append(to_markdown(table, cap))

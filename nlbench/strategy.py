@@ -154,6 +154,21 @@ class Strategy:
         pass
 
 
+class PlainStrategy(Strategy):
+    """One optimizer over the whole model and one plain step per batch: fine-tuning and the
+    strategies that differ from it only in what data they see (joint) or which optimizer they use."""
+
+    graph_safe = True
+    optimizer_kind: str | None = None  # None: train.optimizer
+
+    def __init__(self, ctx: RunContext, **hp):
+        super().__init__(ctx, **hp)
+        self.optimizer = ctx.make_optimizer(self.model.parameters(), kind=self.optimizer_kind)
+
+    def observe(self, batch: Batch) -> torch.Tensor:
+        return self.update(self.ctx.loss(self.model(batch.x), batch.y), self.optimizer)
+
+
 def require(cond: bool, message: str) -> None:
     """For ``check``: one-line UserError when a hyperparameter is out of range."""
     if not cond:

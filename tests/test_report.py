@@ -142,3 +142,31 @@ def test_runs_on_different_data_never_share_a_table(runs, tmp_path):
     assert "data: nlbench mini CIFAR-10 (test)." in mini_cap and "synthetic" not in mini_cap
     runtime, _, _ = tables["runtime-mini"]
     assert runtime.iloc[0]["split-cifar"] == "12.0"
+
+
+def test_interval_is_the_student_t_interval_by_hand():
+    import pandas as pd
+    from nlbench.replication import interval, mean_std
+    # 1, 2, 3: mean 2, sample std 1, t(0.975, 2) = 4.3027: half width 4.3027 / sqrt(3) = 2.4841
+    assert interval(pd.Series([1.0, 2.0, 3.0])) == "[-0.48, 4.48]"
+    assert mean_std(pd.Series([1.0, 2.0, 3.0])) == "2.00 ± 1.00"
+    assert interval(pd.Series([5.0])) == "n=1: no interval"
+
+
+def test_campaign_table_puts_the_published_numbers_beside_ours(tmp_path):
+    """der-table2's SGD row: our two seeds (mean, interval, learning accuracy) next to the paper's."""
+    from nlbench.replication import campaign_tables
+    runs = tmp_path / "runs"
+    for seed, (a, b) in enumerate([(20.0, 18.0), (22.0, 20.0)]):
+        rec = record("finetune", seed, [[96.0, 0.0], [a, b]], [[96.0, 50.0], [70.0, 90.0]])
+        rec["profile"] = "der"
+        write(runs, rec)
+    tables = campaign_tables(load_records(runs))
+    table, cap, _ = tables["campaign-der-table2"]
+    sgd = table[table["Row"] == "SGD"].iloc[0]
+    # class-IL A_T: seed 0 (20 + 18) / 2 = 19, seed 1 21: mean 20, std 1.414; t(0.975, 1) = 12.706
+    assert sgd["Class-IL ours"] == "20.00 ± 1.41" and sgd["Class-IL ours 95% CI"] == "[7.29, 32.71]"
+    assert sgd["Class-IL published"] == "19.62 ± 0.05" and sgd["Task-IL published"] == "61.02 ± 3.33"
+    # learning accuracy = mean of the diagonal: (96 + 18) / 2 = 57 and (96 + 20) / 2 = 58
+    assert sgd["Learning acc (class-IL)"] == "57.5 ± 0.7" and sgd["n"] == "2"
+    assert table[table["Row"] == "JOINT"].iloc[0]["n"] == "0" and "Buzzega" in cap

@@ -186,3 +186,16 @@ def test_a_sharded_sweep_gives_the_same_records_as_one_process(bench, tmp_path):
         for seed in (0, 1):
             a, b = (load_record(o, "split-cifar", strategy, seed) for o in (one, two))
             assert a["acc"] == b["acc"] and b["data_set"] == "full"
+
+
+def test_the_readme_plugin_example_runs(bench, tmp_path):
+    """The 'Writing a strategy' example in README.md, as a user would paste it into a file."""
+    import pathlib
+    import re
+    readme = (pathlib.Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("## Writing a strategy"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    plugin = tmp_path / "my_strategy.py"
+    plugin.write_text(code)
+    exit_code, out = bench("--scenario", "split-cifar", "--strategy", "my-finetune", "--plugin", str(plugin))
+    assert exit_code == 0 and (out / "split-cifar" / "my-finetune" / "seed0.json").exists()
