@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import warnings
 
 import torch
 from torch import nn
@@ -43,7 +44,19 @@ NEEDS = {"GEM": "the 'quadprog' package (pip install quadprog), which avalanche-
          "FeatureReplay": "a model split into feature extractor and head", "OnlineNaive": "an online stream"}
 
 
+# Avalanche's own chatter, harmless here: qpsolvers (pulled in for GEM) warns at import that it has
+# no solver, and every EvaluationPlugin without loggers warns that metrics will not be logged
+# (we evaluate with our own loop). Silenced once here instead of printed on every run.
+QUIET = [("no QP solver found", UserWarning), ("No loggers specified", UserWarning)]
+
+
+def silence_avalanche_warnings():
+    for message, category in QUIET:
+        warnings.filterwarnings("ignore", message=message, category=category)
+
+
 def _avalanche():
+    silence_avalanche_warnings()
     try:
         import avalanche.training.supervised as supervised
         from avalanche.training.plugins import EvaluationPlugin

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from . import config as C
 from .errors import UserError
-from .records import record_path
+from .records import read_record, record_path
 
 CAMPAIGN_DIR = C.SCENARIO_DIR / "campaigns"
 BENCH = pathlib.Path(__file__).resolve().parent.parent / "bench.py"
@@ -89,11 +89,16 @@ def plan(spec: dict, out: pathlib.Path, seeds: list[int] | None = None, extra: l
         for row in spec["runs"]:
             sets = _sets(spec, row, extra)
             parsed = C.parse_sets(sets)
-            C.resolve(spec["scenario"], row["strategy"], spec["profile"], parsed)
+            cfg = C.resolve(spec["scenario"], row["strategy"], spec["profile"], parsed)
             name = C.run_name(row["strategy"], parsed)
             run_out = out / spec["profile"]
-            runs.append(PlannedRun(row["label"], spec["scenario"], spec["profile"], row["strategy"], sets, seed,
-                                   name, run_out, record_path(run_out, spec["scenario"], name, seed)))
+            run = PlannedRun(row["label"], spec["scenario"], spec["profile"], row["strategy"], sets, seed,
+                             name, run_out, record_path(run_out, spec["scenario"], name, seed))
+            if run.path.exists() and C.identity_diff(read_record(run.path)["config"], cfg):
+                raise UserError(f"{run.path} holds a run with another config than campaign {spec['name']} asks "
+                                f"({'; '.join(C.identity_diff(read_record(run.path)['config'], cfg)[:3])}); "
+                                "use another --out, or delete that record")
+            runs.append(run)
     return runs
 
 

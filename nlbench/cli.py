@@ -173,7 +173,12 @@ def run_one(args, scenario, strategy, name, cfg, seed, profile, device, data) ->
         if old.get("data_set", "full") != data.kind:  # records from before the mini set are full-data runs
             raise UserError(f"{path} holds a run on the {old.get('data_set', 'full')} data set; use another --out "
                             f"for runs on the {data.kind} set, or --force to replace it")
-        print(f"skip {path} (exists; --force reruns it)")
+        diff = C.identity_diff(old["config"], cfg)
+        if diff:  # never answer a changed config with another config's numbers
+            shown = "; ".join(diff[:3]) + (f"; and {len(diff) - 3} more" if len(diff) > 3 else "")
+            raise UserError(f"{path} holds a run with another config ({shown}); use another --out for this "
+                            "config, or --force to replace that record")
+        print(f"skip {path} (exists with the same config; --force reruns it)")
         return 0
     spec = C.load_scenario_file(scenario)
     ckpt = path.with_suffix(".ckpt")
@@ -184,7 +189,12 @@ def run_one(args, scenario, strategy, name, cfg, seed, profile, device, data) ->
     except Interrupted as exc:
         code = 128 + exc.signum
         name_ = signal.Signals(exc.signum).name
-        print(f"\n{name_}: checkpoint saved to {exc.checkpoint}; rerun the same command to resume", file=sys.stderr)
+        if exc.checkpoint is None:  # a strategy with its own loop (Avalanche): nothing to resume from
+            print(f"\n{name_}: stopped; an Avalanche strategy's state lives in Avalanche's objects and is not "
+                  "checkpointed, so no record was written for this run: rerun the same command to start it again",
+                  file=sys.stderr)
+        else:
+            print(f"\n{name_}: checkpoint saved to {exc.checkpoint}; rerun the same command to resume", file=sys.stderr)
         raise SystemExit(code)
     except RuntimeError as exc:
         if "out of memory" in str(exc).lower():

@@ -142,7 +142,13 @@ def resolve(scenario: str, strategy: str, profile: str, sets: dict, epochs: int 
     lookup(BACKBONES, "backbone", cfg["backbone"]["name"])
     check = getattr(entry.obj, "check", None)
     if check:
-        check(cfg["strategy"])
+        try:
+            check(cfg["strategy"])
+        except UserError:
+            raise
+        except Exception as exc:  # a plugin's own bug or plain raise: still one line, exit 2, named
+            raise UserError(f"strategy '{strategy}' rejected its settings in check(): {type(exc).__name__}: {exc} "
+                            "(raise nlbench.require / UserError there for a message of your own)") from exc
     return cfg
 
 
@@ -195,3 +201,28 @@ def _short(value) -> str:
     if isinstance(value, list):
         return "-".join(str(v) for v in value)
     return str(value)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def identity_diff(stored: dict, asked: dict) -> list[str]:
+    """How a stored run's config differs from the one asked for, as 'key: stored -> asked' lines.
+
+    A run's identity is its whole resolved config (and its data set, checked beside this): a record
+    is reused only when this is empty. Keys a record predates count as their default value then."""
+    old, new = _flatten(stored), _flatten(asked)
+    defaults = _flatten({k: v for k, v in DEFAULTS.items()})
+    diff = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, defaults.get(key)), new.get(key, defaults.get(key))
+        if a != b:
+            diff.append(f"{key}: {a!r} -> {b!r}")
+    return diff

@@ -45,7 +45,7 @@ def load_records(runs: pathlib.Path) -> pd.DataFrame:
                 "status": rec.get("status", "complete"), "device": rec["device"],
                 "backbone": f"{cfg['backbone']['name']} (width {cfg['backbone']['width']})",
                 "epochs": cfg["train"]["epochs"], "batch_size": cfg["train"]["batch_size"],
-                "optimizer": f"{cfg['train']['optimizer']}, lr {cfg['train']['lr']:g}",
+                "optimizer": optimizer_text(rec),
                 "train_seconds": rec["train_seconds"], "images_per_second": rec["images_per_second"],
                 "peak_memory_mb": rec["peak_memory_mb"], "peak_memory_kind": rec.get("peak_memory_kind", ""),
                 "data_set": rec.get("data_set", "full"),  # records from before the mini set used the full set
@@ -60,6 +60,16 @@ def load_records(runs: pathlib.Path) -> pd.DataFrame:
                          ("avg_acc", "forgetting", "bwt", "fwt", "learning_acc")},
                          "curve": curve, "matrix": matrix})
     return pd.DataFrame(rows)
+
+
+def optimizer_text(rec: dict) -> str:
+    """What trained the model, from the record's own optimizer list (records before it: the config)."""
+    opts = rec.get("optimizers")
+    if not opts:
+        cfg = rec["config"]["train"]
+        return f"{cfg['optimizer']}, lr {cfg['lr']:g}"
+    return "; ".join(sorted({f"{o['type']}, lr {o['lr']:g}" if isinstance(o.get("lr"), (int, float)) else o["type"]
+                             for o in opts}))
 
 
 def _curve(matrix) -> list[float | None]:
@@ -218,7 +228,9 @@ def build_tables(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str, str]]:
     out = campaign_tables(df)
     for suffix, label, p in groups(generic(df)):
         first_of_group = len(out)
-        main = p[p["run"] == p["strategy"]]
+        # runs with strategy overrides are ablations, in their own table; Avalanche strategies need
+        # overrides (their constructor arguments) and belong beside ours
+        main = p[(p["run"] == p["strategy"]) | p["strategy"].str.startswith("avalanche:")]
         for scenario, columns, what, description in CONTINUAL_TABLES:
             sub = main[main["scenario"] == scenario]
             if not sub.empty:
@@ -298,6 +310,8 @@ def main(argv: list[str]) -> int:
         from .figures import make_figures
         written += make_figures(generic(df), out / "figures")
     write_readme(out, df, written, args)
+    print(f"report: {len(tables)} tables and {sum(f.endswith('.png') for f, _ in written)} figures from "
+          f"{df['path'].nunique()} records in {runs} -> {out}/ (index: {out / 'README.md'})")
     if out.resolve() == (pathlib.Path(__file__).resolve().parent.parent / "results"):
         update_project_readme(tables)  # only the committed results feed the project README
     return 0
@@ -353,14 +367,17 @@ def speed_table(out: pathlib.Path) -> str | None:
 
 def write_readme(out: pathlib.Path, df: pd.DataFrame, written, args) -> None:
     runs = df.drop_duplicates("path")
-    lines = ["# Results", "", "Everything in this folder is regenerated from the run records by", "",
-             f"    python bench.py report --runs {args.runs} --out {args.out}", "",
-             "The records were produced by the commands in `results/commands.sh` (CPU, quick profile; the full "
+    committed = pathlib.Path(args.runs).resolve() == (pathlib.Path(__file__).resolve().parent.parent / "results" / "runs")
+    origin = ("The records were produced by the commands in `results/commands.sh` (CPU, quick profile; the full "
              "CIFAR-10 copy, and the embedded mini set for the records in `runs/mini`) and "
              "`results/gpu_commands.sh` (GPU: paper profile in `runs/paper`; the campaigns' records in `runs/der` and "
              "`runs/converge`, with the job logs in `gpu-logs/`). `speed.json` comes from `python bench.py speed` on "
              "the CPU, `speed-h100.json` and `speed-h200.json` from `gpu_suite.sh` on one H100 / H200. "
-             "Do not edit these files by hand.", "",
+             "Do not edit these files by hand.") if committed else (
+              f"The records are your runs in `{args.runs}` ({len(runs)} records; strategies "
+              f"{', '.join(sorted(runs['run'].unique()))}); the provenance table below says where each group ran.")
+    lines = ["# Results", "", "Everything in this folder is regenerated from the run records by", "",
+             f"    python bench.py report --runs {args.runs} --out {args.out}", "", origin, "",
              "| file | what it is |", "|---|---|"]
     lines += [f"| `{f}` | {w} |" for f, w in written]
     lines += ["", "## Provenance", "", "| scenario | profile | data | runs | device | git commit of the records |",

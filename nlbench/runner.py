@@ -118,16 +118,21 @@ def _peak_memory(device: torch.device) -> tuple[float, str]:
 
 
 class _SignalGuard:
-    """Turn SIGINT/SIGTERM into a flag the loop checks after each step (a safe point)."""
+    """Turn SIGINT/SIGTERM into a flag the loop checks after each step (a safe point).
 
-    def __init__(self):
-        self.signum = None
+    ``immediate``: for a strategy with its own loop (the Avalanche bridge), which never looks at the
+    flag and whose state we cannot checkpoint: the first signal stops the run at once."""
+
+    def __init__(self, immediate: bool = False):
+        self.signum, self.immediate = None, immediate
 
     def __enter__(self):
         self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
         return self
 
     def _handle(self, signum, frame):
+        if self.immediate:
+            raise Interrupted(signum, None)
         if self.signum is not None:  # second Ctrl-C: give up at once
             raise KeyboardInterrupt
         self.signum = signum
@@ -184,7 +189,7 @@ def run(cfg: dict, *, scenario_name: str, builder: str, strategy_name: str, seed
     stepper = StepRunner(strategy, ctx, amp, graphs)
     status, diverged_at = "complete", None
     try:
-        with _SignalGuard() as guard:
+        with _SignalGuard(immediate=hasattr(strategy, "train_task")) as guard:
             while state.task < len(stages):
                 task = stages[state.task]
                 t0 = time.perf_counter()
@@ -225,9 +230,24 @@ def run(cfg: dict, *, scenario_name: str, builder: str, strategy_name: str, seed
         "memory": {"measured_mb": measured, "model_mb": memory_model},
         "numerics": numerics(device, cfg, ctx, graphs),
         "strategy_info": strategy.describe(),
+        "optimizers": strategy.optimizer_info(),
+        "strategy_source": source_of(type(strategy)),
         "versions": versions(),
     }
     return record
+
+
+def source_of(cls) -> dict:
+    """The file that defines a strategy class and its sha256: which plugin, and which version of it."""
+    import hashlib
+    import inspect
+    try:
+        path = pathlib.Path(inspect.getsourcefile(cls)).resolve()
+    except (TypeError, OSError):
+        return {"file": None, "sha256": None}
+    root = pathlib.Path(__file__).resolve().parent.parent
+    shown = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+    return {"file": shown, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
 def uses_cuda_graph(device: torch.device, cfg: dict, strategy_cls) -> bool:

@@ -166,6 +166,8 @@ def time_dataloader(cfg, device, dataset, workers, n_images) -> float:
 
 
 def time_avalanche(cfg, device, dataset, workers) -> float:
+    from .avalanche_bridge import silence_avalanche_warnings
+    silence_avalanche_warnings()
     try:
         from avalanche.benchmarks import nc_benchmark
         from avalanche.training.plugins import EvaluationPlugin
@@ -231,6 +233,17 @@ def measure_batch(cfg, device, data, x, y, n_images, workers, skip_avalanche, pe
     return row
 
 
+def speed_path(out: str) -> pathlib.Path:
+    """``--out`` as a file, or a folder to write speed.json into; checked before anything is measured."""
+    path = pathlib.Path(out)
+    if path.is_dir() or out.endswith(("/", "\\")):
+        path = path / "speed.json"
+    parent = next((p for p in [path.parent, *path.parent.parents] if p.exists()), pathlib.Path("."))
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise UserError(f"cannot write {path} ({parent} is not a writable folder); pass --out FILE or --out FOLDER")
+    return path
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="bench.py speed", description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="auto")
@@ -246,8 +259,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--no-download", action="store_true")
     ap.add_argument("--skip-avalanche", action="store_true")
     ap.add_argument("--eager-only", action="store_true", help="no CUDA-graph measurement")
-    ap.add_argument("--out", default="runs/speed.json", help="default runs/speed.json; the committed reference "
-                    "figures are results/speed.json (write there only on purpose)")
+    ap.add_argument("--out", default="runs/speed.json", help="a file, or a folder to write speed.json into "
+                    "(default runs/speed.json; the committed reference figures are results/speed*.json)")
     args = ap.parse_args(argv)
     load_builtins()
     device = resolve_device(args.device)
@@ -260,6 +273,12 @@ def main(argv: list[str]) -> int:
     sets.setdefault("data", {})["train_per_class"] = max(1, -(-n_images // 10))
     base = C.resolve("cifar10", "adam", profile, sets)
     sizes = args.batch_sizes or ([32, 128, 512] if device.type == "cuda" else [base["train"]["batch_size"]])
+    if any(b <= 0 for b in sizes):
+        raise UserError(f"--batch-sizes must be positive integers, got {sizes}")
+    if n_images < 4 * max(sizes):  # 3 warm-up batches of the DataLoader loop, then at least one timed
+        raise UserError(f"--images {n_images} is too few to time batch size {max(sizes)}: "
+                        f"use at least {4 * max(sizes)} (4 batches)")
+    out = speed_path(args.out)
     data = select_data(args.data, args.data_root, not args.no_download)
     args.data_kind = data.kind
     print(data.announce())
@@ -281,7 +300,6 @@ def main(argv: list[str]) -> int:
                            "avalanche": "fp32 (its default loop)", "optimizer": "Adam lr 1e-3, foreach",
                            "mps_daemon": os.environ.get("NLBENCH_MPS") == "1"},
               "torch_threads": torch.get_num_threads(), "versions": versions()}
-    out = pathlib.Path(args.out)
     for bs in sizes:  # the file is rewritten after each measurement: a job cut short keeps what it measured
         cfg = C.resolve("cifar10", "adam", profile, {**sets, "train": {**sets.get("train", {}), "batch_size": bs}})
         result["batches"].append(measure_batch(cfg, device, data, x, y, n_images, workers, args.skip_avalanche,

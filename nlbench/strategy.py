@@ -136,6 +136,14 @@ class Strategy:
         """Extra facts for the run record (e.g. the levels that ran)."""
         return {}
 
+    def optimizer_info(self) -> list[dict]:
+        """What the record says about the optimizers that trained the model: every optimizer made
+        through ``ctx.make_optimizer`` or held as an attribute, its class and hyperparameters.
+        Override it if yours live elsewhere."""
+        found = {id(o): (o, None) for o, _ in self.ctx.optimizers}
+        found.update({id(v): (v, k) for k, v in vars(self).items() if isinstance(v, torch.optim.Optimizer)})
+        return [describe_optimizer(opt, attr) for opt, attr in found.values()]
+
     def state_dict(self) -> dict:
         """Everything needed to resume: model, every optimizer, and ``extra_state``."""
         optims = {k: v.state_dict() for k, v in vars(self).items() if isinstance(v, torch.optim.Optimizer)}
@@ -152,6 +160,16 @@ class Strategy:
 
     def load_extra_state(self, state: dict) -> None:
         pass
+
+
+def describe_optimizer(opt: torch.optim.Optimizer, attr: str | None = None) -> dict:
+    """Class and first parameter group's hyperparameters (JSON-able ones), and the parameter count."""
+    group = opt.param_groups[0]
+    hyper = {k: (float(v) if torch.is_tensor(v) and v.numel() == 1 else v) for k, v in group.items() if k != "params"}
+    hyper = {k: (list(v) if isinstance(v, tuple) else v) for k, v in hyper.items()
+             if isinstance(v, (bool, int, float, str, tuple, type(None))) or isinstance(v, list)}
+    n = sum(p.numel() for g in opt.param_groups for p in g["params"])
+    return {"type": type(opt).__name__, **({"attribute": attr} if attr else {}), "parameters": n, **hyper}
 
 
 class PlainStrategy(Strategy):

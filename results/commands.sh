@@ -25,3 +25,12 @@ M="python bench.py --profile quick --device cpu --quiet --data mini --out result
 $M --scenario split-cifar permuted-cifar --strategy all
 $M --scenario cifar10 --strategy all
 python bench.py report
+# 2026-11-26 (issue 12: cms and nested-cms built their backbone twice, so their untrained network
+# differed from the other strategies'; replay now decides its reservoir on the device and draws its
+# replay batch without replacement): those records rerun with the fixed code, replacing the old ones.
+$B --scenario split-cifar permuted-cifar cifar10 --strategy cms nested-cms --force
+$B --scenario split-cifar permuted-cifar --strategy replay --force
+$B --scenario split-cifar --strategy cms --set strategy.periods=1 --force
+$M --scenario split-cifar permuted-cifar cifar10 --strategy cms nested-cms --force
+$M --scenario split-cifar permuted-cifar --strategy replay --force
+python bench.py report

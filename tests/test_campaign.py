@@ -90,3 +90,15 @@ def test_campaign_status_lists_every_run(capsys, tmp_path):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 5 and all(line.split()[0] == "missing" for line in lines)
     assert "der/split-cifar/replay@buffer_size=200/seed0.json" in "\n".join(lines)
+
+
+def test_campaign_refuses_a_record_of_another_config(cifar_root, tmp_path, capsys):
+    path, out = _campaign(tmp_path, seeds=(0,), runs=[{"label": "FT", "strategy": "adam"}]), tmp_path / "out"
+    assert _run(path, cifar_root, out, "--budget", "600") == 0
+    rec = out / "quick/split-cifar/adam/seed0.json"
+    data = json.loads(rec.read_text())
+    data["config"]["train"]["lr"] = 0.5  # as if the protocol had changed since
+    rec.write_text(json.dumps(data))
+    capsys.readouterr()
+    assert _run(path, cifar_root, out, "--status") == 2
+    assert "holds a run with another config" in capsys.readouterr().err

@@ -151,9 +151,24 @@ def test_existing_record_is_skipped_unless_forced(bench, capsys):
     bench("--scenario", "split-cifar", "--strategy", "adam", sets=["scenario.n_tasks=2"])
     capsys.readouterr()
     bench("--scenario", "split-cifar", "--strategy", "adam", sets=["scenario.n_tasks=2"])
-    assert "(exists; --force reruns it)" in capsys.readouterr().out
+    assert "(exists with the same config; --force reruns it)" in capsys.readouterr().out
     bench("--scenario", "split-cifar", "--strategy", "adam", "--force", sets=["scenario.n_tasks=2"])
-    assert "(exists; --force reruns it)" not in capsys.readouterr().out
+    assert "--force reruns it" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("changed", ["train.lr=0.01", "train.epochs=3", "backbone.width=4", "data.train_per_class=30",
+                                     "scenario.shuffle_classes=true", "train.augment=false"])
+def test_a_changed_config_never_reuses_an_old_record(bench, capsys, changed):
+    """Same --out, same strategy, one key changed: exit 2 naming the key, the old record untouched."""
+    code, out = bench("--scenario", "split-cifar", "--strategy", "adam", sets=["scenario.n_tasks=2"])
+    path = out / "split-cifar" / "adam" / "seed0.json"
+    before = path.read_text()
+    capsys.readouterr()
+    code, _ = bench("--scenario", "split-cifar", "--strategy", "adam", sets=["scenario.n_tasks=2", changed])
+    err = capsys.readouterr().err
+    key = changed.split("=")[0]
+    assert code == 2 and "holds a run with another config" in err and key in err and err.count("\n") == 1
+    assert path.read_text() == before
 
 
 def test_peak_memory_is_per_run_not_per_process():
@@ -199,3 +214,12 @@ def test_the_readme_plugin_example_runs(bench, tmp_path):
     plugin.write_text(code)
     exit_code, out = bench("--scenario", "split-cifar", "--strategy", "my-finetune", "--plugin", str(plugin))
     assert exit_code == 0 and (out / "split-cifar" / "my-finetune" / "seed0.json").exists()
+
+
+def test_every_builtin_strategy_starts_from_the_same_network(bench):
+    """One model build per run: at the same seed every built-in strategy's untrained network scores
+    the same (the CMS head starts as the identity, so cms and nested-cms score as the bare backbone)."""
+    names = ["adam", "finetune", "ewc", "replay", "joint", "nested", "nested-blog", "cms", "nested-cms"]
+    code, out = bench("--scenario", "split-cifar", "--strategy", *names, sets=["train.epochs=1", "scenario.n_tasks=2"])
+    inits = {n: load_record(out, "split-cifar", n)["acc_init"] for n in names}
+    assert code == 0 and all(v == inits["adam"] for v in inits.values()), inits

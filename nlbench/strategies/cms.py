@@ -37,8 +37,11 @@ class CMSModel(nn.Module):
         return self.backbone.head(self.cms(self.backbone.features(x)))
 
 
-def build_cms_model(ctx, n_blocks: int, hidden_mult: int) -> CMSModel:
-    model = CMSModel(ctx._make_backbone(), n_blocks, hidden_mult).to(ctx.device)
+def build_cms_model(ctx, backbone: nn.Module, n_blocks: int, hidden_mult: int) -> CMSModel:
+    """The CMS head around the backbone the strategy already built: one backbone per run, drawn from
+    the seed exactly as every other strategy's (the head starts as the identity, so the untrained
+    network scores as the bare backbone does)."""
+    model = CMSModel(backbone, n_blocks, hidden_mult).to(ctx.device)
     return model.to(memory_format=torch.channels_last) if ctx.channels_last else model
 
 
@@ -71,7 +74,7 @@ class CMS(LevelledStrategy):
 
     def build_model(self, ctx):
         n = 3 if isinstance(self.hp["periods"], int) else len(self.hp["periods"])
-        return build_cms_model(ctx, n, self.hp["hidden_mult"])
+        return build_cms_model(ctx, self.model, n, self.hp["hidden_mult"])
 
     def level_plan(self):
         n = len(self.model.cms)

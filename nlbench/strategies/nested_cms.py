@@ -23,7 +23,7 @@ class NestedCMS(LevelledStrategy):
 
     def build_model(self, ctx):
         n = 3 if isinstance(self.hp["cms_periods"], int) else len(self.hp["cms_periods"])
-        return build_cms_model(ctx, n, self.hp["hidden_mult"])
+        return build_cms_model(ctx, self.model, n, self.hp["hidden_mult"])
 
     def level_plan(self):
         # Backbone levels (the classifier is the last of them, as in ``nested``), then the CMS blocks.
