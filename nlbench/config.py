@@ -135,7 +135,14 @@ def resolve(scenario: str, strategy: str, profile: str, sets: dict, epochs: int 
     cfg = merge(base, prof, scenario)
     if strategy in per_strategy:
         cfg = merge(cfg, per_strategy[strategy], f"{scenario}.{profile}.strategies.{strategy}")
-    cfg = merge(cfg, {k: v for k, v in sets.items() if k in SECTIONS}, "")
+    own = {k: v for k, v in sets.items() if k in SECTIONS and k != "strategy"}
+    unknown = sorted(set(strategy_overrides(sets, strategy)) - set(cfg["strategy"]))
+    if unknown:
+        valid = ", ".join(sorted(cfg["strategy"])) or "none"
+        raise UserError(f"strategy '{strategy}' has no hyperparameter {', '.join(unknown)} (its keys: {valid}); "
+                        "to set a key for some strategies of a sweep only, write strategy.NAME.KEY=VALUE")
+    own["strategy"] = strategy_overrides(sets, strategy)
+    cfg = merge(cfg, own, "")
     if epochs is not None:
         cfg["train"]["epochs"] = epochs
     validate(cfg)
@@ -188,9 +195,17 @@ def validate(cfg: dict) -> None:
         _positive(cfg["data"][key], f"data.{key}", allow_none=True)
 
 
+def strategy_overrides(sets: dict, strategy: str) -> dict:
+    """The strategy.* overrides that apply to ``strategy``: plain ``strategy.KEY`` ones, then its own
+    ``strategy.NAME.KEY`` ones (which let one sweep give different strategies different values)."""
+    given = sets.get("strategy") or {}
+    plain = {k: v for k, v in given.items() if not isinstance(v, dict)}  # no hyperparameter is a mapping
+    return {**plain, **(given.get(strategy) if isinstance(given.get(strategy), dict) else {})}
+
+
 def run_name(strategy: str, sets: dict) -> str:
     """Runs with strategy overrides are stored apart, named by them: ``nested@periods=1``."""
-    overrides = sets.get("strategy") or {}
+    overrides = strategy_overrides(sets, strategy)
     if not overrides:
         return strategy
     parts = [f"{k}={_short(v)}" for k, v in sorted(overrides.items())]

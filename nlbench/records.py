@@ -12,6 +12,8 @@ import torch
 
 from .errors import UserError
 
+# 2: memory breakdown, optimizers, strategy_source, numerics.cuda_graph; 1 (no field): before them.
+SCHEMA_VERSION = 2
 REQUIRED_KEYS = ("scenario", "strategy", "seed", "profile", "config", "tasks", "acc", "acc_init",
                  "metrics", "train_seconds", "images_per_second", "peak_memory_mb", "device", "versions")
 
@@ -40,7 +42,7 @@ def atomic_write_text(path: pathlib.Path, text: str) -> None:
 
 
 def write_record(path: pathlib.Path, record: dict) -> None:
-    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+    atomic_write_text(path, json.dumps({"schema_version": SCHEMA_VERSION, **record}, indent=1) + "\n")
 
 
 def read_record(path: pathlib.Path) -> dict:
@@ -52,6 +54,18 @@ def read_record(path: pathlib.Path) -> dict:
     if missing:
         raise UserError(f"run record {path} lacks keys {', '.join(missing)} (another version?); "
                         "delete it and rerun that run")
+    if record.get("schema_version", 1) > SCHEMA_VERSION:
+        raise UserError(f"run record {path} is schema {record['schema_version']}, newer than this nlbench "
+                        f"({SCHEMA_VERSION}); update nlbench to read it")
+    return upgrade(record)
+
+
+def upgrade(record: dict) -> dict:
+    """Older records, read as the current schema: the fields they predate are None (unknown)."""
+    if record.get("schema_version", 1) < 2:
+        record = {**record, "schema_version": 1}
+        for key in ("memory", "optimizers", "strategy_source"):
+            record.setdefault(key, None)
     return record
 
 

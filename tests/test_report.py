@@ -170,3 +170,18 @@ def test_campaign_table_puts_the_published_numbers_beside_ours(tmp_path):
     # learning accuracy = mean of the diagonal: (96 + 18) / 2 = 57 and (96 + 20) / 2 = 58
     assert sgd["Learning acc (class-IL)"] == "57.5 ± 0.7" and sgd["n"] == "2"
     assert table[table["Row"] == "JOINT"].iloc[0]["n"] == "0" and "Buzzega" in cap
+
+
+def test_records_carry_a_schema_version_and_old_ones_are_read_as_such(tmp_path, bench):
+    from nlbench.records import SCHEMA_VERSION, read_record
+    code, out = bench("--scenario", "split-cifar", "--strategy", "adam", sets=["scenario.n_tasks=2"])
+    new = json.loads((out / "split-cifar" / "adam" / "seed0.json").read_text())
+    assert new["schema_version"] == SCHEMA_VERSION and len(new["versions"]["git_commit"] or "x" * 40) == 40
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(record("adam", 0, [[90.0]], [[90.0]])))
+    upgraded = read_record(old)
+    assert upgraded["schema_version"] == 1 and upgraded["memory"] is None
+    future = tmp_path / "future.json"
+    future.write_text(json.dumps({**record("adam", 0, [[90.0]], [[90.0]]), "schema_version": SCHEMA_VERSION + 1}))
+    with pytest.raises(UserError, match="newer than this nlbench"):
+        read_record(future)

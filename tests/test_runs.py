@@ -223,3 +223,12 @@ def test_every_builtin_strategy_starts_from_the_same_network(bench):
     code, out = bench("--scenario", "split-cifar", "--strategy", *names, sets=["train.epochs=1", "scenario.n_tasks=2"])
     inits = {n: load_record(out, "split-cifar", n)["acc_init"] for n in names}
     assert code == 0 and all(v == inits["adam"] for v in inits.values()), inits
+
+
+def test_one_sweep_gives_different_strategies_their_own_values(bench):
+    code, out = bench("--scenario", "split-cifar", "--strategy", "adam", "ewc", "replay",
+                      sets=["scenario.n_tasks=2", "strategy.ewc.lam=5", "strategy.replay.buffer_size=30"])
+    assert code == 0
+    assert load_record(out, "split-cifar", "ewc@lam=5")["config"]["strategy"]["lam"] == 5
+    assert load_record(out, "split-cifar", "replay@buffer_size=30")["config"]["strategy"]["buffer_size"] == 30
+    assert load_record(out, "split-cifar", "adam")["config"]["strategy"] == {}
