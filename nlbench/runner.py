@@ -176,8 +176,8 @@ def run(cfg: dict, *, scenario_name: str, builder: str, strategy_name: str, seed
     if cfg["train"]["compile"]:
         strategy.model.compile(dynamic=False)  # in place: parameter names and optimizers unchanged
 
-    if hasattr(strategy, "train_task"):
-        checkpoint = None  # its state lives in Avalanche's objects, which we do not checkpoint
+    if strategy.own_loop:
+        checkpoint = None  # its state lives in its own loop's objects (Avalanche's), which we do not checkpoint
     state = RunState()
     if checkpoint is not None and checkpoint.exists():
         state = _load_checkpoint(checkpoint, strategy, generator, ctx, log)
@@ -185,11 +185,11 @@ def run(cfg: dict, *, scenario_name: str, builder: str, strategy_name: str, seed
         state.acc_init = evaluate(strategy.model, scenario, ctx, amp)
         state.acc = {s: [] for s in scenario.settings}
 
-    stages = [_joint_task(scenario)] if strategy.joint else scenario.tasks
+    stages = strategy.stages(scenario.tasks)
     stepper = StepRunner(strategy, ctx, amp, graphs)
     status, diverged_at = "complete", None
     try:
-        with _SignalGuard(immediate=hasattr(strategy, "train_task")) as guard:
+        with _SignalGuard(immediate=strategy.own_loop) as guard:
             while state.task < len(stages):
                 task = stages[state.task]
                 t0 = time.perf_counter()
@@ -198,7 +198,7 @@ def run(cfg: dict, *, scenario_name: str, builder: str, strategy_name: str, seed
                 row = evaluate(strategy.model, scenario, ctx, amp)
                 for s in scenario.settings:
                     state.acc[s].append(row[s])
-                seen = len(scenario.tasks) if strategy.joint else state.task + 1
+                seen = len({i for stage in stages[:state.task + 1] for i in stage.task_indices})
                 log(f"{strategy_name} seed {seed} | task {state.task + 1}/{len(stages)} | "
                     f"{time.perf_counter() - t0:.1f}s | " + " | ".join(
                         f"{s} A={sum(row[s][:seen]) / seen:.1f}" for s in scenario.settings))
@@ -211,8 +211,8 @@ def run(cfg: dict, *, scenario_name: str, builder: str, strategy_name: str, seed
 
     T = len(scenario.tasks)
     acc = state.acc
-    if strategy.joint and status == "complete":  # joint measures only the final row
-        acc = {s: [None] * (T - 1) + rows for s, rows in acc.items()}
+    if len(stages) < T and status == "complete":  # merged stages (joint) measure only the last rows
+        acc = {s: [None] * (T - len(rows)) + rows for s, rows in acc.items()}
     peak, peak_kind = _peak_memory(device)
     measured = memory.measured(device)
     record = {
@@ -287,11 +287,6 @@ def _device_name(device: torch.device) -> str:
     return f"cpu:{os.cpu_count()} cores"
 
 
-def _joint_task(scenario: Scenario) -> Task:
-    idx = torch.cat([t.train_idx for t in scenario.tasks])
-    return Task(-1, sorted({c for t in scenario.tasks for c in t.classes}), idx, torch.empty(0))
-
-
 class StepRunner:
     """One training step on a batch: ``strategy.observe`` run eagerly, or replayed from a CUDA graph.
 
@@ -355,7 +350,7 @@ def lr_factor(train: dict, step: int, steps_per_epoch: int) -> float:
 
 def _train_task(strategy, stepper: StepRunner, task: Task, scenario: Scenario, ctx: RunContext, state: RunState,
                 amp, guard, checkpoint, generator, label: str, progress: bool) -> None:
-    if hasattr(strategy, "train_task"):  # a strategy with its own loop (the Avalanche bridge)
+    if strategy.own_loop:  # e.g. the Avalanche bridge
         t0 = time.perf_counter()
         with amp():
             images = strategy.train_task(task)
@@ -365,10 +360,7 @@ def _train_task(strategy, stepper: StepRunner, task: Task, scenario: Scenario, c
         strategy.before_task(task)
     stepper.new_task()
     idx = task.train_idx
-    if task.index >= 0:
-        tid = torch.full_like(idx, task.index)
-    else:  # joint: each sample keeps its own task (its permutation)
-        tid = torch.cat([torch.full_like(t.train_idx, t.index) for t in scenario.tasks])
+    tid = task.sample_tasks if task.sample_tasks is not None else torch.full_like(idx, task.index)
     bs, epochs, log_every = ctx.train["batch_size"], ctx.train["epochs"], ctx.train["log_every"]
     steps_per_epoch = -(-len(idx) // bs)
     bar = tqdm(total=epochs * steps_per_epoch, desc=label, leave=False, disable=not progress or None,
