@@ -147,6 +147,7 @@ class AvalancheStrategy(Strategy):
     """Adapter: our runner calls ``train_task``; Avalanche's own loop does the epochs."""
 
     avalanche_class = None
+    own_loop = True  # Avalanche's loop does the epochs
 
     @classmethod
     def check(cls, hp):
@@ -172,7 +173,7 @@ class AvalancheStrategy(Strategy):
         """Train on one task with Avalanche's loop; returns the number of images seen."""
         if self.benchmark is None:
             self.benchmark = to_avalanche_benchmark(self.ctx.scenario)
-        if task.index < 0:  # joint stage: not meaningful for Avalanche strategies
+        if len(task.task_indices) > 1:  # a merged stage: not meaningful for Avalanche strategies
             raise UserError("Avalanche strategies train task by task; use our 'joint' for joint training")
         experience = self.benchmark.train_stream[task.index]
         self.avalanche.train(experience, num_workers=0)

@@ -163,7 +163,8 @@ def expand_strategies(names: list[str], scenario: str) -> list[str]:
 
 
 def run_one(args, scenario, strategy, name, cfg, seed, profile, device, data) -> int:
-    from .runner import Interrupted, run
+    from .checkpoint import Interrupted
+    from .runner import run
     path = record_path(args.out, scenario, name, seed)
     if path.exists() and not args.force:
         old = read_record(path)

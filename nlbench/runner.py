@@ -10,10 +10,8 @@ import contextlib
 import os
 import pathlib
 import resource
-import signal
-import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
@@ -21,17 +19,11 @@ from tqdm import tqdm
 from . import memory, metrics
 from .data import Augmenter, DataChoice, load_data, subset_per_class
 from .errors import Diverged, UserError
+from .checkpoint import Interrupted, RunState, SignalGuard, load_checkpoint, save_checkpoint
 from .records import versions
 from .registry import BACKBONES, BUILDERS, STRATEGIES, lookup
 from .scenarios import Scenario, Task
 from .strategy import Batch, RunContext
-
-
-class Interrupted(Exception):
-    """SIGINT or SIGTERM arrived; a checkpoint has been written."""
-
-    def __init__(self, signum: int, checkpoint: pathlib.Path):
-        self.signum, self.checkpoint = signum, checkpoint
 
 
 @dataclass
@@ -117,44 +109,6 @@ def _peak_memory(device: torch.device) -> tuple[float, str]:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process_peak_rss_lifetime"
 
 
-class _SignalGuard:
-    """Turn SIGINT/SIGTERM into a flag the loop checks after each step (a safe point).
-
-    ``immediate``: for a strategy with its own loop (the Avalanche bridge), which never looks at the
-    flag and whose state we cannot checkpoint: the first signal stops the run at once."""
-
-    def __init__(self, immediate: bool = False):
-        self.signum, self.immediate = None, immediate
-
-    def __enter__(self):
-        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def _handle(self, signum, frame):
-        if self.immediate:
-            raise Interrupted(signum, None)
-        if self.signum is not None:  # second Ctrl-C: give up at once
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def __exit__(self, *exc):
-        for s, h in self._old.items():
-            signal.signal(s, h)
-
-
-@dataclass
-class RunState:
-    """Position in the run: what a checkpoint restores."""
-    task: int = 0
-    epoch: int = 0
-    step: int = 0
-    order: torch.Tensor | None = None      # this epoch's sample order
-    acc: dict = field(default_factory=dict)
-    acc_init: dict | None = None
-    train_seconds: float = 0.0
-    images: int = 0
-
-
 def run(cfg: dict, *, scenario_name: str, builder: str, strategy_name: str, seed: int, profile: str,
         device: torch.device, data: DataChoice, checkpoint: pathlib.Path | None = None,
         progress: bool = True, log=print) -> dict:
@@ -176,20 +130,20 @@ def run(cfg: dict, *, scenario_name: str, builder: str, strategy_name: str, seed
     if cfg["train"]["compile"]:
         strategy.model.compile(dynamic=False)  # in place: parameter names and optimizers unchanged
 
-    if hasattr(strategy, "train_task"):
-        checkpoint = None  # its state lives in Avalanche's objects, which we do not checkpoint
+    if strategy.own_loop:
+        checkpoint = None  # its state lives in its own loop's objects (Avalanche's), which we do not checkpoint
     state = RunState()
     if checkpoint is not None and checkpoint.exists():
-        state = _load_checkpoint(checkpoint, strategy, generator, ctx, log)
+        state = load_checkpoint(checkpoint, strategy, generator, ctx, log)
     if state.acc_init is None:
         state.acc_init = evaluate(strategy.model, scenario, ctx, amp)
         state.acc = {s: [] for s in scenario.settings}
 
-    stages = [_joint_task(scenario)] if strategy.joint else scenario.tasks
+    stages = strategy.stages(scenario.tasks)
     stepper = StepRunner(strategy, ctx, amp, graphs)
     status, diverged_at = "complete", None
     try:
-        with _SignalGuard(immediate=hasattr(strategy, "train_task")) as guard:
+        with SignalGuard(immediate=strategy.own_loop) as guard:
             while state.task < len(stages):
                 task = stages[state.task]
                 t0 = time.perf_counter()
@@ -198,21 +152,21 @@ def run(cfg: dict, *, scenario_name: str, builder: str, strategy_name: str, seed
                 row = evaluate(strategy.model, scenario, ctx, amp)
                 for s in scenario.settings:
                     state.acc[s].append(row[s])
-                seen = len(scenario.tasks) if strategy.joint else state.task + 1
+                seen = len({i for stage in stages[:state.task + 1] for i in stage.task_indices})
                 log(f"{strategy_name} seed {seed} | task {state.task + 1}/{len(stages)} | "
                     f"{time.perf_counter() - t0:.1f}s | " + " | ".join(
                         f"{s} A={sum(row[s][:seen]) / seen:.1f}" for s in scenario.settings))
                 state.task, state.epoch, state.step, state.order = state.task + 1, 0, 0, None
                 if checkpoint is not None and state.task < len(stages):
-                    _save_checkpoint(checkpoint, strategy, generator, state, ctx)
+                    save_checkpoint(checkpoint, strategy, generator, state, ctx)
     except Diverged as exc:
         status, diverged_at = "diverged", str(exc)
         log(f"error: {exc}")
 
     T = len(scenario.tasks)
     acc = state.acc
-    if strategy.joint and status == "complete":  # joint measures only the final row
-        acc = {s: [None] * (T - 1) + rows for s, rows in acc.items()}
+    if len(stages) < T and status == "complete":  # merged stages (joint) measure only the last rows
+        acc = {s: [None] * (T - len(rows)) + rows for s, rows in acc.items()}
     peak, peak_kind = _peak_memory(device)
     measured = memory.measured(device)
     record = {
@@ -287,11 +241,6 @@ def _device_name(device: torch.device) -> str:
     return f"cpu:{os.cpu_count()} cores"
 
 
-def _joint_task(scenario: Scenario) -> Task:
-    idx = torch.cat([t.train_idx for t in scenario.tasks])
-    return Task(-1, sorted({c for t in scenario.tasks for c in t.classes}), idx, torch.empty(0))
-
-
 class StepRunner:
     """One training step on a batch: ``strategy.observe`` run eagerly, or replayed from a CUDA graph.
 
@@ -355,7 +304,7 @@ def lr_factor(train: dict, step: int, steps_per_epoch: int) -> float:
 
 def _train_task(strategy, stepper: StepRunner, task: Task, scenario: Scenario, ctx: RunContext, state: RunState,
                 amp, guard, checkpoint, generator, label: str, progress: bool) -> None:
-    if hasattr(strategy, "train_task"):  # a strategy with its own loop (the Avalanche bridge)
+    if strategy.own_loop:  # e.g. the Avalanche bridge
         t0 = time.perf_counter()
         with amp():
             images = strategy.train_task(task)
@@ -365,10 +314,7 @@ def _train_task(strategy, stepper: StepRunner, task: Task, scenario: Scenario, c
         strategy.before_task(task)
     stepper.new_task()
     idx = task.train_idx
-    if task.index >= 0:
-        tid = torch.full_like(idx, task.index)
-    else:  # joint: each sample keeps its own task (its permutation)
-        tid = torch.cat([torch.full_like(t.train_idx, t.index) for t in scenario.tasks])
+    tid = task.sample_tasks if task.sample_tasks is not None else torch.full_like(idx, task.index)
     bs, epochs, log_every = ctx.train["batch_size"], ctx.train["epochs"], ctx.train["log_every"]
     steps_per_epoch = -(-len(idx) // bs)
     bar = tqdm(total=epochs * steps_per_epoch, desc=label, leave=False, disable=not progress or None,
@@ -396,7 +342,7 @@ def _train_task(strategy, stepper: StepRunner, task: Task, scenario: Scenario, c
                                 img_s=f"{images / max(time.perf_counter() - t0, 1e-9):.0f}")
             if guard.signum is not None:
                 _finish_timing(ctx, state, t0, images)
-                path = _save_checkpoint(checkpoint, strategy, generator, state, ctx) if checkpoint else None
+                path = save_checkpoint(checkpoint, strategy, generator, state, ctx) if checkpoint else None
                 bar.close()
                 raise Interrupted(guard.signum, path)
         _finish_timing(ctx, state, t0, images)
@@ -410,41 +356,3 @@ def _finish_timing(ctx, state: RunState, t0: float, images: int) -> None:
         torch.cuda.synchronize(ctx.device)
     state.train_seconds += time.perf_counter() - t0
     state.images += images
-
-
-def _save_checkpoint(path: pathlib.Path, strategy, generator, state: RunState, ctx: RunContext) -> pathlib.Path:
-    payload = {"config": ctx.cfg, "data_source": ctx.scenario.data_source, "state": vars(state), "strategy": strategy.state_dict(),
-               "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-               # under CUDA graphs a step's randomness comes from the device's default generator
-               "cuda_rng": torch.cuda.get_rng_state(ctx.device) if ctx.device.type == "cuda" else None}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.replace(tmp, path)  # atomic: a reader (or a killed writer) never leaves half a checkpoint
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def _load_checkpoint(path: pathlib.Path, strategy, generator, ctx: RunContext, log) -> RunState:
-    try:
-        payload = torch.load(path, map_location=generator.device, weights_only=False)
-    except Exception as exc:
-        raise UserError(f"corrupt checkpoint {path} ({type(exc).__name__}); delete it to start the run afresh") from exc
-    if payload["config"] != ctx.cfg:
-        raise UserError(f"checkpoint {path} was written with another config; delete it or rerun the same command")
-    if payload.get("data_source") != ctx.scenario.data_source:  # e.g. --data auto found the full set meanwhile
-        raise UserError(f"checkpoint {path} was written on other data ({payload.get('data_source')}); "
-                        "rerun with the same --data, or delete it to start afresh")
-    strategy.load_state_dict(payload["strategy"])
-    generator.set_state(payload["generator"].cpu())
-    torch.set_rng_state(payload["torch_rng"].cpu())
-    if payload.get("cuda_rng") is not None and ctx.device.type == "cuda":
-        torch.cuda.set_rng_state(payload["cuda_rng"].cpu(), ctx.device)
-    state = RunState(**payload["state"])
-    log(f"resuming from {path}: task {state.task + 1}, epoch {state.epoch + 1}, step {state.step}")
-    return state

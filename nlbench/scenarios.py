@@ -19,6 +19,19 @@ class Task:
     classes: list[int]
     train_idx: torch.Tensor  # indices into Scenario.train_x
     test_idx: torch.Tensor   # indices into Scenario.test_x
+    sample_tasks: torch.Tensor | None = None  # a merged stage: each training sample's own task index
+    covers: list[int] | None = None           # a merged stage: the tasks it holds
+
+    @property
+    def task_indices(self) -> list[int]:
+        return self.covers if self.covers is not None else [self.index]
+
+
+def merge_tasks(tasks: list[Task]) -> Task:
+    """All tasks' training data as one stage; each sample keeps its own task (its permutation)."""
+    return Task(-1, sorted({c for t in tasks for c in t.classes}), torch.cat([t.train_idx for t in tasks]),
+                torch.empty(0, dtype=torch.long),
+                torch.cat([torch.full_like(t.train_idx, t.index) for t in tasks]), [t.index for t in tasks])
 
 
 @dataclass

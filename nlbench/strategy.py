@@ -1,8 +1,9 @@
 """The public strategy interface: what a plugin file subclasses and what the runner calls.
 
-A strategy owns its model and its training step. The runner calls, per task,
-``before_task(task)``, then ``observe(batch)`` once per mini-batch, then ``after_task(task)``,
-and evaluates ``strategy.model``. ``observe`` must do the whole update (forward, backward,
+A strategy owns its model and its training step. The runner calls, per stage of
+``stages(tasks)`` (by default one per task), ``before_task(task)``, then ``observe(batch)`` once per
+mini-batch (or, with ``own_loop``, ``train_task(task)`` once), then ``after_task(task)``, and
+evaluates ``strategy.model`` on every task. ``observe`` must do the whole update (forward, backward,
 optimizer step) and return the detached loss.
 
 CUDA graphs: a strategy that sets ``graph_safe = True`` promises that ``observe`` launches the
@@ -104,8 +105,8 @@ class Strategy:
     """Base class with no-op hooks. Subclasses set ``defaults`` and implement ``observe``."""
 
     defaults: dict = {}
-    joint = False  # True: the runner trains once on all tasks' data together
     graph_safe = False  # True: observe() may be captured in a CUDA graph (see the module docstring)
+    own_loop = False    # True: train_task() trains a whole stage with the strategy's own loop
 
     def __init__(self, ctx: RunContext, **hp):
         self.ctx, self.hp = ctx, hp
@@ -114,6 +115,16 @@ class Strategy:
     @classmethod
     def check(cls, hp: dict) -> None:
         """Raise UserError for hyperparameter values out of range."""
+
+    def stages(self, tasks: list) -> list:
+        """The training stages in order, by default one per task; a stage may merge tasks
+        (``nlbench.scenarios.merge_tasks``: joint training). Every task is evaluated after each stage."""
+        return list(tasks)
+
+    def train_task(self, task) -> int:
+        """With ``own_loop``: train on one stage with your own loop; return the training images seen.
+        The runner then neither calls ``observe`` nor checkpoints within the stage."""
+        raise NotImplementedError(f"{type(self).__name__} sets own_loop but has no train_task")
 
     def before_task(self, task) -> None:
         pass
