@@ -16,8 +16,8 @@ from .errors import UserError
 from .records import read_record, record_path, write_record
 from .registry import BACKBONES, STRATEGIES, load_builtins, load_plugin
 
-PREFERRED_ORDER = ["adam", "ewc", "replay", "nested", "nested-blog", "cms", "nested-cms", "joint"]
-SINGLE_TASK_SAME_AS_ADAM = {"ewc", "replay", "joint"}  # with one task they reduce to plain Adam
+PREFERRED_ORDER = ["adam", "finetune", "ewc", "replay", "nested", "nested-blog", "cms", "nested-cms", "joint"]
+SINGLE_TASK_SAME_AS_ADAM = {"ewc", "replay", "joint", "finetune"}  # with one task they reduce to plain Adam
 
 
 def ordered_strategies() -> list[str]:

@@ -14,8 +14,8 @@ import pandas as pd
 from .errors import UserError
 from .records import atomic_write_text, read_record
 
-ORDER = ["adam", "ewc", "replay", "nested", "nested-blog", "cms", "nested-cms", "joint"]
-LABELS = {"adam": "Adam (fine-tune)", "ewc": "EWC", "replay": "Replay", "nested": "Nested",
+ORDER = ["adam", "finetune", "ewc", "replay", "nested", "nested-blog", "cms", "nested-cms", "joint"]
+LABELS = {"adam": "Adam (fine-tune)", "finetune": "Fine-tune (profile's optimizer)", "ewc": "EWC", "replay": "Replay", "nested": "Nested",
           "nested-blog": "Nested (blog recipe)", "cms": "CMS", "nested-cms": "Nested + CMS",
           "joint": "Joint (upper bound)"}
 STANDARD_LABELS = {"adam": "Standard (adam)", "nested": "Nested (nested)", "nested-cms": "Nested + CMS (nested-cms)",
@@ -62,12 +62,15 @@ def load_records(runs: pathlib.Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+TORCH_NAMES = {"adam": "Adam", "sgd": "SGD"}  # config names as the optimizer classes spell them
+
+
 def optimizer_text(rec: dict) -> str:
     """What trained the model, from the record's own optimizer list (records before it: the config)."""
     opts = rec.get("optimizers")
     if not opts:
         cfg = rec["config"]["train"]
-        return f"{cfg['optimizer']}, lr {cfg['lr']:g}"
+        return f"{TORCH_NAMES.get(cfg['optimizer'], cfg['optimizer'])}, lr {cfg['lr']:g}"
     return "; ".join(sorted({f"{o['type']}, lr {o['lr']:g}" if isinstance(o.get("lr"), (int, float)) else o["type"]
                              for o in opts}))
 

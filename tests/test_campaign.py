@@ -61,7 +61,7 @@ def test_campaign_does_not_start_a_run_that_cannot_finish(cifar_root, tmp_path, 
 
 def test_campaign_checkpoints_at_the_deadline_and_resumes(cifar_root, tmp_path):
     """A run longer than the budget is stopped with a checkpoint; the same command finishes it."""
-    path = _campaign(tmp_path, seeds=(0,), sets=["train.epochs=60"], runs=[{"label": "FT", "strategy": "adam"}])
+    path = _campaign(tmp_path, seeds=(0,), sets=["train.epochs=200"], runs=[{"label": "FT", "strategy": "adam"}])
     out = tmp_path / "out"
     cmd = [*BENCH, "campaign", str(path), "--out", str(out), "--device", "cpu", "--data-root", str(cifar_root),
            "--no-download"]
