@@ -77,7 +77,8 @@ def load_campaign(name: str) -> dict:
     return spec
 
 
-def _sets(spec: dict, row: dict, extra: list[str] = ()) -> list[str]:
+def row_sets(spec: dict, row: dict, extra: list[str] = ()) -> list[str]:
+    """A row's KEY=VALUE overrides: the campaign's, then the row's, then the command line's."""
     merged = {**(spec.get("set") or {}), **(row.get("set") or {}), **dict(s.split("=", 1) for s in extra)}
     return [f"{k}={json.dumps(v) if isinstance(v, (list, dict)) else v}" for k, v in merged.items()]
 
@@ -87,17 +88,17 @@ def plan(spec: dict, out: pathlib.Path, seeds: list[int] | None = None, extra: l
     runs = []
     for seed in seeds if seeds is not None else spec["seeds"]:
         for row in spec["runs"]:
-            sets = _sets(spec, row, extra)
+            sets = row_sets(spec, row, extra)
             parsed = C.parse_sets(sets)
             cfg = C.resolve(spec["scenario"], row["strategy"], spec["profile"], parsed)
             name = C.run_name(row["strategy"], parsed)
             run_out = out / spec["profile"]
             run = PlannedRun(row["label"], spec["scenario"], spec["profile"], row["strategy"], sets, seed,
                              name, run_out, record_path(run_out, spec["scenario"], name, seed))
-            if run.path.exists() and C.identity_diff(read_record(run.path)["config"], cfg):
+            diff = C.identity_diff(read_record(run.path)["config"], cfg) if run.path.exists() else []
+            if diff:
                 raise UserError(f"{run.path} holds a run with another config than campaign {spec['name']} asks "
-                                f"({'; '.join(C.identity_diff(read_record(run.path)['config'], cfg)[:3])}); "
-                                "use another --out, or delete that record")
+                                f"({'; '.join(diff[:3])}); use another --out, or delete that record")
             runs.append(run)
     return runs
 

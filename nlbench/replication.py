@@ -11,7 +11,8 @@ from __future__ import annotations
 import pandas as pd
 from scipy import stats
 
-from .campaign import campaign_names, load_campaign
+from . import config as C
+from .campaign import campaign_names, load_campaign, row_sets
 
 
 def interval(values: pd.Series, digits: int = 2) -> str:
@@ -36,10 +37,8 @@ def _published(pair) -> str:
 
 def _rows_of(df: pd.DataFrame, spec: dict):
     """(row spec, that row's records) for every row of the campaign, in its order."""
-    from . import config as C
-    from .campaign import _sets
     for row in spec["runs"]:
-        name = C.run_name(row["strategy"], C.parse_sets(_sets(spec, row)))
+        name = C.run_name(row["strategy"], C.parse_sets(row_sets(spec, row)))
         yield row, df[(df["scenario"] == spec["scenario"]) & (df["profile"] == spec["profile"]) & (df["run"] == name)]
 
 

@@ -7,6 +7,8 @@ from it and, on the CPU, reproduces the uninterrupted run exactly.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import inspect
 import os
 import pathlib
 import resource
@@ -193,8 +195,6 @@ def run(cfg: dict, *, scenario_name: str, builder: str, strategy_name: str, seed
 
 def source_of(cls) -> dict:
     """The file that defines a strategy class and its sha256: which plugin, and which version of it."""
-    import hashlib
-    import inspect
     try:
         path = pathlib.Path(inspect.getsourcefile(cls)).resolve()
     except (TypeError, OSError):

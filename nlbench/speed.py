@@ -21,12 +21,10 @@ import torch
 import torch.nn.functional as F
 
 from . import config as C
-from .data import DATA_CHOICES, MEAN, STD, load_data, select_data
+from .data import DATA_CHOICES, MEAN, STD, Augmenter, load_data, select_data
 from .errors import UserError
 from .records import atomic_write_text, versions
-from .registry import BACKBONES, load_builtins
-from .data import Augmenter
-from .registry import STRATEGIES
+from .registry import BACKBONES, STRATEGIES, load_builtins
 from .runner import StepRunner, amp_context, build_scenario, resolve_device, uses_cuda_graph
 from .strategy import RunContext
 
