@@ -7,3 +7,4 @@ class Adam(PlainStrategy):
     """Plain fine-tuning with Adam (lower bound; lr from train.lr, 1e-3)."""
 
     optimizer_kind = "adam"  # Adam whatever train.optimizer says
+    label, group, order, standard_label = "Adam (fine-tune)", "baseline", 10, "Standard"

@@ -50,6 +50,9 @@ def ewc_penalty(model, fishers, anchors):
 class EWC(Strategy):
     """Elastic Weight Consolidation, separate or online, diagonal empirical Fisher."""
 
+    label, group, order = "EWC", "baseline", 30
+    skip_on_one_task = True
+
     # lambda chosen on the quick profile (see README): large enough to move task-IL accuracy.
     graph_safe = True
     defaults = {"lam": 100.0, "mode": "separate", "gamma": 1.0, "fisher_samples": None, "fisher_chunk": 128}

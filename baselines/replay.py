@@ -19,6 +19,9 @@ from nlbench import Strategy, register_strategy, require
 class Replay(Strategy):
     """Experience replay: reservoir buffer of raw uint8 images on the device, replay without replacement."""
 
+    label, group, order = "Replay", "baseline", 40
+    skip_on_one_task = True
+
     graph_safe = True
     defaults = {"buffer_size": 500, "replay_batch_size": None}  # None: same as the current batch
 

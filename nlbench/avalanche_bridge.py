@@ -24,10 +24,12 @@ import torch
 from torch import nn
 
 from .errors import UserError
-from .registry import STRATEGIES, Entry
+from .registry import BACKBONES, STRATEGIES, Entry, lookup, register_strategy
 from .strategy import RunContext, Strategy
 
 PREFIX = "avalanche:"
+# Avalanche's strategies that have a twin among ours (the parity table puts them side by side).
+TWINS = {"Naive": "adam", "EWC": "ewc", "Replay": "replay"}
 # Set by us from our config: never constructor arguments a user passes with --set.
 RESERVED = {"model", "optimizer", "criterion", "train_mb_size", "train_epochs", "eval_mb_size", "device",
             "plugins", "evaluator", "eval_every", "peval_mode", "kwargs", "base_kwargs", "self"}
@@ -105,10 +107,8 @@ def register(name: str) -> Entry:
     adapter = type(f"Avalanche{cls_name}", (AvalancheStrategy,), {
         "avalanche_class": cls, "defaults": constructor_defaults(cls),
         "__doc__": f"Avalanche's {cls_name} strategy, run through the bridge."})
-    entry = Entry(name, adapter, f"Avalanche's {cls_name} (avalanche-lib), our data, backbone and evaluation",
-                  adapter.defaults)
-    STRATEGIES[name] = entry
-    return entry
+    register_strategy(name, f"Avalanche's {cls_name} (avalanche-lib), our data, backbone and evaluation")(adapter)
+    return STRATEGIES[name]
 
 
 class PreparedInput(nn.Module):
@@ -147,6 +147,7 @@ class AvalancheStrategy(Strategy):
     """Adapter: our runner calls ``train_task``; Avalanche's own loop does the epochs."""
 
     avalanche_class = None
+    group = "avalanche"
     own_loop = True  # Avalanche's loop does the epochs
 
     @classmethod
@@ -188,8 +189,8 @@ def levelled_model_and_optimizer(name: str = "nested", backbone: str = "cnn", wi
     """Our ``nested`` / ``cms`` / ``nested-cms`` for plain Avalanche code: returns ``(model, optimizer)``
     for ``SupervisedTemplate``/``Naive``. The optimizer's ``step()`` runs our level schedule (Eq. 71)."""
     from .config import merge
-    from .registry import BACKBONES, load_builtins, lookup
-    load_builtins()
+    from . import models  # noqa: F401  (registers the backbones)
+    from .strategies import nested, cms, nested_cms, nested_blog  # noqa: F401  (register the level strategies)
     entry = lookup(STRATEGIES, "strategy", name)
     params = merge(entry.defaults, hp, "strategy")
     entry.obj.check(params)

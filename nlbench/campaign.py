@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    from .registry import load_builtins
+    from .plugins import load_builtins
     args = build_parser().parse_args(argv)
     load_builtins()
     out = pathlib.Path(args.out)

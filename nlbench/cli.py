@@ -14,15 +14,13 @@ import time
 from . import config as C
 from .errors import UserError
 from .records import read_record, record_path, write_record
-from .registry import BACKBONES, STRATEGIES, load_builtins, load_plugin
-
-PREFERRED_ORDER = ["adam", "finetune", "ewc", "replay", "nested", "nested-blog", "cms", "nested-cms", "joint"]
-SINGLE_TASK_SAME_AS_ADAM = {"ewc", "replay", "joint", "finetune"}  # with one task they reduce to plain Adam
+from .plugins import AVALANCHE_PREFIX, load
+from .registry import BACKBONES, STRATEGIES, ordered
 
 
 def ordered_strategies() -> list[str]:
-    known = [s for s in PREFERRED_ORDER if s in STRATEGIES]
-    return known + sorted(s for s in STRATEGIES if s not in known and not s.startswith("avalanche:"))
+    """Every loaded strategy in table order (Avalanche's are asked for by name, never in 'all')."""
+    return ordered(s for s in STRATEGIES if not s.startswith(AVALANCHE_PREFIX))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,9 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    load_builtins()
-    for path in args.plugin:
-        load_plugin(path)
+    load(args.plugin, args.strategy or ())
     if args.list:
         print_list()
         return 0
@@ -107,14 +103,16 @@ def run_main(argv: list[str]) -> int:
     if not args.profile:
         print(f"profile: {profile} (default on {device.type}; choose with --profile)")
     sets = C.parse_sets(args.set)
-    if args.compile:
+    if args.compile:  # --compile and --epochs are sugar for --set train.compile=true / train.epochs=N
         sets.setdefault("train", {})["compile"] = True
+    if args.epochs is not None:
+        sets.setdefault("train", {})["epochs"] = args.epochs
     plan = []
     for scenario in args.scenario:
         C.load_scenario_file(scenario)
         for strategy in expand_strategies(args.strategy, scenario):
             name = C.run_name(strategy, sets)
-            cfg = C.resolve(scenario, strategy, profile, sets, args.epochs)  # validates before anything runs
+            cfg = C.resolve(scenario, strategy, profile, sets)  # validates before anything runs
             for seed in args.seeds:
                 plan.append((scenario, strategy, name, cfg, seed))
     if args.jobs < 1:
@@ -153,12 +151,12 @@ def run_sharded(argv: list[str], jobs: int) -> int:
 def expand_strategies(names: list[str], scenario: str) -> list[str]:
     if names != ["all"]:
         for n in names:
-            if n not in STRATEGIES and not n.startswith("avalanche:"):
+            if n not in STRATEGIES:
                 raise UserError(f"unknown strategy '{n}'; valid: {', '.join(ordered_strategies())}, all")
         return names
     chosen = ordered_strategies()
     if C.load_scenario_file(scenario)["builder"] == "standard":
-        chosen = [s for s in chosen if s not in SINGLE_TASK_SAME_AS_ADAM]
+        chosen = [s for s in chosen if not STRATEGIES[s].obj.skip_on_one_task]
     return chosen
 
 

@@ -7,6 +7,7 @@ The resolved config is a plain nested dict with five sections, saved whole in ev
 from __future__ import annotations
 
 import copy
+import os
 import pathlib
 
 import yaml
@@ -37,8 +38,24 @@ DEFAULTS = {
 SECTIONS = ("scenario", "backbone", "data", "train", "strategy")
 
 
+def scenario_dirs() -> list[pathlib.Path]:
+    """Where scenario files are found: the suite's scenarios/, then the folders in $NLBENCH_SCENARIOS
+    (os.pathsep-separated), so that a new scenario needs no edit of the suite."""
+    extra = [pathlib.Path(d) for d in os.environ.get("NLBENCH_SCENARIOS", "").split(os.pathsep) if d]
+    return [SCENARIO_DIR, *extra]
+
+
+def scenario_files() -> dict[str, pathlib.Path]:
+    """name -> YAML file; the first folder of scenario_dirs() that has a name wins."""
+    found: dict[str, pathlib.Path] = {}
+    for folder in scenario_dirs():
+        for path in sorted(folder.glob("*.yaml")):
+            found.setdefault(path.stem, path)
+    return found
+
+
 def scenario_names() -> list[str]:
-    return sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml"))
+    return sorted(scenario_files())
 
 
 def read_yaml(path: pathlib.Path) -> dict:
@@ -55,13 +72,20 @@ def read_yaml(path: pathlib.Path) -> dict:
 
 
 def load_scenario_file(name: str) -> dict:
-    if name not in scenario_names():
-        raise UserError(f"unknown scenario '{name}'; valid: {', '.join(scenario_names())}")
-    spec = read_yaml(SCENARIO_DIR / f"{name}.yaml")
+    files = scenario_files()
+    if name not in files:
+        raise UserError(f"unknown scenario '{name}'; valid: {', '.join(sorted(files))} (more folders: "
+                        "$NLBENCH_SCENARIOS)")
+    spec = read_yaml(files[name])
     for key in ("builder", "params", "profiles"):
         if key not in spec:
-            raise UserError(f"{SCENARIO_DIR / (name + '.yaml')} lacks the key '{key}'")
+            raise UserError(f"{files[name]} lacks the key '{key}'")
     return spec
+
+
+def scenario_spec_or_none(name: str) -> dict | None:
+    """The scenario's YAML if it is found now (a report may read records of scenarios it has not)."""
+    return load_scenario_file(name) if name in scenario_files() else None
 
 
 def merge(base: dict, override: dict, where: str) -> dict:
@@ -121,7 +145,7 @@ def profile_names(scenario: str) -> list[str]:
     return list((load_scenario_file(scenario)["profiles"] or {}))
 
 
-def resolve(scenario: str, strategy: str, profile: str, sets: dict, epochs: int | None = None) -> dict:
+def resolve(scenario: str, strategy: str, profile: str, sets: dict) -> dict:
     """The fully resolved config of one run."""
     spec = load_scenario_file(scenario)
     if profile not in (spec["profiles"] or {}):
@@ -143,8 +167,6 @@ def resolve(scenario: str, strategy: str, profile: str, sets: dict, epochs: int 
                         "to set a key for some strategies of a sweep only, write strategy.NAME.KEY=VALUE")
     own["strategy"] = strategy_overrides(sets, strategy)
     cfg = merge(cfg, own, "")
-    if epochs is not None:
-        cfg["train"]["epochs"] = epochs
     validate(cfg)
     lookup(BACKBONES, "backbone", cfg["backbone"]["name"])
     check = getattr(entry.obj, "check", None)

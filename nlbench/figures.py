@@ -10,10 +10,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .report import LABELS, STANDARD_LABELS, groups, ordered  # noqa: E402
+from .layout import scenarios_in_order  # noqa: E402
+from .registry import STRATEGIES, label_of, ordered  # noqa: E402
 
-MAIN_SETTING = {"split-cifar": "class_il", "permuted-cifar": "domain_il"}
 SETTING_TITLE = {"class_il": "class-IL", "task_il": "task-IL", "domain_il": "domain-IL"}
+
+
+def setting_title(setting: str) -> str:
+    return SETTING_TITLE.get(setting, setting)
 
 
 def _save(fig, folder: pathlib.Path, name: str) -> list[str]:
@@ -54,16 +58,16 @@ def heatmaps(df: pd.DataFrame, scenario: str, setting: str, folder, suffix: str)
                 if not np.isnan(m[i, j]):
                     ax.text(j, i, f"{m[i, j]:.0f}", ha="center", va="center", fontsize=7,
                             color="white" if m[i, j] < 60 else "black")
-        ax.set_title(LABELS.get(run, run), fontsize=9)
+        ax.set_title(label_of(run), fontsize=9)
         ax.set_xticks(range(T), [str(j + 1) for j in range(T)], fontsize=7)
         ax.set_yticks(range(T), [str(i + 1) for i in range(T)], fontsize=7)
         ax.set_xlabel("evaluated on task", fontsize=7)
         ax.set_ylabel("after training task", fontsize=7)
     n = sub["seed"].nunique()
-    fig.suptitle(f"{scenario}: accuracy matrix, {SETTING_TITLE[setting]} (%, mean of {n} seeds; {_tag(sub)})", fontsize=10)
+    fig.suptitle(f"{scenario}: accuracy matrix, {setting_title(setting)} (%, mean of {n} seeds; {_tag(sub)})", fontsize=10)
     fig.tight_layout()
     name = f"{scenario}-{setting}-matrices{suffix}"
-    return [(f, f"Accuracy matrix of every strategy as a heatmap ({scenario}, {SETTING_TITLE[setting]})")
+    return [(f, f"Accuracy matrix of every strategy as a heatmap ({scenario}, {setting_title(setting)})")
             for f in _save(fig, folder, name)]
 
 
@@ -79,22 +83,22 @@ def curves(df: pd.DataFrame, scenario: str, setting: str, folder, suffix: str) -
         mean = np.nanmean(arr, 0)
         std = np.nanstd(arr, 0, ddof=1) if len(arr) > 1 else np.zeros_like(mean)
         style = dict(marker="*", markersize=10, linestyle="none") if np.isnan(mean[:-1]).all() else dict(marker="o")
-        line, = ax.plot(k, mean, label=LABELS.get(run, run), **style)
+        line, = ax.plot(k, mean, label=label_of(run), **style)
         ax.fill_between(k, mean - std, mean + std, color=line.get_color(), alpha=0.15, linewidth=0)
     ax.set_xlabel("tasks trained")
-    ax.set_ylabel(f"average accuracy A_k on tasks seen (%, {SETTING_TITLE[setting]})")
+    ax.set_ylabel(f"average accuracy A_k on tasks seen (%, {setting_title(setting)})")
     ax.set_xticks(k)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
     ax.set_title(f"{scenario}: A_k after each task, mean ± 1 std over {sub['seed'].nunique()} seeds\n({_tag(sub)})",
                  fontsize=10)
-    return [(f, f"Average accuracy after each task, all strategies ({scenario}, {SETTING_TITLE[setting]})")
+    return [(f, f"Average accuracy after each task, all strategies ({scenario}, {setting_title(setting)})")
             for f in _save(fig, folder, f"{scenario}-{setting}-curves{suffix}")]
 
 
-def standard_bars(df: pd.DataFrame, folder, suffix: str) -> list[tuple[str, str]]:
-    sub = df[(df["scenario"] == "cifar10") & (df["status"] == "complete")]
-    runs = [r for r in ["adam", "nested", "nested-cms", "cms"] if r in set(sub["run"])]
+def standard_bars(df: pd.DataFrame, scenario: str, folder, name: str) -> list[tuple[str, str]]:
+    sub = df[(df["scenario"] == scenario) & (df["status"] == "complete")]
+    runs = ordered(sub["run"])
     if not runs:
         return []
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6))
@@ -103,11 +107,11 @@ def standard_bars(df: pd.DataFrame, folder, suffix: str) -> list[tuple[str, str]
         vals = [sub[sub["run"] == r][col].astype(float) for r in runs]
         means = [v.mean() for v in vals]
         stds = [v.std(ddof=1) if len(v) > 1 else 0 for v in vals]
-        bars = ax.bar(x, means, yerr=stds, capsize=4, color=["#777777", "#1f77b4", "#2ca02c", "#ff7f0e"][: len(runs)])
+        bars = ax.bar(x, means, yerr=stds, capsize=4, color=[f"C{i}" for i in range(len(runs))])
         for b, m in zip(bars, means):
             ax.text(b.get_x() + b.get_width() / 2, m, f"{m:.1f}" if col == "avg_acc" else f"{m:.0f}",
                     ha="center", va="bottom", fontsize=8)
-        ax.set_xticks(x, [STANDARD_LABELS[r].split(" (")[0] for r in runs], fontsize=8)
+        ax.set_xticks(x, [STRATEGIES[r].standard_label if r in STRATEGIES else r for r in runs], fontsize=8)
         ax.set_ylabel(ylabel)
         ax.grid(axis="y", alpha=0.3)
     kind = ", ".join(sorted(sub["peak_memory_kind"].unique()))
@@ -115,19 +119,25 @@ def standard_bars(df: pd.DataFrame, folder, suffix: str) -> list[tuple[str, str]
                  f"mean ± std over {sub['seed'].nunique()} seeds; memory = {kind})", fontsize=9)
     fig.tight_layout()
     return [(f, "Standard CIFAR-10 comparison: accuracy and peak memory") for f in
-            _save(fig, folder, f"cifar10-standard{suffix}")]
+            _save(fig, folder, name)]
 
 
-def make_figures(df: pd.DataFrame, folder: pathlib.Path) -> list[tuple[str, str]]:
+def make_figures(groups, folder: pathlib.Path) -> list[tuple[str, str]]:
+    """groups: (file-name suffix, label, records) per protocol and data set (report.groups)."""
     import warnings
     warnings.filterwarnings("ignore", category=RuntimeWarning)  # nan means of joint's unmeasured rows
     written = []
-    for suffix, label, p in groups(df):
+    for suffix, label, p in groups:
         p = p[p["run"] == p["strategy"]]
         made = []
-        for scenario, setting in [("split-cifar", "class_il"), ("split-cifar", "task_il"), ("permuted-cifar", "domain_il")]:
-            made += heatmaps(p, scenario, setting, folder, suffix)
-            made += curves(p, scenario, setting, folder, suffix)
-        made += standard_bars(p, folder, suffix)
+        for scenario in scenarios_in_order(p):
+            sub = p[p["scenario"] == scenario]
+            settings = list(dict.fromkeys(s for rec in sub["settings"] for s in rec))
+            if settings == ["standard"]:  # one task: bars, not matrices
+                made += standard_bars(sub, scenario, folder, f"{scenario}-standard{suffix}")
+                continue
+            for setting in settings:
+                made += heatmaps(sub, scenario, setting, folder, suffix)
+                made += curves(sub, scenario, setting, folder, suffix)
         written += [(f, f"{what} ({label})") for f, what in made]
     return written

@@ -60,12 +60,22 @@ def read_record(path: pathlib.Path) -> dict:
     return upgrade(record)
 
 
+# Fields that older records (or hand-made ones in tests) may lack, and what a missing one means.
+OPTIONAL_DEFAULTS = {
+    "status": "complete", "diverged_at": None, "data_set": "full",  # records before the mini set used the full set
+    "data_source": "unknown", "peak_memory_kind": "", "wall_seconds": None, "numerics": None,
+    "memory": None, "optimizers": None, "strategy_source": None, "images": None,
+}
+
+
 def upgrade(record: dict) -> dict:
-    """Older records, read as the current schema: the fields they predate are None (unknown)."""
-    if record.get("schema_version", 1) < 2:
-        record = {**record, "schema_version": 1}
-        for key in ("memory", "optimizers", "strategy_source"):
-            record.setdefault(key, None)
+    """Any record, read as the current schema: fields it predates get their meaning when absent
+    (None = unknown), so that readers index records directly, with no fallbacks of their own."""
+    record = {"schema_version": 1, **record}
+    for key, value in OPTIONAL_DEFAULTS.items():
+        record.setdefault(key, value)
+    record.setdefault("run_name", record["strategy"])
+    record.setdefault("settings", list(record["acc"]))
     return record
 
 

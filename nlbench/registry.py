@@ -1,22 +1,23 @@
-"""Registries of scenarios builders, backbones and strategies, and plugin loading.
+"""Registries of scenario builders, backbones and strategies: plain tables and the decorators that
+fill them. A leaf module: it imports nothing of the suite but its errors, and registers nothing
+itself (``nlbench.plugins`` loads the modules that register).
 
-A strategy is registered with ``@register_strategy("name")`` on a small class; the built-in
-baselines in ``baselines/`` are loaded by path exactly as a user's ``--plugin`` file is, and an
-installed package can register through the entry-point group ``nlbench.strategies``.
+A strategy is registered with ``@register_strategy("name")`` on a small class. Its entry carries
+what the report needs to show it: a label, the group of rows it belongs to in a table, and its
+place in that group; each comes from the ``register_strategy`` arguments, else from the class's
+attributes of the same name (``nlbench.Strategy`` has defaults, so a plugin needs none).
 """
 from __future__ import annotations
 
-import importlib.util
 import pathlib
-import sys
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from typing import Any, Callable
 
 from .errors import UserError
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-BASELINES_DIR = ROOT / "baselines"
+# Table sections, in the order tables list them; a strategy names one as its ``group``.
+GROUPS = ("baseline", "nested", "plugin", "avalanche", "upper bound")
 
 
 @dataclass
@@ -25,6 +26,10 @@ class Entry:
     obj: Any
     description: str
     defaults: dict = field(default_factory=dict)
+    label: str = ""          # how tables and figures name it (default: the registered name)
+    group: str = "plugin"    # one of GROUPS
+    order: int = 100         # place within the group (ties: by name)
+    standard_label: str = ""  # its name in the standard (one-task) comparison (default: label)
 
 
 STRATEGIES: dict[str, Entry] = {}
@@ -36,15 +41,25 @@ def _first_line(obj) -> str:
     return ((obj.__doc__ or "").strip().splitlines() or [""])[0]
 
 
-def register_strategy(name: str, description: str | None = None, **default_overrides):
+def register_strategy(name: str, description: str | None = None, *, label: str | None = None,
+                      group: str | None = None, order: int | None = None, standard_label: str | None = None,
+                      **default_overrides):
     """Class decorator: register a strategy under ``name``.
 
     The class declares ``defaults`` (a dict of its hyperparameters); ``default_overrides`` lets a
-    file register a named preset of an existing class (e.g. the blog recipe of ``nested``).
+    file register a named preset of an existing class (e.g. the blog recipe of ``nested``), and
+    ``label``, ``group``, ``order`` and ``standard_label`` give that preset its own place in tables.
     """
     def wrap(cls):
-        defaults = {**getattr(cls, "defaults", {}), **default_overrides}
-        STRATEGIES[name] = Entry(name, cls, description or _first_line(cls), defaults)
+        def pick(value, attr, default):
+            return value if value is not None else (getattr(cls, attr, None) or default)
+        chosen_group = pick(group, "group", "plugin")
+        if chosen_group not in GROUPS:
+            raise UserError(f"strategy '{name}': group must be one of {', '.join(GROUPS)}, got {chosen_group!r}")
+        chosen_label = pick(label, "label", name)
+        STRATEGIES[name] = Entry(name, cls, description or _first_line(cls),
+                                 {**getattr(cls, "defaults", {}), **default_overrides}, chosen_label, chosen_group,
+                                 pick(order, "order", 100), pick(standard_label, "standard_label", chosen_label))
         return cls
     return wrap
 
@@ -64,42 +79,41 @@ def register_builder(name: str):
 
 
 def lookup(table: dict[str, Entry], kind: str, name: str) -> Entry:
-    if table is STRATEGIES and name not in table and name.startswith("avalanche:"):
-        from .avalanche_bridge import register  # lazy: avalanche-lib is heavy
-        return register(name)
+    """The entry named ``name``; a one-line error listing the valid names otherwise."""
     if name not in table:
         raise UserError(f"unknown {kind} '{name}'; valid: {', '.join(sorted(table))}")
     return table[name]
 
 
-def load_plugin(path: str | pathlib.Path) -> None:
-    """Import a Python file by path so that its ``@register_*`` decorators run."""
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise UserError(f"plugin file not found: {path}; pass an existing .py file to --plugin")
-    module_name = f"nlbench_plugin_{path.stem.replace('-', '_')}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:  # a plugin that raises at import is the user's bug: say which file
-        del sys.modules[module_name]
-        raise UserError(f"plugin {path} failed to import: {type(exc).__name__}: {exc}") from exc
+def base_name(run: str) -> str:
+    """The strategy a run name belongs to: ``nested@periods=1`` -> ``nested``."""
+    return run.split("@", 1)[0]
 
 
-_loaded = False
+def label_of(run: str) -> str:
+    """A run's label in tables and figures: its strategy's label for a plain run, else the run name
+    (runs with overrides are named by them; strategies not loaded now, by their name)."""
+    entry = STRATEGIES.get(run)
+    return entry.label if entry else run
 
 
-def load_builtins() -> None:
-    """Register everything shipped with the suite, once: library modules, baselines, entry points."""
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    from . import models, scenarios  # noqa: F401  (register backbones and builders)
-    from .strategies import nested, cms, nested_cms, nested_blog  # noqa: F401
-    for path in sorted(BASELINES_DIR.glob("*.py")):
-        load_plugin(path)
-    for ep in entry_points(group="nlbench.strategies"):
-        ep.load()
+def standard_label_of(run: str) -> str:
+    """A run's row name in the one-task comparison: e.g. 'Standard (adam)', 'Nested (nested)'."""
+    entry = STRATEGIES.get(run)
+    return f"{entry.standard_label} ({run})" if entry else run
+
+
+def _sort_key(run: str) -> tuple:
+    base = base_name(run)
+    entry = STRATEGIES.get(base)
+    if entry is not None:
+        group, order = entry.group, entry.order
+    else:  # a record of a strategy not loaded now (a plugin, an Avalanche strategy)
+        group, order = ("avalanche" if base.startswith("avalanche:") else "plugin"), 100
+    return GROUPS.index(group), order, base, run != base, run
+
+
+def ordered(runs) -> list[str]:
+    """Runs in table order: by their strategy's group (GROUPS), its order and name; a strategy's
+    runs with overrides right after its plain run."""
+    return sorted(dict.fromkeys(runs), key=_sort_key)

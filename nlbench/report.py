@@ -11,23 +11,18 @@ import re
 
 import pandas as pd
 
+from . import config as C
 from .errors import UserError
+from .layout import scenario_layout, scenarios_in_order
+from .metrics import higher_is_better
+from .avalanche_bridge import TWINS
+from .plugins import AVALANCHE_PREFIX, load
 from .records import atomic_write_text, read_record
+from .registry import STRATEGIES, base_name, label_of, ordered, standard_label_of
 
-ORDER = ["adam", "finetune", "ewc", "replay", "nested", "nested-blog", "cms", "nested-cms", "joint"]
-LABELS = {"adam": "Adam (fine-tune)", "finetune": "Fine-tune (profile's optimizer)", "ewc": "EWC", "replay": "Replay", "nested": "Nested",
-          "nested-blog": "Nested (blog recipe)", "cms": "CMS", "nested-cms": "Nested + CMS",
-          "joint": "Joint (upper bound)"}
-STANDARD_LABELS = {"adam": "Standard (adam)", "nested": "Nested (nested)", "nested-cms": "Nested + CMS (nested-cms)",
-                   "cms": "CMS (cms)", "nested-blog": "Nested, blog recipe (nested-blog)"}
 # The source blog post's numbers: claimed, with no code behind them (see README).
 BLOG_CLAIMS = {"adam": ("92.1", "2.4 GB"), "nested": ("91.8", "1.8 GB"), "nested-cms": ("92.3", "2.1 GB")}
 # DER paper (Buzzega et al., NeurIPS 2020), Table 2: ResNet-18, SGD, 50 epochs/task, 10 runs.
-PUBLISHED_SPLIT = [("JOINT", "-", "92.20 ± 0.15", "98.31 ± 0.12"), ("SGD fine-tune", "-", "19.62 ± 0.05", "61.02 ± 3.33"),
-                   ("online EWC", "-", "19.49 ± 0.12", "68.29 ± 3.92"), ("ER", "500", "57.74 ± 0.27", "93.61 ± 0.27"),
-                   ("DER++", "500", "72.70 ± 1.36", "93.88 ± 0.50")]
-ABLATION_STRATEGIES = ("nested", "nested-blog", "cms", "nested-cms")
-AVALANCHE_TWINS = ("adam", "ewc", "replay")
 FORGETTING_NOTE = "forgetting: Chaudhry et al. 2018 (max over rows 1..T-1 minus the last row)"
 
 
@@ -41,17 +36,18 @@ def load_records(runs: pathlib.Path) -> pd.DataFrame:
         rec = read_record(path)
         cfg = rec["config"]
         base = {"path": str(path), "scenario": rec["scenario"], "strategy": rec["strategy"],
-                "run": rec.get("run_name", rec["strategy"]), "seed": rec["seed"], "profile": rec["profile"],
-                "status": rec.get("status", "complete"), "device": rec["device"],
+                "run": rec["run_name"], "seed": rec["seed"], "profile": rec["profile"],
+                "status": rec["status"], "device": rec["device"],
                 "backbone": f"{cfg['backbone']['name']} (width {cfg['backbone']['width']})",
                 "epochs": cfg["train"]["epochs"], "batch_size": cfg["train"]["batch_size"],
                 "optimizer": optimizer_text(rec),
                 "train_seconds": rec["train_seconds"], "images_per_second": rec["images_per_second"],
-                "peak_memory_mb": rec["peak_memory_mb"], "peak_memory_kind": rec.get("peak_memory_kind", ""),
-                "data_set": rec.get("data_set", "full"),  # records from before the mini set used the full set
-                "wall_seconds": rec.get("wall_seconds"),
-                "data_source": rec.get("data_source", "unknown"), "commit": (rec["versions"].get("git_commit") or "")[:10],
-                "memory": rec.get("memory"), "cuda_graph": (rec.get("numerics") or {}).get("cuda_graph", False),
+                "peak_memory_mb": rec["peak_memory_mb"], "peak_memory_kind": rec["peak_memory_kind"],
+                "data_set": rec["data_set"],
+                "wall_seconds": rec["wall_seconds"],
+                "data_source": rec["data_source"], "commit": (rec["versions"].get("git_commit") or "")[:10],
+                "memory": rec["memory"], "cuda_graph": (rec["numerics"] or {}).get("cuda_graph", False),
+                "settings": tuple(rec["settings"]),
                 "final_row": None}
         for setting, matrix in rec["acc"].items():
             m = (rec["metrics"] or {}).get(setting) or {}
@@ -67,7 +63,7 @@ TORCH_NAMES = {"adam": "Adam", "sgd": "SGD"}  # config names as the optimizer cl
 
 def optimizer_text(rec: dict) -> str:
     """What trained the model, from the record's own optimizer list (records before it: the config)."""
-    opts = rec.get("optimizers")
+    opts = rec["optimizers"]
     if not opts:
         cfg = rec["config"]["train"]
         return f"{TORCH_NAMES.get(cfg['optimizer'], cfg['optimizer'])}, lr {cfg['lr']:g}"
@@ -89,34 +85,26 @@ def fmt(values: pd.Series, digits: int = 2) -> str:
     return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
 
 
-def ordered(names) -> list[str]:
-    """Built-ins in the usual order, then any others (plugins, Avalanche) by name, joint always last."""
-    names = list(dict.fromkeys(names))
-    known = [n for n in ORDER if n in names and n != "joint"]
-    others = sorted(n for n in names if n not in ORDER)
-    return known + others + (["joint"] if "joint" in names else [])
-
-
-def metric_table(df: pd.DataFrame, columns: list[tuple[str, str, str, bool]], label_of) -> pd.DataFrame:
-    """columns: (header, setting, metric, higher_is_better). Rows = runs; bold = best mean,
-    the upper bound (joint) excluded from the comparison."""
+def metric_table(df: pd.DataFrame, columns: list[tuple[str, str, str]], label_of) -> pd.DataFrame:
+    """columns: (header, setting, metric). Rows = runs; bold = best mean, upper bounds (joint)
+    excluded from the comparison."""
     table, means = [], {}
     for run in ordered(df["run"]):
         sub = df[df["run"] == run]
         ok = sub[sub["status"] == "complete"]
         row = {"Strategy": label_of(run)}
-        for header, setting, metric, _ in columns:
+        for header, setting, metric in columns:
             vals = ok[ok["setting"] == setting][metric]
             row[header] = fmt(vals)
-            if vals.notna().any() and not run.startswith("joint"):
+            if vals.notna().any() and not is_upper_bound(run):
                 means[(run, header)] = vals.dropna().astype(float).mean()
         n_total, n_div = sub["seed"].nunique(), sub[sub["status"] == "diverged"]["seed"].nunique()
         row["n"] = f"{n_total - n_div}" + (f" ({n_div} diverged)" if n_div else "")
         table.append((run, row))
-    for header, _, _, higher in columns:
+    for header, _, metric in columns:
         cands = {r: v for (r, h), v in means.items() if h == header}
         if cands:
-            best = (max if higher else min)(cands.values())
+            best = (max if higher_is_better(metric) else min)(cands.values())
             for run, row in table:
                 if run in cands and round(cands[run], 2) == round(best, 2):
                     row[header] = f"**{row[header]}**"
@@ -158,29 +146,22 @@ def to_latex(table: pd.DataFrame, cap: str, label: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-SPLIT_COLUMNS = [("Class-IL acc", "class_il", "avg_acc", True), ("Class-IL forgetting", "class_il", "forgetting", False),
-                 ("Task-IL acc", "task_il", "avg_acc", True), ("Task-IL forgetting", "task_il", "forgetting", False),
-                 ("BWT (class-IL)", "class_il", "bwt", True), ("FWT (class-IL)", "class_il", "fwt", True)]
-PERMUTED_COLUMNS = [("Accuracy", "domain_il", "avg_acc", True), ("Forgetting", "domain_il", "forgetting", False),
-                    ("BWT", "domain_il", "bwt", True), ("FWT", "domain_il", "fwt", True),
-                    ("Learning acc", "domain_il", "learning_acc", True)]
+def is_upper_bound(run: str) -> bool:
+    entry = STRATEGIES.get(base_name(run))
+    return entry is not None and entry.group == "upper bound"
 
 
-CONTINUAL_TABLES = [
-    ("split-cifar", SPLIT_COLUMNS, "Split CIFAR-10 (5 tasks x 2 classes); BWT/FWT on class-IL; bold = best, the joint "
-     "upper bound excluded", "Split CIFAR-10: class-IL and task-IL accuracy and forgetting, BWT, FWT"),
-    ("permuted-cifar", PERMUTED_COLUMNS, "Permuted CIFAR-10 (5 tasks, domain-IL); bold = best, the joint upper bound "
-     "excluded", "Permuted CIFAR-10 (domain-IL): accuracy, forgetting, BWT, FWT, learning accuracy"),
-]
+def in_group(run: str, group: str) -> bool:
+    entry = STRATEGIES.get(base_name(run))
+    return entry is not None and entry.group == group
 
 
 def standard_table(df: pd.DataFrame) -> pd.DataFrame:
     rows = []
-    for run in [r for r in ["adam", "nested", "nested-cms", "cms"] if r in set(df["run"])] + \
-               [r for r in ordered(df["run"]) if r not in ("adam", "nested", "nested-cms", "cms")]:
+    for run in ordered(df["run"]):
         sub = df[(df["run"] == run) & (df["status"] == "complete")]
         claim = BLOG_CLAIMS.get(run, ("-", "-"))
-        rows.append({"Model": STANDARD_LABELS.get(run, run), "Test acc": fmt(sub["avg_acc"]),
+        rows.append({"Model": standard_label_of(run), "Test acc": fmt(sub["avg_acc"]),
                      "Peak memory (MB)": fmt(sub["peak_memory_mb"], 0), "Training time (s)": fmt(sub["train_seconds"], 1),
                      "Images/s": fmt(sub["images_per_second"], 0), "n": str(sub["seed"].nunique()),
                      "Blog claim: acc (claimed, unverified)": claim[0],
@@ -202,11 +183,11 @@ def groups(df: pd.DataFrame):
 
 def runtime_table(main: pd.DataFrame) -> pd.DataFrame:
     """Wall-clock seconds per run (data loading, training and every evaluation), by scenario."""
-    scenarios = [s for s in ("split-cifar", "permuted-cifar", "cifar10") if s in set(main["scenario"])]
+    scenarios = scenarios_in_order(main)
     runs = main.drop_duplicates("path")
     rows = []
     for run in ordered(runs["run"]):
-        row = {"Strategy": LABELS.get(run, run)}
+        row = {"Strategy": label_of(run)}
         for scenario in scenarios:
             sub = runs[(runs["run"] == run) & (runs["scenario"] == scenario)]
             row[scenario] = fmt(sub["wall_seconds"], 1) + (f" (max {sub['wall_seconds'].max():.1f})" if len(sub) > 1 else "")
@@ -233,35 +214,12 @@ def build_tables(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str, str]]:
         first_of_group = len(out)
         # runs with strategy overrides are ablations, in their own table; Avalanche strategies need
         # overrides (their constructor arguments) and belong beside ours
-        main = p[(p["run"] == p["strategy"]) | p["strategy"].str.startswith("avalanche:")]
-        for scenario, columns, what, description in CONTINUAL_TABLES:
-            sub = main[main["scenario"] == scenario]
-            if not sub.empty:
-                out[f"{scenario}{suffix}"] = (metric_table(sub, columns, lambda r: LABELS.get(r, r)),
-                                              caption(sub, what), description)
-        std = main[main["scenario"] == "cifar10"]
-        if not std.empty:
-            cap = caption(std, "Standard CIFAR-10 (one task). Peak memory: " +
-                          ", ".join(sorted(std["peak_memory_kind"].unique())) + ". The blog columns are the source "
-                          "blog post's claimed numbers (ResNet, its own unstated protocol), unverified and not comparable")
-            out[f"cifar10-standard{suffix}"] = (standard_table(std), cap,
-                                                "Standard CIFAR-10 comparison: accuracy, peak memory, training time, images/s")
-        av = p[(p["scenario"] == "split-cifar") & p["strategy"].str.startswith("avalanche:")]
-        if not av.empty:
-            pairs = p[(p["scenario"] == "split-cifar") & (p["run"] == p["strategy"]) & p["strategy"].isin(AVALANCHE_TWINS)]
-            both = pd.concat([pairs, av])
-            out[f"avalanche-parity{suffix}"] = (
-                metric_table(both, SPLIT_COLUMNS[:4], lambda r: r), caption(both, "Our baselines next to Avalanche's "
-                             "implementations through the bridge (same backbone, optimizer, batch size, epochs, "
-                             "augmentation and evaluator); bold = best"),
-                "Avalanche parity: adam vs avalanche:Naive, ewc vs avalanche:EWC, replay vs avalanche:Replay")
-        abl = p[(p["scenario"] == "split-cifar") & p["strategy"].isin(ABLATION_STRATEGIES)]
-        if abl["run"].str.contains("@").any():
-            cols = [c for c in SPLIT_COLUMNS if c[2] in ("avg_acc", "forgetting")]
-            out[f"ablations{suffix}"] = (metric_table(abl, cols, ablation_label),
-                                         caption(abl, "Ablations of the Nested/CMS knobs on Split CIFAR-10; runs named "
-                                                 "by their overrides; bold = best"),
-                                         "Ablations: periods, grad_reduce, lr scaling, optimizer-state reset")
+        main = p[(p["run"] == p["strategy"]) | p["run"].map(lambda r: in_group(r, "avalanche") or
+                                                              r.startswith(AVALANCHE_PREFIX))]
+        for scenario in scenarios_in_order(main):
+            out.update(scenario_table(main[main["scenario"] == scenario], scenario, suffix))
+        out.update(avalanche_parity(p, suffix))
+        out.update(ablations(p, suffix))
         if main["wall_seconds"].notna().any():
             out[f"runtime{suffix}"] = (runtime_table(main), caption(main.drop_duplicates("path"), "Wall-clock seconds per "
                                        "run, mean ± std (max) over seeds, as `bench.py` measures it around one run: "
@@ -274,11 +232,56 @@ def build_tables(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str, str]]:
     return out
 
 
-def published_block() -> str:
-    table = pd.DataFrame(PUBLISHED_SPLIT, columns=["Method", "Buffer", "Class-IL", "Task-IL"])
-    return ("\nPublished, different protocol (not our runs): DER paper (Buzzega et al., NeurIPS 2020), Table 2: "
-            "ResNet-18, SGD, batch 32, 50 epochs per task, 10 runs.\n\n"
-            f"{table.to_markdown(index=False, disable_numparse=True)}\n")
+def scenario_table(sub: pd.DataFrame, scenario: str, suffix: str) -> dict:
+    """The main table of one scenario, laid out as its YAML says (see scenario_layout)."""
+    layout = scenario_layout(scenario, sub)
+    if layout["layout"] == "standard":
+        cap = caption(sub, f"{layout['title']}. Peak memory: " + ", ".join(sorted(sub["peak_memory_kind"].unique())) +
+                      ". The blog columns are the source blog post's claimed numbers (ResNet, its own unstated "
+                      "protocol), unverified and not comparable")
+        return {f"{layout['table']}{suffix}": (standard_table(sub), cap, layout["summary"])}
+    cap = caption(sub, f"{layout['title']}; bold = best, the joint upper bound excluded")
+    return {f"{layout['table']}{suffix}": (metric_table(sub, layout["columns"], label_of), cap, layout["summary"])}
+
+
+def avalanche_parity(p: pd.DataFrame, suffix: str) -> dict:
+    """Our baselines next to their Avalanche twins on split-cifar (see avalanche_bridge.TWINS)."""
+    av = p[(p["scenario"] == "split-cifar") & p["strategy"].str.startswith(AVALANCHE_PREFIX)]
+    if av.empty:
+        return {}
+    ours = p[(p["scenario"] == "split-cifar") & (p["run"] == p["strategy"]) & p["strategy"].isin(TWINS.values())]
+    both = pd.concat([ours, av])
+    columns = scenario_layout("split-cifar", both)["columns"][:4]
+    return {f"avalanche-parity{suffix}": (
+        metric_table(both, columns, lambda r: r), caption(both, "Our baselines next to Avalanche's implementations "
+                     "through the bridge (same backbone, optimizer, batch size, epochs, augmentation and evaluator); "
+                     "bold = best"),
+        "Avalanche parity: " + ", ".join(f"{ours} vs avalanche:{theirs}" for theirs, ours in TWINS.items()))}
+
+
+def ablations(p: pd.DataFrame, suffix: str) -> dict:
+    """Runs of the Nested/CMS strategies with overrides, beside their defaults (split-cifar)."""
+    abl = p[(p["scenario"] == "split-cifar") & p["run"].map(lambda r: in_group(r, "nested"))]
+    if not abl["run"].str.contains("@").any():
+        return {}
+    columns = [c for c in scenario_layout("split-cifar", abl)["columns"] if c[2] in ("avg_acc", "forgetting")]
+    return {f"ablations{suffix}": (metric_table(abl, columns, ablation_label),
+                                   caption(abl, "Ablations of the Nested/CMS knobs on Split CIFAR-10; runs named by "
+                                           "their overrides; bold = best"),
+                                   "Ablations: periods, grad_reduce, lr scaling, optimizer-state reset")}
+
+
+def published_block(table_name: str) -> str:
+    """The published numbers a scenario's YAML puts under its tables (``report.published``), labelled."""
+    for scenario in C.scenario_names():
+        layout = (C.load_scenario_file(scenario).get("report") or {})
+        pub = layout.get("published")
+        base = layout.get("table") or scenario
+        if pub and (table_name == base or table_name.startswith(base + "-")):
+            table = pd.DataFrame(pub["rows"], columns=pub["columns"])
+            return (f"\nPublished, different protocol (not our runs): {pub['source']}\n\n"
+                    f"{table.to_markdown(index=False, disable_numparse=True)}\n")
+    return ""
 
 
 def main(argv: list[str]) -> int:
@@ -288,7 +291,10 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--out", help="where tables, figures and README.md go (default: results for results/runs, "
                     "else RUNS/report, so your own runs never overwrite the committed tables)")
     ap.add_argument("--no-figures", action="store_true", help="tables only")
+    ap.add_argument("--plugin", nargs="+", default=[], metavar="FILE", help="strategy files whose labels and "
+                    "table groups the report should use (records of strategies not loaded are shown by name)")
     args = ap.parse_args(argv)
+    load(args.plugin)
     runs = pathlib.Path(args.runs)
     if args.out is None:
         args.out = "results" if runs == pathlib.Path("results/runs") else str(runs / "report")
@@ -297,9 +303,7 @@ def main(argv: list[str]) -> int:
     tables = build_tables(df)
     written = []
     for name, (table, cap, what) in tables.items():
-        md = to_markdown(table, cap)
-        if name.startswith("split-cifar"):
-            md += published_block()
+        md = to_markdown(table, cap) + published_block(name)
         atomic_write_text(out / "tables" / f"{name}.md", md)
         atomic_write_text(out / "tables" / f"{name}.tex", to_latex(table, cap, name))
         written.append((f"tables/{name}.md, tables/{name}.tex", what))
@@ -311,7 +315,7 @@ def main(argv: list[str]) -> int:
         tables["speed"] = speed
     if not args.no_figures:
         from .figures import make_figures
-        written += make_figures(generic(df), out / "figures")
+        written += make_figures(list(groups(generic(df))), out / "figures")
     write_readme(out, df, written, args)
     print(f"report: {len(tables)} tables and {sum(f.endswith('.png') for f, _ in written)} figures from "
           f"{df['path'].nunique()} records in {runs} -> {out}/ (index: {out / 'README.md'})")

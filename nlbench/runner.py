@@ -14,6 +14,7 @@ import pathlib
 import resource
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from tqdm import tqdm
@@ -25,7 +26,7 @@ from .checkpoint import Interrupted, RunState, SignalGuard, load_checkpoint, sav
 from .records import versions
 from .registry import BACKBONES, BUILDERS, STRATEGIES, lookup
 from .scenarios import Scenario, Task
-from .strategy import Batch, RunContext
+from .strategy import Batch, RunContext, Strategy
 
 
 @dataclass
@@ -111,6 +112,23 @@ def _peak_memory(device: torch.device) -> tuple[float, str]:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process_peak_rss_lifetime"
 
 
+@dataclass
+class Loop:
+    """One run's moving parts, built once by ``prepare`` and handed to each loop function."""
+    strategy: Strategy
+    ctx: RunContext
+    scenario: Scenario
+    stepper: "StepRunner"
+    amp: Callable
+    generator: torch.Generator
+    state: RunState
+    stages: list[Task]
+    checkpoint: pathlib.Path | None
+    progress: bool
+    log: Callable
+    guard: SignalGuard | None = None
+
+
 def run(cfg: dict, *, scenario_name: str, builder: str, strategy_name: str, seed: int, profile: str,
         device: torch.device, data: DataChoice, checkpoint: pathlib.Path | None = None,
         progress: bool = True, log=print) -> dict:
@@ -119,6 +137,22 @@ def run(cfg: dict, *, scenario_name: str, builder: str, strategy_name: str, seed
     _reset_peak_memory(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
+    loop, memory_model = prepare(cfg, scenario_name, builder, strategy_name, seed, device, data, checkpoint,
+                                 progress, log)
+    status, diverged_at = "complete", None
+    try:
+        with SignalGuard(immediate=loop.strategy.own_loop) as loop.guard:
+            while loop.state.task < len(loop.stages):
+                train_stage(loop, f"{strategy_name} seed {seed}")
+    except Diverged as exc:
+        status, diverged_at = "diverged", str(exc)
+        log(f"error: {exc}")
+    return build_record(loop, cfg, scenario_name, strategy_name, seed, profile, status, diverged_at, memory_model)
+
+
+def prepare(cfg, scenario_name, builder, strategy_name, seed, device, data, checkpoint, progress, log):
+    """Scenario, strategy (its model built once), step runner and the state to start from (fresh, or
+    a checkpoint's); also the model's computed memory breakdown."""
     scenario = build_scenario(scenario_name, builder, cfg, seed, device, data)
     generator = torch.Generator(device=device).manual_seed(seed)
     backbone = lookup(BACKBONES, "backbone", cfg["backbone"]["name"])
@@ -131,7 +165,6 @@ def run(cfg: dict, *, scenario_name: str, builder: str, strategy_name: str, seed
     memory_model = memory.breakdown(strategy, ctx, scenario, amp)
     if cfg["train"]["compile"]:
         strategy.model.compile(dynamic=False)  # in place: parameter names and optimizers unchanged
-
     if strategy.own_loop:
         checkpoint = None  # its state lives in its own loop's objects (Avalanche's), which we do not checkpoint
     state = RunState()
@@ -140,38 +173,43 @@ def run(cfg: dict, *, scenario_name: str, builder: str, strategy_name: str, seed
     if state.acc_init is None:
         state.acc_init = evaluate(strategy.model, scenario, ctx, amp)
         state.acc = {s: [] for s in scenario.settings}
+    loop = Loop(strategy, ctx, scenario, StepRunner(strategy, ctx, amp, graphs), amp, generator, state,
+                strategy.stages(scenario.tasks), checkpoint, progress, log)
+    return loop, memory_model
 
-    stages = strategy.stages(scenario.tasks)
-    stepper = StepRunner(strategy, ctx, amp, graphs)
-    status, diverged_at = "complete", None
-    try:
-        with SignalGuard(immediate=strategy.own_loop) as guard:
-            while state.task < len(stages):
-                task = stages[state.task]
-                t0 = time.perf_counter()
-                _train_task(strategy, stepper, task, scenario, ctx, state, amp, guard, checkpoint, generator,
-                            label=f"task {state.task + 1}/{len(stages)}", progress=progress)
-                row = evaluate(strategy.model, scenario, ctx, amp)
-                for s in scenario.settings:
-                    state.acc[s].append(row[s])
-                seen = len({i for stage in stages[:state.task + 1] for i in stage.task_indices})
-                log(f"{strategy_name} seed {seed} | task {state.task + 1}/{len(stages)} | "
-                    f"{time.perf_counter() - t0:.1f}s | " + " | ".join(
-                        f"{s} A={sum(row[s][:seen]) / seen:.1f}" for s in scenario.settings))
-                state.task, state.epoch, state.step, state.order = state.task + 1, 0, 0, None
-                if checkpoint is not None and state.task < len(stages):
-                    save_checkpoint(checkpoint, strategy, generator, state, ctx)
-    except Diverged as exc:
-        status, diverged_at = "diverged", str(exc)
-        log(f"error: {exc}")
 
+def train_stage(loop: Loop, who: str) -> None:
+    """Train the current stage, evaluate every task, log, move on, checkpoint."""
+    state, stages, scenario = loop.state, loop.stages, loop.scenario
+    t0 = time.perf_counter()
+    task = stages[state.task]
+    if loop.strategy.own_loop:  # e.g. the Avalanche bridge
+        with loop.amp():
+            images = loop.strategy.train_task(task)
+        _finish_timing(loop.ctx, state, t0, images)
+    else:
+        _train_task(loop, task, label=f"task {state.task + 1}/{len(stages)}")
+    row = evaluate(loop.strategy.model, scenario, loop.ctx, loop.amp)
+    for s in scenario.settings:
+        state.acc[s].append(row[s])
+    seen = len({i for stage in stages[:state.task + 1] for i in stage.task_indices})
+    loop.log(f"{who} | task {state.task + 1}/{len(stages)} | {time.perf_counter() - t0:.1f}s | " +
+             " | ".join(f"{s} A={sum(row[s][:seen]) / seen:.1f}" for s in scenario.settings))
+    state.task, state.epoch, state.step, state.order = state.task + 1, 0, 0, None
+    if loop.checkpoint is not None and state.task < len(stages):
+        save_checkpoint(loop.checkpoint, loop.strategy, loop.generator, state, loop.ctx)
+
+
+def build_record(loop: Loop, cfg, scenario_name, strategy_name, seed, profile, status, diverged_at,
+                 memory_model) -> dict:
+    """The run record (its schema: nlbench.records)."""
+    scenario, state, device = loop.scenario, loop.state, loop.ctx.device
     T = len(scenario.tasks)
     acc = state.acc
-    if len(stages) < T and status == "complete":  # merged stages (joint) measure only the last rows
+    if len(loop.stages) < T and status == "complete":  # merged stages (joint) measure only the last rows
         acc = {s: [None] * (T - len(rows)) + rows for s, rows in acc.items()}
     peak, peak_kind = _peak_memory(device)
-    measured = memory.measured(device)
-    record = {
+    return {
         "scenario": scenario_name, "strategy": strategy_name, "seed": seed, "profile": profile,
         "status": status, "diverged_at": diverged_at, "config": cfg,
         "tasks": [t.classes for t in scenario.tasks], "settings": scenario.settings,
@@ -183,14 +221,13 @@ def run(cfg: dict, *, scenario_name: str, builder: str, strategy_name: str, seed
         "peak_memory_mb": peak, "peak_memory_kind": peak_kind,
         "device": _device_name(device), "data_set": scenario.data_set, "data_source": scenario.data_source,
         "images": {"train": len(scenario.train_y), "test": len(scenario.test_y)},
-        "memory": {"measured_mb": measured, "model_mb": memory_model},
-        "numerics": numerics(device, cfg, ctx, graphs),
-        "strategy_info": strategy.describe(),
-        "optimizers": strategy.optimizer_info(),
-        "strategy_source": source_of(type(strategy)),
+        "memory": {"measured_mb": memory.measured(device), "model_mb": memory_model},
+        "numerics": numerics(device, cfg, loop.ctx, loop.stepper.graphs),
+        "strategy_info": loop.strategy.describe(),
+        "optimizers": loop.strategy.optimizer_info(),
+        "strategy_source": source_of(type(loop.strategy)),
         "versions": versions(),
     }
-    return record
 
 
 def source_of(cls) -> dict:
@@ -302,53 +339,56 @@ def lr_factor(train: dict, step: int, steps_per_epoch: int) -> float:
     return max(0.0, (end - step) / max(end - peak, 1))
 
 
-def _train_task(strategy, stepper: StepRunner, task: Task, scenario: Scenario, ctx: RunContext, state: RunState,
-                amp, guard, checkpoint, generator, label: str, progress: bool) -> None:
-    if strategy.own_loop:  # e.g. the Avalanche bridge
-        t0 = time.perf_counter()
-        with amp():
-            images = strategy.train_task(task)
-        _finish_timing(ctx, state, t0, images)
-        return
+def _train_task(loop: Loop, task: Task, label: str) -> None:
+    """The epochs of one stage with the runner's own loop, from wherever the state says."""
+    strategy, state, ctx = loop.strategy, loop.state, loop.ctx
     if state.epoch == 0 and state.step == 0:
         strategy.before_task(task)
-    stepper.new_task()
+    loop.stepper.new_task()
     idx = task.train_idx
     tid = task.sample_tasks if task.sample_tasks is not None else torch.full_like(idx, task.index)
-    bs, epochs, log_every = ctx.train["batch_size"], ctx.train["epochs"], ctx.train["log_every"]
+    bs, epochs = ctx.train["batch_size"], ctx.train["epochs"]
     steps_per_epoch = -(-len(idx) // bs)
-    bar = tqdm(total=epochs * steps_per_epoch, desc=label, leave=False, disable=not progress or None,
+    bar = tqdm(total=epochs * steps_per_epoch, desc=label, leave=False, disable=not loop.progress or None,
                initial=state.epoch * steps_per_epoch + state.step)
-    scheduled = ctx.train["lr_schedule"] != "constant"
     while state.epoch < epochs:
         if state.order is None:
-            state.order = torch.randperm(len(idx), generator=generator, device=idx.device)
+            state.order = torch.randperm(len(idx), generator=loop.generator, device=idx.device)
         t0, images = time.perf_counter(), 0
         while state.step < steps_per_epoch:
-            if scheduled:
+            if ctx.train["lr_schedule"] != "constant":
                 ctx.scale_lr(lr_factor(ctx.train, state.epoch * steps_per_epoch + state.step, steps_per_epoch))
             rows = state.order[state.step * bs:(state.step + 1) * bs]
             pick = idx[rows]
-            loss = stepper.step(scenario.train_x[pick], scenario.train_y[pick], tid[rows])
+            loss = loop.stepper.step(loop.scenario.train_x[pick], loop.scenario.train_y[pick], tid[rows])
             state.step += 1
             images += len(pick)
             bar.update(1)
-            if state.step % log_every == 0 or state.step == steps_per_epoch:
-                value = loss.item()  # the only host sync in the loop, every log_every steps
-                if not torch.isfinite(torch.tensor(value)):
-                    raise Diverged(f"loss is {value} in strategy '{type(strategy).__name__}', "
-                                   f"task {task.index + 1}, epoch {state.epoch + 1}, step {state.step}")
-                bar.set_postfix(epoch=state.epoch + 1, loss=f"{value:.3f}",
-                                img_s=f"{images / max(time.perf_counter() - t0, 1e-9):.0f}")
-            if guard.signum is not None:
+            if state.step % ctx.train["log_every"] == 0 or state.step == steps_per_epoch:
+                _check_loss(loop, task, loss, bar, images / max(time.perf_counter() - t0, 1e-9))
+            if loop.guard.signum is not None:
                 _finish_timing(ctx, state, t0, images)
-                path = save_checkpoint(checkpoint, strategy, generator, state, ctx) if checkpoint else None
                 bar.close()
-                raise Interrupted(guard.signum, path)
+                _stop(loop)
         _finish_timing(ctx, state, t0, images)
         state.epoch, state.step, state.order = state.epoch + 1, 0, None
     bar.close()
     strategy.after_task(task)
+
+
+def _check_loss(loop: Loop, task: Task, loss: torch.Tensor, bar, images_per_s: float) -> None:
+    value = loss.item()  # the only host sync in the loop, every log_every steps
+    if not torch.isfinite(torch.tensor(value)):
+        raise Diverged(f"loss is {value} in strategy '{type(loop.strategy).__name__}', "
+                       f"task {task.index + 1}, epoch {loop.state.epoch + 1}, step {loop.state.step}")
+    bar.set_postfix(epoch=loop.state.epoch + 1, loss=f"{value:.3f}", img_s=f"{images_per_s:.0f}")
+
+
+def _stop(loop: Loop) -> None:
+    """A signal arrived: save the state reached (after this step) and stop the run."""
+    path = save_checkpoint(loop.checkpoint, loop.strategy, loop.generator, loop.state, loop.ctx) \
+        if loop.checkpoint else None
+    raise Interrupted(loop.guard.signum, path)
 
 
 def _finish_timing(ctx, state: RunState, t0: float, images: int) -> None:

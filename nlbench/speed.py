@@ -24,7 +24,8 @@ from . import config as C
 from .data import DATA_CHOICES, MEAN, STD, Augmenter, load_data, select_data
 from .errors import UserError
 from .records import atomic_write_text, versions
-from .registry import BACKBONES, STRATEGIES, load_builtins
+from .plugins import load_builtins
+from .registry import BACKBONES, STRATEGIES
 from .runner import StepRunner, amp_context, build_scenario, resolve_device, uses_cuda_graph
 from .strategy import RunContext
 
@@ -242,6 +243,32 @@ def speed_path(out: str) -> pathlib.Path:
     return path
 
 
+def batch_sizes(args, device: torch.device, base: dict, n_images: int) -> list[int]:
+    sizes = args.batch_sizes or ([32, 128, 512] if device.type == "cuda" else [base["train"]["batch_size"]])
+    if any(b <= 0 for b in sizes):
+        raise UserError(f"--batch-sizes must be positive integers, got {sizes}")
+    if n_images < 4 * max(sizes):  # 3 warm-up batches of the DataLoader loop, then at least one timed
+        raise UserError(f"--images {n_images} is too few to time batch size {max(sizes)}: "
+                        f"use at least {4 * max(sizes)} (4 batches)")
+    return sizes
+
+
+def result_header(device, profile, base, images, workers, data_set, data_source, flops, peak_tflops) -> dict:
+    """What the speed file says about the setup; the measurements are appended to it."""
+    return {"device": (f"cuda:{torch.cuda.get_device_name(device)}" if device.type == "cuda"
+                       else f"cpu:{os.cpu_count()} cores"),
+            "profile": profile, "backbone": base["backbone"]["name"], "width": base["backbone"]["width"],
+            "images": images, "dataloader_workers": workers, "data_set": data_set, "data_source": data_source,
+            "batches": [], "parallel_images_per_s": None, "parallel_batch_size": None,
+            "train_flops_per_image": flops, "bf16_peak_tflops": peak_tflops,
+            "numerics": {"native": "bf16 autocast + channels_last" if device.type == "cuda" else "fp32",
+                         "native_graph": "native, each step replayed from a CUDA graph",
+                         "dataloader": "same model, optimizer and numerics as native (eager)",
+                         "avalanche": "fp32 (its default loop)", "optimizer": "Adam lr 1e-3, foreach",
+                         "mps_daemon": os.environ.get("NLBENCH_MPS") == "1"},
+            "torch_threads": torch.get_num_threads(), "versions": versions()}
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="bench.py speed", description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="auto")
@@ -270,12 +297,7 @@ def main(argv: list[str]) -> int:
     sets = C.parse_sets(args.set)
     sets.setdefault("data", {})["train_per_class"] = max(1, -(-n_images // 10))
     base = C.resolve("cifar10", "adam", profile, sets)
-    sizes = args.batch_sizes or ([32, 128, 512] if device.type == "cuda" else [base["train"]["batch_size"]])
-    if any(b <= 0 for b in sizes):
-        raise UserError(f"--batch-sizes must be positive integers, got {sizes}")
-    if n_images < 4 * max(sizes):  # 3 warm-up batches of the DataLoader loop, then at least one timed
-        raise UserError(f"--images {n_images} is too few to time batch size {max(sizes)}: "
-                        f"use at least {4 * max(sizes)} (4 batches)")
+    sizes = batch_sizes(args, device, base, n_images)
     out = speed_path(args.out)
     data = select_data(args.data, args.data_root, not args.no_download)
     args.data_kind = data.kind
@@ -286,18 +308,7 @@ def main(argv: list[str]) -> int:
           f"{len(y)} images, device {device}, {workers} DataLoader workers", flush=True)
     flops = flops_per_image(base, device) if device.type == "cuda" else None
     peak_tflops = bf16_peak(device) if device.type == "cuda" else None
-    result = {"device": (f"cuda:{torch.cuda.get_device_name(device)}" if device.type == "cuda"
-                         else f"cpu:{os.cpu_count()} cores"),
-              "profile": profile, "backbone": base["backbone"]["name"], "width": base["backbone"]["width"],
-              "images": len(y), "dataloader_workers": workers, "data_set": data.kind, "data_source": arrays.source,
-              "batches": [], "parallel_images_per_s": None, "parallel_batch_size": None,
-              "train_flops_per_image": flops, "bf16_peak_tflops": peak_tflops,
-              "numerics": {"native": "bf16 autocast + channels_last" if device.type == "cuda" else "fp32",
-                           "native_graph": "native, each step replayed from a CUDA graph",
-                           "dataloader": "same model, optimizer and numerics as native (eager)",
-                           "avalanche": "fp32 (its default loop)", "optimizer": "Adam lr 1e-3, foreach",
-                           "mps_daemon": os.environ.get("NLBENCH_MPS") == "1"},
-              "torch_threads": torch.get_num_threads(), "versions": versions()}
+    result = result_header(device, profile, base, len(y), workers, data.kind, arrays.source, flops, peak_tflops)
     for bs in sizes:  # the file is rewritten after each measurement: a job cut short keeps what it measured
         cfg = C.resolve("cifar10", "adam", profile, {**sets, "train": {**sets.get("train", {}), "batch_size": bs}})
         result["batches"].append(measure_batch(cfg, device, data, x, y, n_images, workers, args.skip_avalanche,

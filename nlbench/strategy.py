@@ -107,6 +107,13 @@ class Strategy:
     defaults: dict = {}
     graph_safe = False  # True: observe() may be captured in a CUDA graph (see the module docstring)
     own_loop = False    # True: train_task() trains a whole stage with the strategy's own loop
+    # How reports show it (register_strategy's arguments of the same names win; see nlbench.registry):
+    label: str | None = None           # row label; None: the registered name
+    group: str = "plugin"              # table section: baseline | nested | plugin | avalanche | upper bound
+    order: int = 100                   # place within the group
+    standard_label: str | None = None  # row name in the one-task comparison; None: the label
+    # True: with a single task it trains exactly like fine-tuning, so `--strategy all` leaves it out there
+    skip_on_one_task = False
 
     def __init__(self, ctx: RunContext, **hp):
         self.ctx, self.hp = ctx, hp

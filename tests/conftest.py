@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nlbench.registry import load_builtins
+from nlbench.plugins import load_builtins
 
 TRAIN_PER_CLASS, TEST_PER_CLASS = 60, 20
 # Tiny settings for every run in the tests: small CNN, few images, few epochs.
@@ -65,8 +65,9 @@ def bench(cifar_root, tmp_path):
 
     def call(*args, sets=(), out=None, tiny=True):
         out = out or tmp_path / "runs"
+        sets = [*(TINY if tiny else []), *sets]
         argv = [*args, "--data-root", str(cifar_root), "--out", str(out), "--no-download", "--quiet",
-                "--device", "cpu", "--set", *(TINY if tiny else []), *sets]
+                "--device", "cpu", *(["--set", *sets] if sets else [])]
         return main(argv), out
     return call
 

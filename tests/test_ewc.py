@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from nlbench.registry import BASELINES_DIR
+from nlbench.plugins import BASELINES_DIR
 
 
 def ewc_module():

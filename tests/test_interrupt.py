@@ -55,11 +55,11 @@ def test_checkpoint_at_end_of_task_resumes_identically(bench, tmp_path, monkeypa
     real = runner._train_task
     calls = {"n": 0}
 
-    def dying(strategy, task, *args, **kw):
+    def dying(loop, task, *args, **kw):
         calls["n"] += 1
         if calls["n"] == 2:
             raise RuntimeError("simulated crash in task 2")
-        return real(strategy, task, *args, **kw)
+        return real(loop, task, *args, **kw)
 
     monkeypatch.setattr(runner, "_train_task", dying)
     with pytest.raises(RuntimeError, match="simulated crash"):

@@ -62,6 +62,8 @@ CMS_DEFAULTS = {"hidden_mult": 2}
 class CMS(LevelledStrategy):
     """Continuum Memory System head (chain of residual MLPs, periods 16/4/1) on a period-1 backbone."""
 
+    label, group, order = "CMS", "nested", 30
+
     defaults = {"periods": [16, 4, 1], "backbone_period": 1, "head_period": 1, **CMS_DEFAULTS, **LEVEL_DEFAULTS}
 
     @classmethod

@@ -25,6 +25,8 @@ def check_levels_option(levels) -> None:
 class Nested(LevelledStrategy):
     """Nested Learning: backbone levels updated every C steps with summed gradients (Eq. 71)."""
 
+    label, group, order = "Nested", "nested", 10
+
     # Default levels (resnet18): slow = stem+stage1+stage2, middle = stage3+stage4, fast = head.
     defaults = {"levels": None, "periods": [16, 4, 1], **LEVEL_DEFAULTS}
 

@@ -9,5 +9,5 @@ from ..registry import register_strategy
 from .nested import Nested
 
 register_strategy("nested-blog", description="The source blog's recipe: block i every 2^i steps, lr/2^i, "
-                  "in-between gradients dropped", levels="blocks", periods="powers_of_two",
+                  "in-between gradients dropped", label="Nested (blog recipe)", order=20, levels="blocks", periods="powers_of_two",
                   grad_reduce="drop", lr_scaling="period")(Nested)

@@ -9,6 +9,8 @@ from .nested import backbone_groups, check_levels_option
 class NestedCMS(LevelledStrategy):
     """Nested + CMS: backbone levels (16/4/1, classifier last) and a CMS head (16/4/1)."""
 
+    label, group, order = "Nested + CMS", "nested", 40
+
     defaults = {"levels": None, "periods": [16, 4, 1], "cms_periods": [16, 4, 1], **CMS_DEFAULTS,
                 **LEVEL_DEFAULTS}
 

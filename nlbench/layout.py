@@ -1,0 +1,31 @@
+"""How reports lay out a scenario: one place, read from the scenario's YAML ``report`` section, with
+defaults for a scenario file that has none (so a new scenario gets tables and figures unedited)."""
+from __future__ import annotations
+
+import pandas as pd
+
+from . import config as C
+
+SETTING_NAMES = {"class_il": "Class-IL", "task_il": "Task-IL", "domain_il": "Domain-IL", "standard": "Standard"}
+
+
+def scenario_layout(scenario: str, records: pd.DataFrame) -> dict:
+    """How to table a scenario: its YAML's ``report`` section (title, summary, columns, table name,
+    layout, order), else defaults from its description and the settings its records hold: per
+    setting, final accuracy, forgetting and learning accuracy."""
+    spec = C.scenario_spec_or_none(scenario) or {}
+    layout = dict(spec.get("report") or {})
+    settings = list(dict.fromkeys(s for rec in records["settings"] for s in rec))
+    default_columns = [[f"{SETTING_NAMES.get(s, s)} {what}", s, metric] for s in settings
+                       for what, metric in (("acc", "avg_acc"), ("forgetting", "forgetting"),
+                                            ("learning acc", "learning_acc"))]
+    title = layout.get("title") or spec.get("description") or scenario
+    return {"title": title, "summary": layout.get("summary") or title, "table": layout.get("table") or scenario,
+            "layout": layout.get("layout") or ("standard" if settings == ["standard"] else "continual"),
+            "columns": [tuple(c) for c in layout.get("columns") or default_columns],
+            "order": layout.get("order", 100)}
+
+
+def scenarios_in_order(df: pd.DataFrame) -> list[str]:
+    names = sorted(set(df["scenario"]))
+    return sorted(names, key=lambda n: (scenario_layout(n, df[df["scenario"] == n])["order"], n))
