@@ -77,3 +77,22 @@ def cnn(num_classes: int = 10, width: int = 32) -> Backbone:
     stage1 = nn.Sequential(*_conv_bn(width, 2 * width), nn.MaxPool2d(2))           # 8x8
     stage2 = nn.Sequential(*_conv_bn(2 * width, 4 * width), nn.MaxPool2d(2))       # 4x4
     return Backbone(stem, [stage1, stage2], 4 * width, num_classes)
+
+
+class MLPBackbone(Backbone):
+    """Flattened image -> linear-ReLU blocks -> head: no convolution, no pooling, so every pixel
+    permutation is a new input mapping (what permuted streams need to be able to forget)."""
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, 32, 32) -> (B, D)
+        x = self.stem(torch.flatten(x, 1))
+        for i in range(1, self.n_stages + 1):
+            x = getattr(self, f"stage{i}")(x)
+        return x
+
+
+@register_backbone("mlp")
+def mlp(num_classes: int = 10, width: int = 256) -> Backbone:
+    """MLP of 4 linear layers with ReLU, hidden width w (the source blog's NestedModel shape)."""
+    def layer(cin):
+        return nn.Sequential(nn.Linear(cin, width), nn.ReLU())
+    return MLPBackbone(layer(3 * 32 * 32), [layer(width), layer(width)], width, num_classes)

@@ -47,11 +47,12 @@ def build_scenario(name: str, spec_builder: str, cfg: dict, seed: int, device: t
     pools = _Pools(train_y, test_y, torch.arange(len(train_y), device=device), torch.arange(len(test_y), device=device))
     builder = lookup(BUILDERS, "scenario builder", spec_builder)
     try:
-        tasks, settings, perms = builder.obj(pools, seed, **cfg["scenario"])
+        tasks, settings, perms, *extra = builder.obj(pools, seed, **cfg["scenario"])
     except TypeError as exc:  # an unknown parameter in the YAML or --set scenario.*
         raise UserError(f"scenario '{name}': {exc}") from exc
     return Scenario(name, settings, tasks, train_x, train_y, test_x, test_y,
-                    None if perms is None else perms.to(device), data_set=data.kind, data_source=arrays.source)
+                    None if perms is None else perms.to(device), data_set=data.kind, data_source=arrays.source,
+                    **(extra[0] if extra else {}))  # a builder may set more Scenario fields (per_image)
 
 
 def resolve_device(choice: str) -> torch.device:

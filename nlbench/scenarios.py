@@ -44,9 +44,10 @@ class Scenario:
     train_y: torch.Tensor          # (N,) int64
     test_x: torch.Tensor
     test_y: torch.Tensor
-    perms: torch.Tensor | None = None   # (T, 1024) pixel permutation per task, or None
+    perms: torch.Tensor | None = None   # per task: (T, 1024) pixel or (T, 3072) value permutation, or None
     data_set: str = "full"              # full or mini (see nlbench.data.select_data)
     data_source: str = ""
+    per_image: bool = False             # standardise each image by its own mean and std (see build_permuted)
 
     def prepare(self, x: torch.Tensor, task_ids: torch.Tensor, augment: Augmenter | None,
                 dtype=torch.float32) -> torch.Tensor:
@@ -56,10 +57,14 @@ class Scenario:
         """
         if augment is not None:
             x = augment(x)
-        if self.perms is not None:
+        if self.perms is not None and self.perms.shape[1] == x[0].numel():  # every value moves (permute: values)
+            x = x.flatten(1).gather(1, self.perms[task_ids]).view_as(x)
+        elif self.perms is not None:  # pixels move, each keeping its 3 channels (permute: pixels)
             b, c = x.shape[:2]
             index = self.perms[task_ids][:, None, :].expand(b, c, -1)        # (B, C, 1024)
             x = x.flatten(2).gather(2, index).view_as(x)
+        if self.per_image:
+            return standardize_per_image(x, dtype)
         return normalize(x, dtype)
 
     def task_mask(self, task: Task) -> torch.Tensor:
@@ -67,6 +72,15 @@ class Scenario:
         mask = torch.zeros(10, dtype=torch.bool, device=self.train_x.device)
         mask[task.classes] = True
         return mask
+
+
+def standardize_per_image(x: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+    """uint8 images -> float, each minus its own mean, over its own std: brightness and contrast,
+    which no permutation changes, are no longer in the input."""
+    x = x.to(dtype)
+    flat = x.flatten(1)
+    mean, std = flat.mean(1), flat.std(1).clamp_min(1.0)  # a flat image (std 0) stays finite
+    return (x - mean.view(-1, 1, 1, 1)) / std.view(-1, 1, 1, 1)
 
 
 def _indices_of(labels: torch.Tensor, classes: list[int], pool: torch.Tensor) -> torch.Tensor:
@@ -94,14 +108,25 @@ def build_split(data, seed: int, n_tasks: int = 5, classes_per_task: int = 2,
 
 
 @register_builder("permuted")
-def build_permuted(data, seed: int, n_tasks: int = 5, identity_first: bool = False):
-    """Domain-incremental: every task has all 10 classes under its own fixed pixel permutation."""
+def build_permuted(data, seed: int, n_tasks: int = 5, identity_first: bool = False, permute: str = "pixels",
+                   standardize: str = "dataset"):
+    """Domain-incremental: every task has all 10 classes under its own fixed permutation of the
+    input: of the 1024 pixels (each keeps its colour: colour statistics survive every task), or of
+    all 3072 values (``permute: values``, permuted MNIST's rule for a flattened input).
+    ``standardize``: dataset (per-channel CIFAR statistics, as everywhere) or per_image (each image
+    by its own mean and std, so that its brightness and contrast, the statistics every permutation
+    keeps, do not make the tasks share what they can be told apart by)."""
+    if permute not in ("pixels", "values"):
+        raise UserError(f"permuted: permute must be pixels or values, got {permute!r}")
+    if standardize not in ("dataset", "per_image"):
+        raise UserError(f"permuted: standardize must be dataset or per_image, got {standardize!r}")
+    size = 1024 if permute == "pixels" else 3 * 1024
     g = torch.Generator().manual_seed(10_000 + seed)
-    perms = torch.stack([torch.randperm(1024, generator=g) for _ in range(n_tasks)])
+    perms = torch.stack([torch.randperm(size, generator=g) for _ in range(n_tasks)])
     if identity_first:
-        perms[0] = torch.arange(1024)
+        perms[0] = torch.arange(size)
     tasks = [Task(t, list(range(10)), data.train_pool, data.test_pool) for t in range(n_tasks)]
-    return tasks, ["domain_il"], perms
+    return tasks, ["domain_il"], perms, {"per_image": standardize == "per_image"}
 
 
 @register_builder("standard")

@@ -91,7 +91,8 @@ def test_permutations_identical_for_train_and_test_and_different_between_tasks(c
     from nlbench.config import resolve
     from nlbench.data import select_data
     from nlbench.runner import build_scenario
-    cfg = resolve("permuted-cifar", "adam", "quick", {"data": {"train_per_class": 10, "test_per_class": 5}})
+    cfg = resolve("permuted-cifar", "adam", "quick", {"data": {"train_per_class": 10, "test_per_class": 5},
+                                                      "scenario": {"permute": "pixels", "standardize": "dataset"}})
     sc = build_scenario("permuted-cifar", "permuted", cfg, 0, torch.device("cpu"), select_data("full", cifar_root, False))
     assert len({tuple(p.tolist()) for p in sc.perms}) == len(sc.tasks)
     for p in sc.perms:
@@ -112,6 +113,24 @@ def test_permutations_identical_for_train_and_test_and_different_between_tasks(c
     # a second permuted scenario with another seed draws other permutations
     sc1 = build_scenario("permuted-cifar", "permuted", cfg, 1, torch.device("cpu"), select_data("full", cifar_root, False))
     assert not torch.equal(sc1.perms, sc.perms)
+
+
+def test_value_permutations_move_every_input_and_standardise_each_image(cifar_root):
+    from nlbench.config import resolve
+    from nlbench.data import select_data
+    from nlbench.runner import build_scenario
+    from nlbench.scenarios import standardize_per_image
+    cfg = resolve("permuted-cifar", "adam", "quick", {"data": {"train_per_class": 10, "test_per_class": 5}})
+    assert cfg["scenario"]["permute"] == "values" and cfg["backbone"]["name"] == "mlp" and not cfg["train"]["augment"]
+    sc = build_scenario("permuted-cifar", "permuted", cfg, 0, torch.device("cpu"), select_data("full", cifar_root, False))
+    assert sc.perms.shape == (5, 3072) and all(sorted(p.tolist()) == list(range(3072)) for p in sc.perms)
+    raw = sc.test_x[:4]
+    x = sc.prepare(raw, torch.full((4,), 2), None)
+    by_hand = raw.flatten(1)[:, sc.perms[2]].float()
+    by_hand = (by_hand - by_hand.mean(1, keepdim=True)) / by_hand.std(1, keepdim=True)
+    assert torch.allclose(x.flatten(1), by_hand, atol=1e-5)
+    assert torch.allclose(x.flatten(1).mean(1), torch.zeros(4), atol=1e-5)  # brightness gone ...
+    assert torch.allclose(standardize_per_image(raw + 0).flatten(1).std(1), torch.ones(4), atol=1e-5)  # ... contrast too
 
 
 def test_plugin_from_a_temporary_file(bench, tmp_path):
