@@ -89,15 +89,19 @@ def _indices_of(labels: torch.Tensor, classes: list[int], pool: torch.Tensor) ->
 
 @register_builder("split")
 def build_split(data, seed: int, n_tasks: int = 5, classes_per_task: int = 2,
-                class_order: list[int] | None = None, shuffle_classes: bool = False):
-    """Class-incremental split: disjoint groups of classes, one shared 10-way head."""
+                class_order: list[int] | None = None, shuffle_classes: bool = False,
+                class_order_seed: int | None = None):
+    """Class-incremental split: disjoint groups of classes, one shared 10-way head.
+
+    The class order: ``class_order`` (default 0..9), shuffled by ``class_order_seed`` if given
+    (its own axis, independent of the training seed), else by the run's seed if ``shuffle_classes``."""
     if n_tasks * classes_per_task > 10:
         raise UserError(f"split: n_tasks * classes_per_task = {n_tasks * classes_per_task} exceeds 10 classes")
     order = list(class_order) if class_order else list(range(10))
     if sorted(order) != list(range(10)):
         raise UserError(f"split: class_order must be a permutation of 0..9, got {order}")
-    if shuffle_classes:
-        g = torch.Generator().manual_seed(seed)
+    if class_order_seed is not None or shuffle_classes:
+        g = torch.Generator().manual_seed(seed if class_order_seed is None else class_order_seed)
         order = [order[i] for i in torch.randperm(10, generator=g).tolist()]
     tasks = []
     for t in range(n_tasks):

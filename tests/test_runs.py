@@ -133,6 +133,21 @@ def test_value_permutations_move_every_input_and_standardise_each_image(cifar_ro
     assert torch.allclose(standardize_per_image(raw + 0).flatten(1).std(1), torch.ones(4), atol=1e-5)  # ... contrast too
 
 
+def test_class_order_seed_is_its_own_axis(cifar_root):
+    from nlbench.config import resolve
+    from nlbench.data import select_data
+    from nlbench.runner import build_scenario
+
+    def classes(order_seed, seed):
+        cfg = resolve("split-cifar", "adam", "quick", {"data": {"train_per_class": 5, "test_per_class": 5},
+                                                       "scenario": {"class_order_seed": order_seed}})
+        sc = build_scenario("split-cifar", "split", cfg, seed, torch.device("cpu"), select_data("full", cifar_root, False))
+        return [t.classes for t in sc.tasks]
+    assert classes(None, 0) == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
+    assert classes(1, 0) == classes(1, 7) != classes(2, 0)  # the training seed does not move the order
+    assert sorted(c for t in classes(1, 0) for c in t) == list(range(10))
+
+
 def test_plugin_from_a_temporary_file(bench, tmp_path):
     plugin = tmp_path / "my_sgd.py"
     plugin.write_text(
