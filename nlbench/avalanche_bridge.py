@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from .errors import UserError
+from .levels import LevelOptimizer
 from .registry import BACKBONES, STRATEGIES, Entry, lookup, register_strategy
 from .strategy import RunContext, Strategy
 
@@ -202,20 +203,3 @@ def levelled_model_and_optimizer(name: str = "nested", backbone: str = "cnn", wi
                      lambda: make(num_classes=10, width=width), None)
     strategy = entry.obj(ctx, **params)
     return strategy.model, LevelOptimizer(strategy.levels)
-
-
-class LevelOptimizer(torch.optim.Optimizer):
-    """A torch optimizer whose ``step()`` is our level schedule: each level accumulates its
-    gradients and steps with its own optimizer every C calls. Avalanche's zero_grad/step calls fit."""
-
-    def __init__(self, schedule):
-        params = [p for lv in schedule.levels for p in lv.params]
-        super().__init__(params, {"lr": 0.0})
-        self.schedule = schedule
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = closure() if closure is not None else None
-        with torch.enable_grad():
-            self.schedule.step()
-        return loss

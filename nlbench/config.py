@@ -33,6 +33,8 @@ DEFAULTS = {
         "amp": "auto",            # bf16 autocast: auto = on for CUDA, off on the CPU
         "channels_last": "auto",  # auto = on for CUDA
         "compile": False,
+        "levels": None,           # multi-timescale levels for any strategy's optimizer: null | nested | nested-blog |
+                                  # {preset: nested, periods: ..., grad_reduce: ..., ...} (see README "Nested Learning")
     },
 }
 SECTIONS = ("scenario", "backbone", "data", "train", "strategy")
@@ -113,8 +115,8 @@ def coerce(value, default, key: str):
         raise UserError(f"{key} must be {type(default).__name__}, got {value!r}")
     if isinstance(default, float) and isinstance(value, int):
         return float(value)
-    if isinstance(default, list) and isinstance(value, (int, str)):
-        return value  # e.g. periods=1 means "every level 1": the strategy expands it
+    if isinstance(default, (list, str)) and isinstance(value, (int, str, list)):
+        return value  # e.g. periods=1 or powers_of_two or [16, 4, 1]: the strategy's check() decides
     if not isinstance(value, type(default)):
         raise UserError(f"{key} must be {type(default).__name__}, got {value!r}")
     return value
@@ -212,6 +214,8 @@ def validate(cfg: dict) -> None:
     for key in ("amp", "channels_last", "cuda_graph"):
         if t[key] not in ("auto", True, False):
             raise UserError(f"train.{key} must be auto, true or false, got {t[key]!r}")
+    from .levels import level_spec  # heavy (torch): only when validating a run's config
+    level_spec(t["levels"])
     _positive(cfg["backbone"]["width"], "backbone.width")
     for key in ("train_per_class", "test_per_class"):
         _positive(cfg["data"][key], f"data.{key}", allow_none=True)

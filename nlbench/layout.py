@@ -11,19 +11,23 @@ SETTING_NAMES = {"class_il": "Class-IL", "task_il": "Task-IL", "domain_il": "Dom
 
 def scenario_layout(scenario: str, records: pd.DataFrame) -> dict:
     """How to table a scenario: its YAML's ``report`` section (title, summary, columns, table name,
-    layout, order), else defaults from its description and the settings its records hold: per
-    setting, final accuracy, forgetting and learning accuracy."""
+    layout, order, control), else defaults from its description and the settings its records hold:
+    per setting, final accuracy, forgetting and learning accuracy, and FWT where it can be other
+    than minus the untrained accuracy (not class-IL: a task's classes are never predicted before
+    it is trained)."""
     spec = C.scenario_spec_or_none(scenario) or {}
     layout = dict(spec.get("report") or {})
     settings = list(dict.fromkeys(s for rec in records["settings"] for s in rec))
     default_columns = [[f"{SETTING_NAMES.get(s, s)} {what}", s, metric] for s in settings
                        for what, metric in (("acc", "avg_acc"), ("forgetting", "forgetting"),
-                                            ("learning acc", "learning_acc"))]
+                                            ("learning acc", "learning_acc"), ("FWT", "fwt"))
+                       if metric != "fwt" or s not in ("class_il", "standard")]  # class-IL FWT: see README
     title = layout.get("title") or spec.get("description") or scenario
     return {"title": title, "summary": layout.get("summary") or title, "table": layout.get("table") or scenario,
             "layout": layout.get("layout") or ("standard" if settings == ["standard"] else "continual"),
             "columns": [tuple(c) for c in layout.get("columns") or default_columns],
-            "order": layout.get("order", 100)}
+            "order": layout.get("order", 100),
+            "control": layout.get("control", "adam")}  # the fine-tune every strategy is paired with
 
 
 def scenarios_in_order(df: pd.DataFrame) -> list[str]:

@@ -35,6 +35,7 @@ class Level:
     optimizer: torch.optim.Optimizer
     accum: list[torch.Tensor] | None   # None when period 1 or grad_reduce drop: nothing to keep
     count: int = 0                      # mini-batches accumulated since the last update
+    updates: int = 0                    # optimizer steps taken (flushes included)
 
 
 class LevelSchedule:
@@ -53,15 +54,34 @@ class LevelSchedule:
                                                for p in lv.params])
             lv.count += 1
             if due:
-                if lv.accum is not None:
-                    scale = 1.0 / lv.count if self.grad_reduce == "mean" else 1.0
-                    for p, a in zip(lv.params, lv.accum):
-                        p.grad = a * scale if scale != 1.0 else a  # zeroed only after the step
-                lv.optimizer.step()
-                if lv.accum is not None:
-                    torch._foreach_zero_(lv.accum)
-                lv.count = 0
+                self._update(lv)
             for p in lv.params:  # every level's gradient is consumed now: in its accumulator or its step
+                p.grad = None
+
+    def _update(self, lv: Level) -> None:
+        """One optimizer step of a level with what it holds: the sum (or mean) of its accumulated
+        gradients, or, without an accumulator, the current one."""
+        if lv.accum is not None:
+            scale = 1.0 / lv.count if self.grad_reduce == "mean" else 1.0
+            for p, a in zip(lv.params, lv.accum):
+                p.grad = a * scale if scale != 1.0 else a  # zeroed only after the step
+        lv.optimizer.step()
+        if lv.accum is not None:
+            torch._foreach_zero_(lv.accum)
+        lv.count = 0
+        lv.updates += 1
+
+    def pending(self) -> dict[str, int]:
+        """Mini-batch gradients each level holds but has not applied yet."""
+        return {lv.name: lv.count if lv.accum is not None else 0 for lv in self.levels}
+
+    def flush(self) -> None:
+        """Apply every level's pending gradients now (``strategy.flush``), then clear them; the
+        clock keeps running, so a flushed level's next update comes at its usual multiple."""
+        for lv in self.levels:
+            if lv.accum is not None and lv.count > 0:
+                self._update(lv)
+            for p in lv.params:
                 p.grad = None
 
     def reset_optimizers(self) -> None:
@@ -71,8 +91,8 @@ class LevelSchedule:
 
     def state_dict(self) -> dict:
         return {"step_count": self.step_count,
-                "levels": [{"optimizer": lv.optimizer.state_dict(), "accum": lv.accum, "count": lv.count}
-                           for lv in self.levels]}
+                "levels": [{"optimizer": lv.optimizer.state_dict(), "accum": lv.accum, "count": lv.count,
+                            "updates": lv.updates} for lv in self.levels]}
 
     def load_state_dict(self, state: dict) -> None:
         self.step_count = state["step_count"]
@@ -81,11 +101,78 @@ class LevelSchedule:
             if lv.accum is not None:
                 torch._foreach_copy_(lv.accum, s["accum"])
             lv.count = s["count"]
+            lv.updates = s.get("updates", 0)  # checkpoints before the counter: unknown, counted from here
 
     def describe(self, batch_size: int) -> list[dict]:
+        """Per level, for the record: what it is, how it was updated and what was left unapplied."""
+        pending = self.pending()
         return [{"name": lv.name, "modules": lv.modules, "n_params": sum(p.numel() for p in lv.params),
-                 "period": lv.period, "lr": lv.lr, "samples_per_update": lv.period * batch_size,
-                 "parameters": lv.param_names} for lv in self.levels]
+                 "period": lv.period, "lr": lv.lr, "optimizer": type(lv.optimizer).__name__,
+                 "updates": lv.updates, "samples_per_update": lv.period * batch_size,
+                 "pending_at_end": pending[lv.name], "parameters": lv.param_names} for lv in self.levels]
+
+
+class LevelOptimizer(torch.optim.Optimizer):
+    """A torch optimizer whose ``step()`` is a level schedule: each level accumulates its gradients
+    and steps with its own optimizer every C calls. ``zero_grad``/``backward``/``step`` loops fit
+    (Strategy.update, Avalanche's templates); checkpoints hold the schedule's whole state."""
+
+    def __init__(self, schedule: LevelSchedule):
+        params = [p for lv in schedule.levels for p in lv.params]
+        super().__init__(params, {"lr": 0.0})
+        self.schedule = schedule
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = closure() if closure is not None else None
+        with torch.enable_grad():
+            self.schedule.step()
+        return loss
+
+    def state_dict(self):
+        return {"schedule": self.schedule.state_dict()}
+
+    def load_state_dict(self, state_dict):
+        self.schedule.load_state_dict(state_dict["schedule"])
+
+
+def level_spec(value) -> dict | None:
+    """``train.levels`` -> the level hyperparameters: null (no levels), the name of a levelled
+    strategy whose defaults it takes (nested, nested-blog), or a mapping of level keys with an
+    optional ``preset`` (default nested), e.g. ``{preset: nested, periods: 1}``."""
+    from .registry import STRATEGIES  # the registry is a leaf: no cycle
+    if value is None:
+        return None
+    given = {"preset": value} if isinstance(value, str) else dict(value) if isinstance(value, dict) else None
+    if given is None:
+        raise UserError(f"train.levels must be null, a preset name or a mapping, got {value!r}")
+    preset = given.pop("preset", "nested")
+    entry = STRATEGIES.get(preset)
+    if entry is None or not issubclass(entry.obj, LevelledStrategy) or "levels" not in entry.defaults:
+        raise UserError(f"train.levels: '{preset}' is not a level preset; use nested or nested-blog")
+    unknown = sorted(set(given) - set(entry.defaults))
+    if unknown:
+        raise UserError(f"train.levels has no key {', '.join(unknown)}; its keys: {', '.join(sorted(entry.defaults))}")
+    hp = {**entry.defaults, **given}
+    entry.obj.check(hp)
+    return hp
+
+
+def schedule_optimizer(ctx, model, params, kind: str | None) -> LevelOptimizer:
+    """The optimizer a strategy gets from ctx.make_optimizer when ``train.levels`` is set: the
+    backbone's levels (as ``nested`` partitions them), each with the strategy's optimizer kind."""
+    hp = level_spec(ctx.train["levels"])
+    if {id(p) for p in params} != {id(p) for p in model.parameters()}:
+        raise UserError("train.levels needs the strategy's optimizer to hold the whole model's parameters")
+    hp = {**hp, "level_optimizer": hp["level_optimizer"] if kind is None else kind}
+    groups = backbone_groups(model, hp["levels"])
+    periods = expand_periods(hp["periods"], len(groups))
+    lr_periods = None if hp.get("lr_periods") is None else expand_periods(hp["lr_periods"], len(groups))
+    make_opt = lambda ps, lr: level_optimizer(ctx, ps, lr, hp)  # noqa: E731
+    schedule = build_levels(model, groups, periods, ctx.train["lr"], hp["lr_scaling"], hp["grad_reduce"], make_opt,
+                            lr_periods)
+    check_clock(periods, [lv.name for lv in schedule.levels], ctx)
+    return LevelOptimizer(schedule)
 
 
 def expand_periods(periods, n_levels: int, what: str = "strategy.periods") -> list[int]:
@@ -104,12 +191,16 @@ def expand_periods(periods, n_levels: int, what: str = "strategy.periods") -> li
 
 
 def build_levels(model: torch.nn.Module, groups: list[tuple[str, list[str]]], periods: list[int],
-                 base_lr: float, lr_scaling: str, grad_reduce: str, make_optimizer) -> LevelSchedule:
-    """Partition ``model``'s parameters by module-name prefixes; every parameter in exactly one level."""
+                 base_lr: float, lr_scaling: str, grad_reduce: str, make_optimizer,
+                 lr_periods: list[int] | None = None) -> LevelSchedule:
+    """Partition ``model``'s parameters by module-name prefixes; every parameter in exactly one level.
+
+    ``lr_scaling=period`` divides a level's lr by its entry of ``lr_periods`` (default: its update
+    period): with every period 1 and lr_periods the slow version's periods, the lr-matched control."""
     named = dict(model.named_parameters())
     owner: dict[str, str] = {}
     levels = []
-    for (name, prefixes), period in zip(groups, periods):
+    for (name, prefixes), period, lr_period in zip(groups, periods, lr_periods or periods):
         names = [n for n in named if any(n == p or n.startswith(p + ".") for p in prefixes)]
         if not names:
             raise UserError(f"level '{name}' ({', '.join(prefixes)}) matches no parameter of the model")
@@ -117,7 +208,7 @@ def build_levels(model: torch.nn.Module, groups: list[tuple[str, list[str]]], pe
             if n in owner:
                 raise UserError(f"parameter {n} is in two levels: {owner[n]} and {name}")
             owner[n] = name
-        lr = base_lr / period if lr_scaling == "period" else base_lr
+        lr = base_lr / lr_period if lr_scaling == "period" else base_lr
         params = [named[n] for n in names]
         keep = period > 1 and grad_reduce != "drop"
         accum = [torch.zeros_like(p) for p in params] if keep else None
@@ -139,13 +230,37 @@ def default_backbone_groups(model, prefix: str = "") -> list[tuple[str, list[str
             ("fast", [p + "head"])]
 
 
+def backbone_groups(model, levels, prefix=""):
+    """levels: null (slow/middle/fast default), 'blocks' (one level per block) or a list of
+    module-prefix lists, slowest level first."""
+    if levels is None:
+        return default_backbone_groups(model, prefix)
+    if levels == "blocks":
+        return block_groups(model, prefix)
+    return [(f"level{i + 1}", [prefix + m for m in group]) for i, group in enumerate(levels)]
+
+
+def check_levels_option(levels) -> None:
+    ok = levels is None or levels == "blocks" or (
+        isinstance(levels, list) and levels and all(isinstance(g, list) and g and all(isinstance(m, str) for m in g)
+                                                    for g in levels))
+    require(ok, f"strategy.levels must be null, 'blocks' or a list of lists of module names, got {levels!r}")
+
+
 def block_groups(model, prefix: str = "") -> list[tuple[str, list[str]]]:
     """Every top-level block its own level, in forward order (the blog recipe's 'layers')."""
     return [(b, [prefix + b]) for b in model.block_names()]
 
 
+# New keys default to null = the behaviour before them, so older records keep their identity.
 LEVEL_DEFAULTS = {"grad_reduce": "sum", "lr_scaling": "none", "reset_on_task": False,
-                  "level_optimizer": "adam", "momentum": 0.9}
+                  "level_optimizer": "adam", "momentum": 0.9,
+                  "lr_periods": None,  # lr_scaling=period divides by these (int, list, powers_of_two); null: periods
+                  "flush": None,       # pending gradients: null = the paper's running clock; task | run = apply at
+                                       # the end of every task / of the last task
+                  "slow_period": None}  # level_optimizer nested-adam: v every this many steps; m3: M2's chunk (null: 1)
+LEVEL_OPTIMIZERS = ("adam", "sgd", "nested-adam", "m3")
+FLUSH = (None, "task", "run")
 
 
 def check_level_options(hp: dict) -> None:
@@ -155,10 +270,50 @@ def check_level_options(hp: dict) -> None:
             f"got {hp['lr_scaling']!r}")
     require(isinstance(hp["reset_on_task"], bool), f"strategy.reset_on_task must be true or false, "
             f"got {hp['reset_on_task']!r}")
-    require(hp["level_optimizer"] in ("adam", "sgd"), f"strategy.level_optimizer must be adam or sgd, "
-            f"got {hp['level_optimizer']!r}")
+    require(hp["level_optimizer"] in LEVEL_OPTIMIZERS, f"strategy.level_optimizer must be one of "
+            f"{', '.join(LEVEL_OPTIMIZERS)}, got {hp['level_optimizer']!r}")
+    slow = hp.get("slow_period")
+    require(slow is None or (isinstance(slow, int) and not isinstance(slow, bool) and slow > 0),
+            f"strategy.slow_period must be null or a positive integer, got {slow!r}")
+    require(hp.get("flush") in FLUSH, f"strategy.flush must be null, task or run, got {hp.get('flush')!r}")
     require(isinstance(hp["momentum"], (int, float)) and 0 <= hp["momentum"] < 1,
             f"strategy.momentum must be in [0, 1), got {hp['momentum']!r}")
+
+
+def level_optimizer(ctx, params, lr: float, hp: dict) -> torch.optim.Optimizer:
+    """A level's optimizer: the suite's Adam or SGD (ctx.make_optimizer), or the blog's NestedAdam,
+    or M3 (nlbench.optimizers), registered with the run so the lr schedule and the record see it."""
+    kind = hp["level_optimizer"]
+    if kind in ("adam", "sgd"):
+        return ctx.make_optimizer(params, lr=lr, kind=kind, momentum=hp["momentum"], schedule=False)
+    from .optimizers import M3, NestedAdam
+    slow = hp.get("slow_period") or 1
+    opt = NestedAdam(params, lr=lr, slow_period=slow) if kind == "nested-adam" else M3(params, lr=lr, period=slow)
+    return ctx.register_optimizer(opt)
+
+
+def task_steps(ctx) -> list[int]:
+    """Optimizer steps of each task of the run (its epochs times its batches)."""
+    bs, epochs = ctx.train["batch_size"], ctx.train["epochs"]
+    return [epochs * -(-len(t.train_idx) // bs) for t in ctx.scenario.tasks]
+
+
+def check_clock(periods: list[int], names: list[str], ctx) -> list[str]:
+    """A period longer than the whole run never updates its level: an error. Longer than one task:
+    the level's gradients of a task are applied in a later one, after the task was scored: allowed
+    by the paper's running clock, but said (log and record)."""
+    if ctx.scenario is None:  # a model built for Avalanche's own loop: the run's length is unknown here
+        return []
+    steps = task_steps(ctx)
+    warnings = []
+    for name, period in zip(names, periods):
+        if period > sum(steps):
+            raise UserError(f"level '{name}' has period {period} but the whole run takes {sum(steps)} steps, so it "
+                            "would never update; use a smaller strategy.periods or more epochs")
+        if period > min(steps):
+            warnings.append(f"level '{name}': period {period} exceeds a task's {min(steps)} steps, so gradients of "
+                            "one task are applied during a later one (strategy.flush=task applies them at task end)")
+    return warnings
 
 
 class LevelledStrategy(Strategy):
@@ -171,10 +326,26 @@ class LevelledStrategy(Strategy):
         super().__init__(ctx, **hp)
         self.model = self.build_model(ctx)
         groups, periods = self.level_plan()
-        make_opt = lambda params, lr: ctx.make_optimizer(  # noqa: E731
-            params, lr=lr, kind=hp["level_optimizer"], momentum=hp["momentum"])
+        make_opt = lambda params, lr: level_optimizer(ctx, params, lr, hp)  # noqa: E731
+        lr_periods = None if hp.get("lr_periods") is None else \
+            expand_periods(hp["lr_periods"], len(groups), "strategy.lr_periods")
         self.levels = build_levels(self.model, groups, periods, ctx.train["lr"], hp["lr_scaling"],
-                                   hp["grad_reduce"], make_opt)
+                                   hp["grad_reduce"], make_opt, lr_periods)
+        self.clock_warnings = check_clock(periods, [lv.name for lv in self.levels.levels], ctx)
+        for warning in self.clock_warnings:
+            print(f"warning: {warning}")
+
+    period_keys = ("periods",)  # the keys that set update periods (all 1 in the matched controls)
+
+    @classmethod
+    def matched_controls(cls, hp):
+        """Architecture-matched: the same levels and optimizers, every period 1. Learning-rate-matched
+        (only where the lr depends on the period): every period 1, each level at its slow lr."""
+        every_step = {key: 1 for key in cls.period_keys}
+        out = {"every period 1": every_step}
+        if hp.get("lr_scaling") == "period":
+            out["every period 1, slow lrs"] = {**every_step, "lr_periods": hp.get("lr_periods") or hp["periods"]}
+        return out
 
     def build_model(self, ctx):
         return self.model
@@ -192,9 +363,15 @@ class LevelledStrategy(Strategy):
         if self.hp["reset_on_task"] and self.levels.step_count > 0:
             self.levels.reset_optimizers()
 
+    def after_task(self, task):
+        last = max(task.task_indices) == len(self.ctx.scenario.tasks) - 1
+        if self.hp.get("flush") == "task" or (self.hp.get("flush") == "run" and last):
+            self.levels.flush()
+
     def describe(self):
         return {"levels": self.levels.describe(self.ctx.train["batch_size"]),
-                "grad_reduce": self.hp["grad_reduce"], "lr_scaling": self.hp["lr_scaling"]}
+                "grad_reduce": self.hp["grad_reduce"], "lr_scaling": self.hp["lr_scaling"],
+                "flush": self.hp.get("flush"), "clock_warnings": self.clock_warnings}
 
     def extra_state(self):
         return {"levels": self.levels.state_dict()}

@@ -54,6 +54,21 @@ def avg_incremental_acc(R: Matrix) -> float | None:
     return sum(avg_acc(R, k) for k in range(len(R))) / len(R) if _complete(R) else None
 
 
+# What each metric measures, for the column notes of results/README.md (R, b as above; T tasks).
+MEANINGS = {
+    "avg_acc": "final average accuracy: mean over all tasks of the accuracy after the last task (R[T-1][j])",
+    "forgetting": "mean over tasks 1..T-1 of (best accuracy on the task before the last task minus accuracy after "
+                  "it); Chaudhry et al. 2018; lower is better",
+    "learning_acc": "plasticity: mean over tasks of the accuracy on a task right after learning it (R[j][j]); less "
+                    "forgetting with a lower learning accuracy is learning less, not retention",
+    "fwt": "forward transfer: mean over tasks 2..T of the accuracy on a task before training it minus the untrained "
+           "network's (R[j-1][j] - b[j]); shown only for task-IL and domain-IL (in class-IL a task's classes are "
+           "never predicted before it is trained, so it would be minus the untrained accuracy)",
+    "bwt": "backward transfer: mean of R[T-1][j] - R[j][j]; in the records, not the tables (in class-IL it equals "
+           "minus forgetting, elsewhere nearly)",
+}
+
+
 def summarize(R: Matrix, b: list[float]) -> dict:
     return {"avg_acc": avg_acc(R), "forgetting": forgetting(R), "bwt": bwt(R), "fwt": fwt(R, b),
             "learning_acc": learning_acc(R), "avg_incremental_acc": avg_incremental_acc(R)}

@@ -9,26 +9,15 @@ learning less is visible. For the blog's claims (``published`` holds ``claim``/`
 from __future__ import annotations
 
 import pandas as pd
-from scipy import stats
 
 from . import config as C
 from .campaign import campaign_names, load_campaign, row_sets
+from .stats import interval_text, mean_std
 
 
 def interval(values: pd.Series, digits: int = 2) -> str:
-    """Mean and 95% t-interval over seeds ('n=1: no interval' with one seed)."""
-    v = values.dropna().astype(float)
-    if len(v) < 2:
-        return "n=1: no interval" if len(v) == 1 else "n/a"
-    half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / len(v) ** 0.5
-    return f"[{v.mean() - half:.{digits}f}, {v.mean() + half:.{digits}f}]"
-
-
-def mean_std(values: pd.Series, digits: int = 2) -> str:
-    v = values.dropna().astype(float)
-    if v.empty:
-        return "n/a"
-    return f"{v.mean():.{digits}f}" if len(v) == 1 else f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
+    """Mean's 95% t-interval over seeds ('n=1: no interval' with one seed)."""
+    return interval_text(values, digits)
 
 
 def _published(pair) -> str:

@@ -14,15 +14,19 @@ import pandas as pd
 from . import config as C
 from .errors import UserError
 from .layout import scenario_layout, scenarios_in_order
-from .metrics import higher_is_better
+from .comparisons import class_order_table, versus_control_caption, versus_control_table
+from .metrics import MEANINGS
+from .stats import METHOD, PAIRED_METHOD, cell
 from .avalanche_bridge import TWINS
 from .plugins import AVALANCHE_PREFIX, load
 from .records import atomic_write_text, read_record
 from .registry import STRATEGIES, base_name, label_of, ordered, standard_label_of
 
 # The source blog post's numbers: claimed, with no code behind them (see README).
-BLOG_CLAIMS = {"adam": ("92.1", "2.4 GB"), "nested": ("91.8", "1.8 GB"), "nested-cms": ("92.3", "2.1 GB")}
+BLOG_CLAIMS = {"adam": ("92.1", "2.4 GB"), "nested-blog": ("91.8", "1.8 GB"), "nested-cms": ("92.3", "2.1 GB")}
 # DER paper (Buzzega et al., NeurIPS 2020), Table 2: ResNet-18, SGD, 50 epochs/task, 10 runs.
+STATS_NOTE = (f"cells: mean ± sample std [{METHOD}]; a seed gives every strategy the same initialisation, class "
+              "order and data order (paired differences: the vs-control tables)")
 FORGETTING_NOTE = "forgetting: Chaudhry et al. 2018 (max over rows 1..T-1 minus the last row)"
 
 
@@ -47,7 +51,7 @@ def load_records(runs: pathlib.Path) -> pd.DataFrame:
                 "wall_seconds": rec["wall_seconds"],
                 "data_source": rec["data_source"], "commit": (rec["versions"].get("git_commit") or "")[:10],
                 "memory": rec["memory"], "cuda_graph": (rec["numerics"] or {}).get("cuda_graph", False),
-                "settings": tuple(rec["settings"]),
+                "settings": tuple(rec["settings"]), "class_order_seed": cfg["scenario"].get("class_order_seed"),
                 "final_row": None}
         for setting, matrix in rec["acc"].items():
             m = (rec["metrics"] or {}).get(setting) or {}
@@ -86,29 +90,19 @@ def fmt(values: pd.Series, digits: int = 2) -> str:
 
 
 def metric_table(df: pd.DataFrame, columns: list[tuple[str, str, str]], label_of) -> pd.DataFrame:
-    """columns: (header, setting, metric). Rows = runs; bold = best mean, upper bounds (joint)
-    excluded from the comparison."""
-    table, means = [], {}
+    """columns: (header, setting, metric). Rows = runs; each cell mean ± std [95% interval]. No
+    "best" marks: which differences are real is the versus-control table's job."""
+    table = []
     for run in ordered(df["run"]):
         sub = df[df["run"] == run]
         ok = sub[sub["status"] == "complete"]
         row = {"Strategy": label_of(run)}
         for header, setting, metric in columns:
-            vals = ok[ok["setting"] == setting][metric]
-            row[header] = fmt(vals)
-            if vals.notna().any() and not is_upper_bound(run):
-                means[(run, header)] = vals.dropna().astype(float).mean()
+            row[header] = cell(ok[ok["setting"] == setting][metric])
         n_total, n_div = sub["seed"].nunique(), sub[sub["status"] == "diverged"]["seed"].nunique()
         row["n"] = f"{n_total - n_div}" + (f" ({n_div} diverged)" if n_div else "")
-        table.append((run, row))
-    for header, _, metric in columns:
-        cands = {r: v for (r, h), v in means.items() if h == header}
-        if cands:
-            best = (max if higher_is_better(metric) else min)(cands.values())
-            for run, row in table:
-                if run in cands and round(cands[run], 2) == round(best, 2):
-                    row[header] = f"**{row[header]}**"
-    return pd.DataFrame([row for _, row in table])
+        table.append(row)
+    return pd.DataFrame(table)
 
 
 def caption(df: pd.DataFrame, what: str) -> str:
@@ -116,7 +110,7 @@ def caption(df: pd.DataFrame, what: str) -> str:
         return ", ".join(str(v) for v in sorted(df[col].astype(str).unique()))
     return (f"{what}. Protocol: profile {one('profile')}; backbone {one('backbone')}; {one('epochs')} epochs per task; "
             f"batch size {one('batch_size')}; optimizer {one('optimizer')}; device {one('device')}; "
-            f"{df['seed'].nunique()} seeds ({one('seed')}), mean ± sample std; {FORGETTING_NOTE}; "
+            f"{df['seed'].nunique()} seeds ({one('seed')}), n per row; {STATS_NOTE}; {FORGETTING_NOTE}; "
             f"accuracies in %; data: {one('data_source')}.")
 
 
@@ -202,14 +196,17 @@ def campaign_profiles() -> set[tuple[str, str]]:
 
 
 def generic(df: pd.DataFrame) -> pd.DataFrame:
+    """The records of the per-profile tables: not a campaign's, not the class-order study's."""
     owned = campaign_profiles()
-    return df[[(a, b) not in owned for a, b in zip(df["scenario"], df["profile"])]]
+    return df[[(a, b) not in owned and o is None for a, b, o in zip(df["scenario"], df["profile"],
+                                                                    df["class_order_seed"])]]
 
 
 def build_tables(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str, str]]:
     """name -> (table, caption, what it is)."""
     from .replication import campaign_tables
     out = campaign_tables(df)
+    out.update(class_orders(df))
     for suffix, label, p in groups(generic(df)):
         first_of_group = len(out)
         # runs with strategy overrides are ablations, in their own table; Avalanche strategies need
@@ -218,6 +215,8 @@ def build_tables(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str, str]]:
                                                               r.startswith(AVALANCHE_PREFIX))]
         for scenario in scenarios_in_order(main):
             out.update(scenario_table(main[main["scenario"] == scenario], scenario, suffix))
+        for scenario in scenarios_in_order(main):
+            out.update(versus_control(p[p["scenario"] == scenario], scenario, suffix))
         out.update(avalanche_parity(p, suffix))
         out.update(ablations(p, suffix))
         if main["wall_seconds"].notna().any():
@@ -240,8 +239,32 @@ def scenario_table(sub: pd.DataFrame, scenario: str, suffix: str) -> dict:
                       ". The blog columns are the source blog post's claimed numbers (ResNet, its own unstated "
                       "protocol), unverified and not comparable")
         return {f"{layout['table']}{suffix}": (standard_table(sub), cap, layout["summary"])}
-    cap = caption(sub, f"{layout['title']}; bold = best, the joint upper bound excluded")
+    cap = caption(sub, f"{layout['title']}; whether a difference is real: the -vs-control table")
     return {f"{layout['table']}{suffix}": (metric_table(sub, layout["columns"], label_of), cap, layout["summary"])}
+
+
+def versus_control(sub: pd.DataFrame, scenario: str, suffix: str) -> dict:
+    sub = sub[~sub["strategy"].str.startswith(AVALANCHE_PREFIX)]
+    table = versus_control_table(sub, scenario)
+    if table is None or table.empty:
+        return {}
+    name = f"vs-control-{scenario_layout(scenario, sub)['table']}{suffix}"
+    return {name: (table, versus_control_caption(scenario, sub, caption),
+                   f"{scenario}: each strategy minus fine-tuning and minus its architecture-matched twin, "
+                   "paired by seed, 95% intervals")}
+
+
+def class_orders(df: pd.DataFrame) -> dict:
+    """The class-order study: records whose split used scenario.class_order_seed."""
+    study = df[df["class_order_seed"].notna()]
+    out = {}
+    for suffix, label, p in groups(study):
+        cap = caption(p, "Class order as its own axis (split CIFAR-10, class-IL final accuracy): every strategy "
+                      "over class orders (scenario.class_order_seed) x training seeds; per order mean ± std "
+                      "[95% t interval over seeds]; SS share = share of the sum of squares around the grand mean "
+                      "explained by the order means, the seed means and the rest (a two-way split, one run per cell)")
+        out[f"class-order{suffix}"] = (class_order_table(p), cap, f"Class order vs seed: variance split ({label})")
+    return out
 
 
 def avalanche_parity(p: pd.DataFrame, suffix: str) -> dict:
@@ -254,8 +277,7 @@ def avalanche_parity(p: pd.DataFrame, suffix: str) -> dict:
     columns = scenario_layout("split-cifar", both)["columns"][:4]
     return {f"avalanche-parity{suffix}": (
         metric_table(both, columns, lambda r: r), caption(both, "Our baselines next to Avalanche's implementations "
-                     "through the bridge (same backbone, optimizer, batch size, epochs, augmentation and evaluator); "
-                     "bold = best"),
+                     "through the bridge (same backbone, optimizer, batch size, epochs, augmentation and evaluator)"),
         "Avalanche parity: " + ", ".join(f"{ours} vs avalanche:{theirs}" for theirs, ours in TWINS.items()))}
 
 
@@ -267,7 +289,7 @@ def ablations(p: pd.DataFrame, suffix: str) -> dict:
     columns = [c for c in scenario_layout("split-cifar", abl)["columns"] if c[2] in ("avg_acc", "forgetting")]
     return {f"ablations{suffix}": (metric_table(abl, columns, ablation_label),
                                    caption(abl, "Ablations of the Nested/CMS knobs on Split CIFAR-10; runs named by "
-                                           "their overrides; bold = best"),
+                                           "their overrides"),
                                    "Ablations: periods, grad_reduce, lr scaling, optimizer-state reset")}
 
 
@@ -387,6 +409,16 @@ def write_readme(out: pathlib.Path, df: pd.DataFrame, written, args) -> None:
              f"    python bench.py report --runs {args.runs} --out {args.out}", "", origin, "",
              "| file | what it is |", "|---|---|"]
     lines += [f"| `{f}` | {w} |" for f, w in written]
+    lines += ["", "## What the columns measure", "", "A column names its setting (class-IL, task-IL, domain-IL, "
+              "standard) and its metric: acc / Accuracy / Test acc = `avg_acc`, forgetting, learning acc, FWT. "
+              "Accuracies in %, differences in percentage points."]
+    lines += [f"- `{metric}`: {meaning}." for metric, meaning in MEANINGS.items()]
+    lines += ["- `n`: seeds with a complete run; cells are mean ± sample std [" + METHOD + "].",
+              "- `vs-control-*` tables, `Δ ...`: the strategy's value minus its control's, " + PAIRED_METHOD +
+              "; bold where the interval excludes 0; `pairs`: seeds both have.",
+              "- `class-order*`, `SS share`: share of the (class order x seed) grid's sum of squares explained by "
+              "the class-order means, the seed means, and the rest.",
+              "- `runtime*`: wall-clock seconds of a run (training and every evaluation)."]
     lines += ["", "## Provenance", "", "| scenario | profile | data | runs | device | git commit of the records |",
               "|---|---|---|---|---|---|"]
     for (scenario, profile, data_set), g in runs.groupby(["scenario", "profile", "data_set"]):
@@ -406,8 +438,10 @@ def update_project_readme(tables) -> None:
     if start not in text or end not in text:
         return
     parts = ["Generated by `python bench.py report` from the records in `results/runs` (see `results/README.md`)."]
-    for name in ("campaign-der-table2", "campaign-cifar10-converge", "split-cifar", "permuted-cifar", "cifar10-standard",
-                 "split-cifar-paper", "cifar10-standard-paper", "split-cifar-mini", "runtime-mini"):
+    for name in ("campaign-der-table2", "campaign-cifar10-converge", "split-cifar", "vs-control-split-cifar",
+                 "permuted-cifar", "vs-control-permuted-cifar", "cifar10-standard", "vs-control-cifar10-standard",
+                 "ablations", "class-order", "split-cifar-paper", "cifar10-standard-paper", "split-cifar-mini",
+                 "runtime-mini"):
         if name in tables:
             table, cap, _ = tables[name]
             parts.append(to_markdown(table, cap))

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from . import memory, metrics
 from .data import Augmenter, DataChoice, load_data, subset_per_class
 from .errors import Diverged, UserError
+from .levels import schedule_optimizer
 from .checkpoint import Interrupted, RunState, SignalGuard, load_checkpoint, save_checkpoint
 from .records import versions
 from .registry import BACKBONES, BUILDERS, STRATEGIES, lookup
@@ -160,7 +161,8 @@ def prepare(cfg, scenario_name, builder, strategy_name, seed, device, data, chec
     make_backbone = lambda: backbone.obj(num_classes=10, width=cfg["backbone"]["width"])  # noqa: E731
     entry = lookup(STRATEGIES, "strategy", strategy_name)
     graphs = uses_cuda_graph(device, cfg, entry.obj)
-    ctx = RunContext(cfg, scenario, device, generator, make_backbone, Augmenter(generator), graph_capture=graphs)
+    ctx = RunContext(cfg, scenario, device, generator, make_backbone, Augmenter(generator), graph_capture=graphs,
+                     level_schedule=schedule_optimizer)
     strategy = entry.obj(ctx, **cfg["strategy"])
     amp = amp_context(device, cfg)
     memory_model = memory.breakdown(strategy, ctx, scenario, amp)
@@ -249,7 +251,10 @@ def uses_cuda_graph(device: torch.device, cfg: dict, strategy_cls) -> bool:
     if choice is True and (device.type != "cuda" or not safe):
         raise UserError("train.cuda_graph=true needs --device cuda and a strategy whose step is graph-safe "
                         f"({strategy_cls.__name__} is{'' if safe else ' not'}); use train.cuda_graph=auto")
-    return choice in ("auto", True) and device.type == "cuda" and safe and not cfg["train"]["compile"]
+    if choice is True and cfg["train"]["levels"] is not None:
+        raise UserError("train.cuda_graph=true cannot record a level schedule (train.levels): use train.cuda_graph=auto")
+    return (choice in ("auto", True) and device.type == "cuda" and safe and not cfg["train"]["compile"]
+            and cfg["train"]["levels"] is None)  # a level schedule branches on its step count in Python
 
 
 def numerics(device: torch.device, cfg: dict, ctx: RunContext, graphs: bool) -> dict:

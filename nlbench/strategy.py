@@ -33,7 +33,7 @@ class RunContext:
     """What a strategy may use: device, backbone factory, optimizer factory, data preparation."""
 
     def __init__(self, cfg: dict, scenario, device: torch.device, generator: torch.Generator,
-                 make_backbone, augmenter, graph_capture: bool = False):
+                 make_backbone, augmenter, graph_capture: bool = False, level_schedule=None):
         self.cfg, self.scenario, self.device, self.generator = cfg, scenario, device, generator
         self._make_backbone, self.augmenter = make_backbone, augmenter
         self.train = cfg["train"]
@@ -41,6 +41,9 @@ class RunContext:
         self.channels_last = device.type == "cuda" and self.train["channels_last"] in ("auto", True)
         self.graph_capture = graph_capture
         self.optimizers: list[tuple[torch.optim.Optimizer, list[float]]] = []  # for the lr schedule
+        # train.levels: the runner passes nlbench.levels.schedule_optimizer (injected: levels imports this module)
+        self.level_schedule = level_schedule
+        self.model: torch.nn.Module | None = None  # the last backbone built (train.levels partitions it)
 
     @property
     def step_generator(self) -> torch.Generator | None:
@@ -57,14 +60,19 @@ class RunContext:
         model = self._make_backbone().to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        self.model = model
         return model
 
     def make_optimizer(self, params, lr: float | None = None, kind: str | None = None,
-                       momentum: float | None = None) -> torch.optim.Optimizer:
+                       momentum: float | None = None, schedule: bool = True) -> torch.optim.Optimizer:
         """The suite's optimizer (train.optimizer, lr, momentum, nesterov, weight_decay) unless told
         otherwise. Multi-tensor (foreach) steps; under CUDA graphs SGD is fused, Adam capturable, and
-        a scheduled lr lives in a device tensor, so that a replayed step reads the current value."""
+        a scheduled lr lives in a device tensor, so that a replayed step reads the current value.
+        With ``train.levels`` set (and ``schedule``), a level schedule over the backbone instead:
+        every level an optimizer of this kind (nlbench.levels.schedule_optimizer)."""
         t = self.train
+        if schedule and t.get("levels") is not None and self.level_schedule is not None:
+            return self.level_schedule(self, self.model, list(params), kind)
         lr = t["lr"] if lr is None else lr
         kind = kind or t["optimizer"]
         momentum = t["momentum"] if momentum is None else momentum
@@ -80,6 +88,10 @@ class RunContext:
                                   nesterov=t["nesterov"] and momentum > 0, foreach=not fused, fused=fused)
         else:
             raise UserError(f"unknown optimizer '{kind}'; valid: adam, sgd")
+        return self.register_optimizer(opt)
+
+    def register_optimizer(self, opt: torch.optim.Optimizer) -> torch.optim.Optimizer:
+        """Let the lr schedule and the record's optimizer list see an optimizer made elsewhere."""
         self.optimizers.append((opt, [g["lr"] if not torch.is_tensor(g["lr"]) else float(g["lr"])
                                       for g in opt.param_groups]))
         return opt
@@ -123,6 +135,12 @@ class Strategy:
     def check(cls, hp: dict) -> None:
         """Raise UserError for hyperparameter values out of range."""
 
+    @classmethod
+    def matched_controls(cls, hp: dict) -> dict[str, dict]:
+        """Controls the report pairs a run with besides fine-tuning, for hyperparameters ``hp``:
+        description -> strategy overrides (the run they name, e.g. nested@periods=1, with the same seeds)."""
+        return {}
+
     def stages(self, tasks: list) -> list:
         """The training stages in order, by default one per task; a stage may merge tasks
         (``nlbench.scenarios.merge_tasks``: joint training). Every task is evaluated after each stage."""
@@ -151,8 +169,9 @@ class Strategy:
         return loss.detach()
 
     def describe(self) -> dict:
-        """Extra facts for the run record (e.g. the levels that ran)."""
-        return {}
+        """Extra facts for the run record (e.g. the levels that ran; those of train.levels by default)."""
+        scheduled = [v for v in vars(self).values() if hasattr(v, "schedule") and isinstance(v, torch.optim.Optimizer)]
+        return {"levels": scheduled[0].schedule.describe(self.ctx.train["batch_size"])} if scheduled else {}
 
     def optimizer_info(self) -> list[dict]:
         """What the record says about the optimizers that trained the model: every optimizer made

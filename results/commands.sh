@@ -34,3 +34,22 @@ $B --scenario split-cifar --strategy cms --set strategy.periods=1 --force
 $M --scenario split-cifar permuted-cifar cifar10 --strategy cms nested-cms --force
 $M --scenario split-cifar permuted-cifar --strategy replay --force
 python bench.py report
+# 2026-11-26, issue 13: permuted-cifar now runs on the MLP (every input value permuted, per-image
+# standardisation, no crop/flip); the conv-net permuted records were removed and these replace them.
+# Run from a clean worktree of a0d4da5 (git worktree add /tmp/nlb-run a0d4da5), records copied back.
+$B --scenario permuted-cifar --strategy all --seeds 0 1 2 3 4
+# Issue 13/14 (from a clean worktree of the commit that added them, records copied back): seeds 3 and 4
+# of the split table, the architecture- and learning-rate-matched controls of the Nested strategies,
+# seeds 3 and 4 of the standard comparison, and the class-order study (3 class orders x 3 seeds).
+ALL="adam ewc replay nested nested-blog cms nested-cms joint"
+$B --scenario split-cifar --strategy $ALL --seeds 3 4
+$B --scenario split-cifar --strategy nested cms --seeds 3 4 --set strategy.periods=1
+$B --scenario split-cifar --strategy nested-blog --seeds 0 1 2 3 4 --set strategy.periods=1
+$B --scenario split-cifar --strategy nested-blog --seeds 0 1 2 3 4 --set strategy.periods=1 strategy.lr_periods=powers_of_two
+$B --scenario cifar10 --strategy adam nested nested-blog cms nested-cms --seeds 3 4
+for o in 0 1 2; do
+  python bench.py --profile quick --device cpu --quiet --data-root $DATA --scenario split-cifar --strategy adam replay nested \
+    --seeds 0 1 2 --set scenario.class_order_seed=$o --out results/runs/class-order/order$o
+done
+$B --scenario split-cifar --strategy nested-cms --seeds 0 1 2 3 4 --set strategy.periods=1 strategy.cms_periods=1
+python bench.py report

@@ -17,7 +17,7 @@ BAD = [
     # (id, argv, extra --set, message fragment)
     ("unknown scenario", ["--scenario", "split-mnist", "--strategy", "adam"], [], "unknown scenario 'split-mnist'; valid: cifar10"),
     ("unknown strategy", ["--scenario", "split-cifar", "--strategy", "sgdx"], [], "unknown strategy 'sgdx'; valid: adam"),
-    ("unknown backbone", ["--scenario", "split-cifar", "--strategy", "adam"], ["backbone.name=vgg"], "unknown backbone 'vgg'; valid: cnn, resnet18"),
+    ("unknown backbone", ["--scenario", "split-cifar", "--strategy", "adam"], ["backbone.name=vgg"], "unknown backbone 'vgg'; valid: cnn, mlp, resnet18"),
     ("unknown plugin file", ["--scenario", "split-cifar", "--strategy", "adam", "--plugin", "nope.py"], [], "plugin file not found: nope.py"),
     ("unknown train key", ["--scenario", "split-cifar", "--strategy", "adam"], ["train.epoch=3"], "unknown config key '.train.epoch'; valid: amp, augment, batch_size"),
     ("unknown strategy key", ["--scenario", "split-cifar", "--strategy", "ewc"], ["strategy.lambda=3"], "strategy 'ewc' has no hyperparameter lambda (its keys: fisher_chunk"),

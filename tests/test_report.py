@@ -6,7 +6,7 @@ import pytest
 from nlbench.errors import UserError
 from nlbench.report import build_tables, load_records, main, to_latex, to_markdown
 
-CFG = {"backbone": {"name": "cnn", "width": 8}, "train": {"epochs": 2, "batch_size": 16, "optimizer": "adam", "lr": 0.001}}
+CFG = {"scenario": {}, "backbone": {"name": "cnn", "width": 8}, "train": {"epochs": 2, "batch_size": 16, "optimizer": "adam", "lr": 0.001}}
 
 
 def record(strategy, seed, class_il, task_il, run=None, status="complete"):
@@ -37,15 +37,17 @@ def runs(tmp_path):
     return runs
 
 
-# By hand: adam class-IL forgetting 90 and 70 (mean 80, sample std 14.14), A = 47.5 both seeds;
-# replay A = (40 + 80) / 2 = 60, forgetting 90 - 40 = 50; FWT = R[0][1] - b[1] = -10 everywhere (a tie:
-# both bold); joint has only a last row, so forgetting, BWT, FWT are n/a and it is never bold.
+# By hand: adam class-IL forgetting 90 and 70 (mean 80, sample std 14.14, sem 10, t(0.975, 1) = 12.706:
+# [-47.1, 207.1]); A = 47.5 both seeds (std 0: the interval is the point); learning accuracy (90 + 95) / 2
+# and (80 + 85) / 2 = 87.5 ± 7.07, half width 12.706 * 5 = 63.5; task-IL forgetting 30 and 10; task-IL
+# FWT = R[0][1] - b[1] = 50 - 50 = 0; replay A = (40 + 80) / 2 = 60, forgetting 90 - 40 = 50, learning
+# (90 + 80) / 2 = 85; joint has only a last row, so forgetting, learning accuracy and FWT are n/a. No bold.
 GOLDEN = """\
-| Strategy            | Class-IL acc   | Class-IL forgetting   | Task-IL acc   | Task-IL forgetting   | BWT (class-IL)   | FWT (class-IL)    | n   |
-|:--------------------|:---------------|:----------------------|:--------------|:---------------------|:-----------------|:------------------|:----|
-| Adam (fine-tune)    | 47.50 ± 0.00   | 80.00 ± 14.14         | 77.50 ± 0.00  | 20.00 ± 14.14        | -80.00 ± 14.14   | **-10.00 ± 0.00** | 2   |
-| Replay              | **60.00**      | **50.00**             | **82.50**     | **5.00**             | **-50.00**       | **-10.00**        | 1   |
-| Joint (upper bound) | 90.00          | n/a                   | 97.00         | n/a                  | n/a              | n/a               | 1   |
+| Strategy            | Class-IL acc              | Class-IL forgetting          | Class-IL learning acc      | Task-IL acc               | Task-IL forgetting            | Task-IL learning acc       | Task-IL FWT            | n   |
+|:--------------------|:--------------------------|:-----------------------------|:---------------------------|:--------------------------|:------------------------------|:---------------------------|:-----------------------|:----|
+| Adam (fine-tune)    | 47.50 ± 0.00 [47.5, 47.5] | 80.00 ± 14.14 [-47.1, 207.1] | 87.50 ± 7.07 [24.0, 151.0] | 77.50 ± 0.00 [77.5, 77.5] | 20.00 ± 14.14 [-107.1, 147.1] | 87.50 ± 7.07 [24.0, 151.0] | 0.00 ± 0.00 [0.0, 0.0] | 2   |
+| Replay              | 60.00                     | 50.00                        | 85.00                      | 82.50                     | 5.00                          | 85.00                      | 0.00                   | 1   |
+| Joint (upper bound) | 90.00                     | n/a                          | n/a                        | 97.00                     | n/a                           | n/a                        | n/a                    | 1   |
 """
 
 
@@ -74,7 +76,7 @@ def test_latex_is_balanced_and_escaped(runs):
     assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
     body = tex.replace(r"\_", "").replace(r"\label{tab:split-cifar}", "")
     assert "_" not in body and "±" not in tex and "**" not in tex
-    assert r"\textbf{60.00}" in tex and tex.count("{") == tex.count("}")
+    assert r"60.00" in tex and tex.count("{") == tex.count("}")
 
 
 def test_diverged_runs_are_shown_not_averaged(runs):
@@ -83,7 +85,7 @@ def test_diverged_runs_are_shown_not_averaged(runs):
     write(runs, bad)
     table, _, _ = build_tables(load_records(runs))["split-cifar"]
     replay = table[table["Strategy"] == "Replay"].iloc[0]
-    assert replay["n"] == "1 (1 diverged)" and replay["Class-IL acc"] == "**60.00**"
+    assert replay["n"] == "1 (1 diverged)" and replay["Class-IL acc"] == "60.00"
 
 
 def test_report_writes_tables_and_readme(runs, tmp_path):
@@ -138,7 +140,7 @@ def test_runs_on_different_data_never_share_a_table(runs, tmp_path):
     full_table, full_cap, _ = tables["split-cifar"]
     assert to_markdown(full_table, full_cap).split("\n\n", 1)[1] == GOLDEN and "data: synthetic." in full_cap
     mini_table, mini_cap, _ = tables["split-cifar-mini"]
-    assert list(mini_table["Strategy"]) == ["Adam (fine-tune)"] and mini_table.iloc[0]["Class-IL acc"] == "**30.00**"
+    assert list(mini_table["Strategy"]) == ["Adam (fine-tune)"] and mini_table.iloc[0]["Class-IL acc"] == "30.00"
     assert "data: nlbench mini CIFAR-10 (test)." in mini_cap and "synthetic" not in mini_cap
     runtime, _, _ = tables["runtime-mini"]
     assert runtime.iloc[0]["split-cifar"] == "12.0"
@@ -185,3 +187,36 @@ def test_records_carry_a_schema_version_and_old_ones_are_read_as_such(tmp_path, 
     future.write_text(json.dumps({**record("adam", 0, [[90.0]], [[90.0]]), "schema_version": SCHEMA_VERSION + 1}))
     with pytest.raises(UserError, match="newer than this nlbench"):
         read_record(future)
+
+
+def test_versus_control_is_the_paired_t_interval_and_bold_only_when_it_excludes_zero(tmp_path):
+    """Three seeds; replay - adam differences 10, 12, 14 (CI excludes 0: bold); nested - adam 5, -5, 3
+    (CI holds 0: no mark); nested's twin nested@periods=1 is paired too. Checked against scipy directly."""
+    import numpy as np
+    from scipy import stats
+    runs = tmp_path / "runs"
+    for seed, (a, r, n, twin) in enumerate([(40, 50, 45, 41), (42, 54, 37, 40), (44, 58, 47, 43)]):
+        for name, run, acc in (("adam", "adam", a), ("replay", "replay", r), ("nested", "nested", n),
+                               ("nested", "nested@periods=1", twin)):
+            class_il = [[90.0, 0.0], [2 * acc - 90.0, 90.0]]  # final average = acc
+            write(runs, record(name, seed, class_il, [[90.0, 50.0], [80.0, 90.0]], run=run))
+    table, cap, _ = build_tables(load_records(runs))["vs-control-split-cifar"]
+    rows = {(r["Strategy"], r["Control"]): r for _, r in table.iterrows()}
+
+    def by_scipy(d):
+        d = np.array(d, dtype=float)
+        lo, hi = stats.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=stats.sem(d))
+        return f"{d.mean():+.2f} [{lo:+.2f}, {hi:+.2f}]"
+    assert rows[("Replay", "Adam (fine-tune)")]["Δ final acc"] == f"**{by_scipy([10, 12, 14])}**"
+    assert rows[("Nested", "Adam (fine-tune)")]["Δ final acc"] == by_scipy([5, -5, 3])
+    assert rows[("Nested", "nested@periods=1 (every period 1)")]["Δ final acc"] == by_scipy([4, -3, 4])
+    assert rows[("Replay", "Adam (fine-tune)")]["pairs"] == "3" and "paired by seed" in cap
+
+
+def test_variance_split_matches_a_hand_computed_two_way_table():
+    import pandas as pd
+    from nlbench.stats import variance_split
+    # orders are rows, seeds columns: grand mean 5; order means 2, 5, 8 -> SS 3 * (9 + 0 + 9) = 54;
+    # seed means 4, 5, 6 -> SS 3 * (1 + 0 + 1) = 6; total SS 60, so rest 0
+    grid = pd.DataFrame([[1, 2, 3], [4, 5, 6], [7, 8, 9]])
+    assert variance_split(grid) == pytest.approx({"order": 0.9, "seed": 0.1, "rest": 0.0, "total_ss": 60.0})

@@ -1,8 +1,7 @@
 """``nested-cms``: multi-timescale backbone (as ``nested``) plus a CMS head (as ``cms``)."""
-from ..levels import LEVEL_DEFAULTS, LevelledStrategy, check_level_options, expand_periods
+from ..levels import LEVEL_DEFAULTS, LevelledStrategy, backbone_groups, check_level_options, check_levels_option, expand_periods
 from ..registry import register_strategy
 from .cms import CMS_DEFAULTS, build_cms_model, check_cms_periods, cms_groups
-from .nested import backbone_groups, check_levels_option
 
 
 @register_strategy("nested-cms")
@@ -10,6 +9,7 @@ class NestedCMS(LevelledStrategy):
     """Nested + CMS: backbone levels (16/4/1, classifier last) and a CMS head (16/4/1)."""
 
     label, group, order = "Nested + CMS", "nested", 40
+    period_keys = ("periods", "cms_periods")
 
     defaults = {"levels": None, "periods": [16, 4, 1], "cms_periods": [16, 4, 1], **CMS_DEFAULTS,
                 **LEVEL_DEFAULTS}

@@ -1,0 +1,92 @@
+"""Tables that make claims: each strategy minus its controls, paired by seed, and the class-order
+study (how much of a strategy's spread is the class order and how much the seed).
+
+A strategy "helps" only where its paired difference to the matched control has a 95% interval that
+excludes 0 (bold); learning accuracy sits beside final accuracy and forgetting, so that less
+forgetting from learning less shows as what it is.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from . import config as C
+from .layout import SETTING_NAMES, scenario_layout
+from .registry import STRATEGIES, base_name, label_of, ordered
+from .stats import PAIRED_METHOD, cell, paired, paired_text, variance_split
+
+METRICS = (("Δ final acc", "avg_acc"), ("Δ forgetting", "forgetting"), ("Δ learning acc", "learning_acc"))
+
+
+def main_setting(layout: dict) -> str:
+    """The setting a scenario's claims are made in: the first of its table's columns."""
+    return layout["columns"][0][1]
+
+
+def by_seed(sub: pd.DataFrame, run: str, setting: str, metric: str) -> pd.Series:
+    rows = sub[(sub["run"] == run) & (sub["setting"] == setting) & (sub["status"] == "complete")]
+    return rows.set_index("seed")[metric]
+
+
+def control_pairs(runs: list[str], control: str) -> list[tuple[str, str, str]]:
+    """(strategy run, control run, what the control is) for every plain run: fine-tuning for every
+    strategy, and the architecture-matched twins a strategy declares (``matched_controls``)."""
+    pairs = []
+    for run in ordered(runs):
+        if "@" in run or run == control:
+            continue
+        pairs.append((run, control, "fine-tune"))
+        entry = STRATEGIES.get(base_name(run))
+        for what, overrides in (entry.obj.matched_controls(entry.defaults) if entry else {}).items():
+            twin = C.run_name(run, {"strategy": overrides})
+            if twin in runs:
+                pairs.append((run, twin, what))
+    return pairs
+
+
+def versus_control_table(sub: pd.DataFrame, scenario: str) -> pd.DataFrame | None:
+    layout = scenario_layout(scenario, sub)
+    setting, control = main_setting(layout), layout["control"]
+    runs = sorted(set(sub["run"]))
+    if control not in runs:
+        return None
+    rows = []
+    for run, ctrl, what in control_pairs(runs, control):
+        row = {"Strategy": label_of(run), "Control": label_of(ctrl) if what == "fine-tune" else f"{ctrl} ({what})"}
+        results = [paired(by_seed(sub, run, setting, m), by_seed(sub, ctrl, setting, m)) for _, m in METRICS]
+        for (header, _), result in zip(METRICS, results):
+            row[header] = paired_text(result)
+        row["pairs"] = str(max((r["n"] for r in results if r), default=0))
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if setting == "standard":  # one task: no forgetting, learning accuracy = final accuracy
+        table = table.drop(columns=["Δ forgetting", "Δ learning acc"])
+    return table
+
+
+def versus_control_caption(scenario: str, sub: pd.DataFrame, caption) -> str:
+    layout = scenario_layout(scenario, sub)
+    return caption(sub, f"{layout['title']}: each strategy minus its control on "
+                   f"{SETTING_NAMES.get(main_setting(layout), main_setting(layout))} metrics (percentage points), "
+                   f"{PAIRED_METHOD}; bold = the "
+                   "interval excludes 0; forgetting: lower is better, so a negative difference is less forgetting. "
+                   f"Controls: fine-tuning ({label_of(layout['control'])}), and for the Nested/CMS strategies the "
+                   "same model with every period 1 (architecture-matched)")
+
+
+def class_order_table(sub: pd.DataFrame) -> pd.DataFrame:
+    """Per strategy: final class-IL accuracy over (class order x seed), its mean, and the shares of
+    its sum of squares that the order, the seed and the rest explain."""
+    rows = []
+    ok = sub[(sub["setting"] == "class_il") & (sub["status"] == "complete")]
+    for run in ordered(ok["run"]):
+        mine = ok[ok["run"] == run]
+        grid = mine.pivot_table(index="class_order_seed", columns="seed", values="avg_acc")
+        row = {"Strategy": label_of(run), "Class-IL acc (all cells)": cell(mine["avg_acc"])}
+        for order, values in grid.iterrows():
+            row[f"order {order}"] = cell(values)
+        shares = variance_split(grid.dropna(axis=1)) if grid.notna().all().any() else None
+        for key, header in (("order", "SS share: order"), ("seed", "SS share: seed"), ("rest", "SS share: rest")):
+            row[header] = "n/a" if shares is None else f"{100 * shares[key]:.0f}%"
+        row["cells"] = f"{grid.shape[0]} orders x {grid.shape[1]} seeds"
+        rows.append(row)
+    return pd.DataFrame(rows)
