@@ -4,6 +4,12 @@ holds unaugmented images chosen by reservoir sampling; each step draws a replay 
 it WITHOUT replacement (fewer when the buffer holds fewer), augments it, and trains on the
 concatenation of stream and replay samples with one mean cross-entropy.
 
+MIR's variant (optimass/Maximally_Interfered_Retrieval ``mir.py``, ``retrieve_replay_update``;
+``buffer.py``, ``sample(exclude_task=...)``): ``replay_current_task=false`` draws only samples of
+earlier tasks (so replay starts at task 2), and ``replay_loss=separate`` runs the replay batch
+through its own forward pass and adds its mean loss to the stream's (two backward passes, one
+step), skipping it while no earlier-task sample exists, so that no empty batch enters BatchNorm.
+
 Everything happens on the device (slot choices included), so that a step never waits for the
 host and can be recorded in a CUDA graph: the shapes never change, and samples a step cannot use
 (an empty buffer, a slot taken twice in one batch) are masked instead of skipped. One difference
@@ -23,7 +29,9 @@ class Replay(Strategy):
     skip_on_one_task = True
 
     graph_safe = True
-    defaults = {"buffer_size": 500, "replay_batch_size": None}  # None: same as the current batch
+    defaults = {"buffer_size": 500, "replay_batch_size": None,  # None: same as the current batch
+                "replay_current_task": True,  # false: draw only samples of earlier tasks (MIR)
+                "replay_loss": "joint"}       # joint: one mean over stream + replay; separate: mean + mean (MIR)
 
     @classmethod
     def check(cls, hp):
@@ -32,9 +40,18 @@ class Replay(Strategy):
         rbs = hp["replay_batch_size"]
         require(rbs is None or (isinstance(rbs, int) and rbs > 0),
                 f"strategy.replay_batch_size must be a positive integer or null, got {rbs!r}")
+        require(isinstance(hp["replay_current_task"], bool),
+                f"strategy.replay_current_task must be true or false, got {hp['replay_current_task']!r}")
+        require(hp["replay_loss"] in ("joint", "separate"),
+                f"strategy.replay_loss must be joint or separate, got {hp['replay_loss']!r}")
 
-    def __init__(self, ctx, buffer_size, replay_batch_size):
-        super().__init__(ctx, buffer_size=buffer_size, replay_batch_size=replay_batch_size)
+    @classmethod
+    def graph_safe_for(cls, hp):
+        return hp.get("replay_loss", "joint") == "joint"  # separate skips the replay pass on a host-side test
+
+    def __init__(self, ctx, buffer_size, replay_batch_size, replay_current_task=True, replay_loss="joint"):
+        super().__init__(ctx, buffer_size=buffer_size, replay_batch_size=replay_batch_size,
+                         replay_current_task=replay_current_task, replay_loss=replay_loss)
         self.optimizer = ctx.make_optimizer(self.model.parameters())
         self.size = buffer_size
         self.replay_bs = min(replay_batch_size or ctx.train["batch_size"], buffer_size)
@@ -47,7 +64,9 @@ class Replay(Strategy):
         self.slots = torch.arange(buffer_size, device=dev)
 
     def observe(self, batch):
-        pick, valid = self._draw()
+        pick, valid = self._draw(None if self.hp["replay_current_task"] else batch.task[0])
+        if self.hp["replay_loss"] == "separate":
+            return self._observe_separate(batch, pick, valid)
         replay_x = self.ctx.prepare(self.images[pick], self.task_ids[pick])
         logits = self.model(torch.cat([batch.x, replay_x]))
         per_sample = self.ctx.loss(logits, torch.cat([batch.y, self.labels[pick]]), reduction="none")
@@ -57,14 +76,32 @@ class Replay(Strategy):
         self._reservoir_add(batch)
         return out
 
-    def _draw(self):
-        """replay_bs distinct filled slots, uniformly at random (mammoth's np.random.choice without
-        replacement); ``valid`` is False for the draws beyond the filled count."""
-        filled = torch.clamp(self.seen, max=self.size)
+    def _observe_separate(self, batch, pick, valid):
+        """MIR's step: the stream's mean loss, plus, once earlier-task samples exist, the replay
+        batch's own forward pass and mean loss; one optimizer step on the summed gradients."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.ctx.loss(self.model(batch.x), batch.y)
+        loss.backward()
+        if bool(valid.any()):  # a host sync: this variant is not graph-safe (graph_safe_for)
+            keep = pick[valid]
+            replay = self.ctx.loss(self.model(self.ctx.prepare(self.images[keep], self.task_ids[keep])), self.labels[keep])
+            replay.backward()
+            loss = loss + replay.detach()
+        self.optimizer.step()
+        self._reservoir_add(batch)
+        return loss.detach()
+
+    def _draw(self, exclude_task=None):
+        """replay_bs distinct filled slots (of tasks other than ``exclude_task``, if given),
+        uniformly at random (mammoth's and MIR's np.random.choice without replacement); ``valid``
+        is False for the draws beyond the eligible count."""
+        eligible = self.slots < torch.clamp(self.seen, max=self.size)
+        if exclude_task is not None:
+            eligible = eligible & (self.task_ids[:self.size] != exclude_task)
         scores = torch.rand(self.size, generator=self.ctx.step_generator, device=self.seen.device)
-        scores = torch.where(self.slots < filled, scores, torch.full_like(scores, 2.0))
-        pick = scores.topk(self.replay_bs, largest=False).indices   # sorted: filled slots come first
-        valid = torch.arange(self.replay_bs, device=pick.device) < filled
+        scores = torch.where(eligible, scores, torch.full_like(scores, 2.0))
+        pick = scores.topk(self.replay_bs, largest=False).indices   # sorted: eligible slots come first
+        valid = torch.arange(self.replay_bs, device=pick.device) < eligible.sum()
         return pick, valid
 
     def _reservoir_add(self, batch):

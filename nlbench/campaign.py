@@ -95,7 +95,8 @@ def plan(spec: dict, out: pathlib.Path, seeds: list[int] | None = None, extra: l
             run_out = out / spec["profile"]
             run = PlannedRun(row["label"], spec["scenario"], spec["profile"], row["strategy"], sets, seed,
                              name, run_out, record_path(run_out, spec["scenario"], name, seed))
-            diff = C.identity_diff(read_record(run.path)["config"], cfg) if run.path.exists() else []
+            diff = C.identity_diff(read_record(run.path)["config"], cfg, C.identity_defaults(
+                spec["scenario"], row["strategy"])) if run.path.exists() else []
             if diff:
                 raise UserError(f"{run.path} holds a run with another config than campaign {spec['name']} asks "
                                 f"({'; '.join(diff[:3])}); use another --out, or delete that record")

@@ -172,7 +172,7 @@ def run_one(args, scenario, strategy, name, cfg, seed, profile, device, data) ->
         if old.get("data_set", "full") != data.kind:  # records from before the mini set are full-data runs
             raise UserError(f"{path} holds a run on the {old.get('data_set', 'full')} data set; use another --out "
                             f"for runs on the {data.kind} set, or --force to replace it")
-        diff = C.identity_diff(old["config"], cfg)
+        diff = C.identity_diff(old["config"], cfg, C.identity_defaults(scenario, strategy))
         if diff:  # never answer a changed config with another config's numbers
             shown = "; ".join(diff[:3]) + (f"; and {len(diff) - 3} more" if len(diff) > 3 else "")
             raise UserError(f"{path} holds a run with another config ({shown}); use another --out for this "

@@ -20,7 +20,8 @@ PROFILES = ("quick", "paper")  # every scenario has these two; a scenario file m
 
 DEFAULTS = {
     "backbone": {"name": "cnn", "width": 32},
-    "data": {"train_per_class": None, "test_per_class": None},
+    "data": {"train_per_class": None, "test_per_class": None,
+             "train_fraction": None},  # e.g. 0.95: a seeded random 95% of each class's training images (MIR)
     "train": {
         "epochs": 1, "batch_size": 32, "lr": 1e-3, "optimizer": "adam",
         "eval_batch_size": 256, "log_every": 25,
@@ -219,6 +220,9 @@ def validate(cfg: dict) -> None:
     _positive(cfg["backbone"]["width"], "backbone.width")
     for key in ("train_per_class", "test_per_class"):
         _positive(cfg["data"][key], f"data.{key}", allow_none=True)
+    frac = cfg["data"]["train_fraction"]
+    if frac is not None and (not isinstance(frac, (int, float)) or isinstance(frac, bool) or not 0 < frac <= 1):
+        raise UserError(f"data.train_fraction must be null or a number in (0, 1], got {frac!r}")
 
 
 def strategy_overrides(sets: dict, strategy: str) -> dict:
@@ -254,13 +258,22 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def identity_diff(stored: dict, asked: dict) -> list[str]:
+def identity_defaults(scenario: str, strategy: str) -> dict:
+    """What a key a record predates meant: the suite's defaults, the strategy's own defaults and the
+    scenario file's parameters (a new key's default is the behaviour before it existed)."""
+    spec = scenario_spec_or_none(scenario) or {}
+    entry = STRATEGIES.get(strategy)
+    return {**DEFAULTS, "scenario": spec.get("params") or {}, "strategy": entry.defaults if entry else {}}
+
+
+def identity_diff(stored: dict, asked: dict, defaults: dict | None = None) -> list[str]:
     """How a stored run's config differs from the one asked for, as 'key: stored -> asked' lines.
 
     A run's identity is its whole resolved config (and its data set, checked beside this): a record
-    is reused only when this is empty. Keys a record predates count as their default value then."""
+    is reused only when this is empty. Keys a record predates count as their default value then
+    (``defaults``: identity_defaults; the suite's DEFAULTS if not given)."""
     old, new = _flatten(stored), _flatten(asked)
-    defaults = _flatten({k: v for k, v in DEFAULTS.items()})
+    defaults = _flatten(defaults if defaults is not None else DEFAULTS)
     diff = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key, defaults.get(key)), new.get(key, defaults.get(key))

@@ -120,6 +120,16 @@ def subset_per_class(labels: torch.Tensor, per_class: int | None, seed: int = 0)
     return torch.cat(keep).sort().values
 
 
+def fraction_per_class(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
+    """Sorted positions of a random ``fraction`` of each class (rounded down), drawn with ``seed``."""
+    g = torch.Generator().manual_seed(20_000 + seed)
+    keep = []
+    for c in labels.unique().tolist():
+        idx = (labels == c).nonzero().flatten()
+        keep.append(idx[torch.randperm(len(idx), generator=g)[:int(len(idx) * fraction)]])
+    return torch.cat(keep).sort().values
+
+
 class Augmenter:
     """Random crop (4-pixel zero padding) and horizontal flip as batched tensor ops.
 

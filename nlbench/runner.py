@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from . import memory, metrics
-from .data import Augmenter, DataChoice, load_data, subset_per_class
+from .data import Augmenter, DataChoice, fraction_per_class, load_data, subset_per_class
 from .errors import Diverged, UserError
 from .levels import schedule_optimizer
 from .checkpoint import Interrupted, RunState, SignalGuard, load_checkpoint, save_checkpoint
@@ -42,6 +42,8 @@ def build_scenario(name: str, spec_builder: str, cfg: dict, seed: int, device: t
                    data: DataChoice) -> Scenario:
     arrays = load_data(data)
     tr = subset_per_class(arrays.train_y, cfg["data"]["train_per_class"])  # on the mini set: at most what it has
+    if cfg["data"]["train_fraction"] is not None:  # a seeded random fraction of each class (MIR keeps 95%)
+        tr = tr[fraction_per_class(arrays.train_y[tr], cfg["data"]["train_fraction"], seed)]
     te = subset_per_class(arrays.test_y, cfg["data"]["test_per_class"])
     train_x, train_y, test_x, test_y = (t.to(device) for t in (arrays.train_x[tr], arrays.train_y[tr],
                                                                 arrays.test_x[te], arrays.test_y[te]))
@@ -53,7 +55,7 @@ def build_scenario(name: str, spec_builder: str, cfg: dict, seed: int, device: t
         raise UserError(f"scenario '{name}': {exc}") from exc
     return Scenario(name, settings, tasks, train_x, train_y, test_x, test_y,
                     None if perms is None else perms.to(device), data_set=data.kind, data_source=arrays.source,
-                    **(extra[0] if extra else {}))  # a builder may set more Scenario fields (per_image)
+                    **(extra[0] if extra else {}))  # a builder may set more Scenario fields (standardize)
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -247,7 +249,8 @@ def source_of(cls) -> dict:
 def uses_cuda_graph(device: torch.device, cfg: dict, strategy_cls) -> bool:
     """auto: on for CUDA when the strategy declares its step graph-safe; true insists."""
     choice = cfg["train"]["cuda_graph"]
-    safe = bool(getattr(strategy_cls, "graph_safe", False))
+    graph_safe_for = getattr(strategy_cls, "graph_safe_for", None)
+    safe = graph_safe_for(cfg["strategy"]) if graph_safe_for else bool(getattr(strategy_cls, "graph_safe", False))
     if choice is True and (device.type != "cuda" or not safe):
         raise UserError("train.cuda_graph=true needs --device cuda and a strategy whose step is graph-safe "
                         f"({strategy_cls.__name__} is{'' if safe else ' not'}); use train.cuda_graph=auto")

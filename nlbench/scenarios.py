@@ -47,7 +47,7 @@ class Scenario:
     perms: torch.Tensor | None = None   # per task: (T, 1024) pixel or (T, 3072) value permutation, or None
     data_set: str = "full"              # full or mini (see nlbench.data.select_data)
     data_source: str = ""
-    per_image: bool = False             # standardise each image by its own mean and std (see build_permuted)
+    standardize: str = "dataset"        # dataset | per_image | symmetric: see standardize_input
 
     def prepare(self, x: torch.Tensor, task_ids: torch.Tensor, augment: Augmenter | None,
                 dtype=torch.float32) -> torch.Tensor:
@@ -63,15 +63,34 @@ class Scenario:
             b, c = x.shape[:2]
             index = self.perms[task_ids][:, None, :].expand(b, c, -1)        # (B, C, 1024)
             x = x.flatten(2).gather(2, index).view_as(x)
-        if self.per_image:
-            return standardize_per_image(x, dtype)
-        return normalize(x, dtype)
+        return standardize_input(x, self.standardize, dtype)
 
     def task_mask(self, task: Task) -> torch.Tensor:
         """Boolean (10,) mask of the task's classes, for task-IL evaluation."""
         mask = torch.zeros(10, dtype=torch.bool, device=self.train_x.device)
         mask[task.classes] = True
         return mask
+
+
+STANDARDIZE = ("dataset", "per_image", "symmetric")
+
+
+def standardize_input(x: torch.Tensor, how: str, dtype=torch.float32) -> torch.Tensor:
+    """uint8 images -> network input: ``dataset`` per-channel CIFAR statistics (the default
+    everywhere), ``per_image`` (standardize_per_image), ``symmetric`` x / 255 scaled to [-1, 1]
+    (MIR's data.py: (x - 0.5) * 2)."""
+    if how == "per_image":
+        return standardize_per_image(x, dtype)
+    if how == "symmetric":
+        return x.to(dtype) / 127.5 - 1.0
+    return normalize(x, dtype)
+
+
+def check_standardize(builder: str, how) -> str:
+    how = "dataset" if how is None else how
+    if how not in STANDARDIZE:
+        raise UserError(f"{builder}: standardize must be one of {', '.join(STANDARDIZE)}, got {how!r}")
+    return how
 
 
 def standardize_per_image(x: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
@@ -90,11 +109,13 @@ def _indices_of(labels: torch.Tensor, classes: list[int], pool: torch.Tensor) ->
 @register_builder("split")
 def build_split(data, seed: int, n_tasks: int = 5, classes_per_task: int = 2,
                 class_order: list[int] | None = None, shuffle_classes: bool = False,
-                class_order_seed: int | None = None):
+                class_order_seed: int | None = None, standardize: str | None = None):
     """Class-incremental split: disjoint groups of classes, one shared 10-way head.
 
     The class order: ``class_order`` (default 0..9), shuffled by ``class_order_seed`` if given
-    (its own axis, independent of the training seed), else by the run's seed if ``shuffle_classes``."""
+    (its own axis, independent of the training seed), else by the run's seed if ``shuffle_classes``.
+    ``standardize``: the input scaling (standardize_input; null = dataset)."""
+    how = check_standardize("split", standardize)
     if n_tasks * classes_per_task > 10:
         raise UserError(f"split: n_tasks * classes_per_task = {n_tasks * classes_per_task} exceeds 10 classes")
     order = list(class_order) if class_order else list(range(10))
@@ -108,7 +129,7 @@ def build_split(data, seed: int, n_tasks: int = 5, classes_per_task: int = 2,
         classes = sorted(order[t * classes_per_task:(t + 1) * classes_per_task])
         tasks.append(Task(t, classes, _indices_of(data.train_y, classes, data.train_pool),
                           _indices_of(data.test_y, classes, data.test_pool)))
-    return tasks, ["class_il", "task_il"], None
+    return tasks, ["class_il", "task_il"], None, {"standardize": how}
 
 
 @register_builder("permuted")
@@ -122,15 +143,14 @@ def build_permuted(data, seed: int, n_tasks: int = 5, identity_first: bool = Fal
     keeps, do not make the tasks share what they can be told apart by)."""
     if permute not in ("pixels", "values"):
         raise UserError(f"permuted: permute must be pixels or values, got {permute!r}")
-    if standardize not in ("dataset", "per_image"):
-        raise UserError(f"permuted: standardize must be dataset or per_image, got {standardize!r}")
+    how = check_standardize("permuted", standardize)
     size = 1024 if permute == "pixels" else 3 * 1024
     g = torch.Generator().manual_seed(10_000 + seed)
     perms = torch.stack([torch.randperm(size, generator=g) for _ in range(n_tasks)])
     if identity_first:
         perms[0] = torch.arange(size)
     tasks = [Task(t, list(range(10)), data.train_pool, data.test_pool) for t in range(n_tasks)]
-    return tasks, ["domain_il"], perms, {"per_image": standardize == "per_image"}
+    return tasks, ["domain_il"], perms, {"standardize": how}
 
 
 @register_builder("standard")

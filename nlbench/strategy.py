@@ -136,6 +136,11 @@ class Strategy:
         """Raise UserError for hyperparameter values out of range."""
 
     @classmethod
+    def graph_safe_for(cls, hp: dict) -> bool:
+        """Whether ``observe`` may be recorded in a CUDA graph with these hyperparameters."""
+        return bool(cls.graph_safe)
+
+    @classmethod
     def matched_controls(cls, hp: dict) -> dict[str, dict]:
         """Controls the report pairs a run with besides fine-tuning, for hyperparameters ``hp``:
         description -> strategy overrides (the run they name, e.g. nested@periods=1, with the same seeds)."""

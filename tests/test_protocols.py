@@ -1,0 +1,87 @@
+"""The knobs of the published protocols: MIR's replay variant, the training-set fraction, the
+[-1, 1] input scaling, and the `online` profile as MIR's code sets it."""
+import copy
+
+import torch
+
+from nlbench import config as C
+from nlbench.data import fraction_per_class
+from nlbench.scenarios import standardize_input
+from nlbench.strategy import Batch
+
+from test_fast_path import _context
+
+MIR = ["strategy.replay_current_task=false", "strategy.replay_loss=separate", "train.augment=false",
+       "train.optimizer=sgd", "train.momentum=0", "strategy.replay_batch_size=4", "strategy.buffer_size=40"]
+
+
+def feed(ctx, scenario, strat, task_index, steps, bs=8):
+    task = scenario.tasks[task_index]
+    calls = []
+    hook = strat.model.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
+    for s in range(steps):
+        idx = task.train_idx[s * bs:(s + 1) * bs]
+        raw, y, t = scenario.train_x[idx], scenario.train_y[idx], torch.full_like(idx, task_index)
+        strat.observe(Batch(ctx.prepare(raw, t), y, raw, t))
+    hook.remove()
+    return calls
+
+
+def test_mir_replay_starts_at_task_two_and_never_replays_the_current_task(cifar_root):
+    ctx, scenario, strat = _context(cifar_root, "replay", MIR, graph_capture=False)
+    assert feed(ctx, scenario, strat, 0, 5) == [8] * 5  # task 1: the stream's forward only, no replay pass
+    for _ in range(20):  # task 2: every replay draw holds task-1 samples only, though task 2 fills the buffer
+        pick, valid = strat._draw(exclude_task=torch.tensor(1))
+        assert valid.all() and (strat.task_ids[pick] == 0).all()
+        feed(ctx, scenario, strat, 1, 1)
+    assert (strat.task_ids[:40] == 1).any()  # task-2 samples did enter the buffer
+
+
+def test_mir_step_is_the_sum_of_the_stream_and_replay_mean_losses(cifar_root):
+    ctx, scenario, strat = _context(cifar_root, "replay", MIR, graph_capture=False)
+    feed(ctx, scenario, strat, 0, 5)  # a buffer of task-1 samples
+    model = copy.deepcopy(strat.model)
+    torch.manual_seed(3)
+    state = torch.get_rng_state()
+    gen_state = ctx.generator.get_state()
+    pick, valid = strat._draw(exclude_task=torch.tensor(1))
+    ctx.generator.set_state(gen_state)
+    torch.set_rng_state(state)
+    idx = scenario.tasks[1].train_idx[:8]
+    raw, y, t = scenario.train_x[idx], scenario.train_y[idx], torch.ones_like(idx)
+    x = ctx.prepare(raw, t)
+    replay_x = ctx.prepare(strat.images[pick], strat.task_ids[pick])
+    replay_y = strat.labels[pick].clone()
+    strat.observe(Batch(x, y, raw, t))
+    ref = torch.optim.SGD(model.parameters(), lr=ctx.train["lr"])
+    model.train()
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    torch.nn.functional.cross_entropy(model(replay_x), replay_y).backward()
+    ref.step()
+    for a, b in zip(model.parameters(), strat.model.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_train_fraction_keeps_that_share_of_every_class_and_depends_on_the_seed():
+    labels = torch.arange(10).repeat_interleave(100)
+    keep = fraction_per_class(labels, 0.95, seed=0)
+    assert torch.bincount(labels[keep]).tolist() == [95] * 10
+    assert not torch.equal(keep, fraction_per_class(labels, 0.95, seed=1))
+
+
+def test_symmetric_inputs_are_mir_scaling():
+    x = torch.tensor([0, 51, 255], dtype=torch.uint8).view(1, 3, 1, 1)
+    assert torch.allclose(standardize_input(x, "symmetric").flatten(), torch.tensor([-1.0, 51 / 255 * 2 - 1, 1.0]))
+
+
+def test_online_profile_is_mirs_code():
+    finetune = C.resolve("split-cifar", "finetune", "online", {})
+    replay = C.resolve("split-cifar", "replay", "online", C.parse_sets(["strategy.buffer_size=200"]))
+    t = finetune["train"]
+    assert (t["optimizer"], t["lr"], t["momentum"], t["weight_decay"], t["batch_size"], t["epochs"], t["augment"]) == \
+        ("sgd", 0.1, 0.0, 0.0, 10, 1, False)
+    assert finetune["backbone"] == {"name": "resnet18", "width": 20}
+    assert finetune["scenario"]["standardize"] == "symmetric" and finetune["data"]["train_fraction"] == 0.95
+    s = replay["strategy"]
+    assert (s["buffer_size"], s["replay_batch_size"], s["replay_current_task"], s["replay_loss"]) == (200, 10, False, "separate")
