@@ -198,8 +198,8 @@ def campaign_profiles() -> set[tuple[str, str]]:
 def generic(df: pd.DataFrame) -> pd.DataFrame:
     """The records of the per-profile tables: not a campaign's, not the class-order study's."""
     owned = campaign_profiles()
-    return df[[(a, b) not in owned and o is None for a, b, o in zip(df["scenario"], df["profile"],
-                                                                    df["class_order_seed"])]]
+    return df[[(a, b) not in owned and pd.isna(o) for a, b, o in zip(df["scenario"], df["profile"],
+                                                                      df["class_order_seed"])]]
 
 
 def build_tables(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str, str]]:
@@ -338,12 +338,23 @@ def main(argv: list[str]) -> int:
     if not args.no_figures:
         from .figures import make_figures
         written += make_figures(list(groups(generic(df))), out / "figures")
+    remove_stale(out, written)
     write_readme(out, df, written, args)
     print(f"report: {len(tables)} tables and {sum(f.endswith('.png') for f, _ in written)} figures from "
           f"{df['path'].nunique()} records in {runs} -> {out}/ (index: {out / 'README.md'})")
     if out.resolve() == (pathlib.Path(__file__).resolve().parent.parent / "results"):
         update_project_readme(tables)  # only the committed results feed the project README
     return 0
+
+
+def remove_stale(out: pathlib.Path, written) -> None:
+    """Delete tables and figures this report did not write (e.g. of records since removed), so the
+    folder holds exactly what the records give."""
+    kept = {name.strip() for files, _ in written for name in files.split(",")}
+    for folder in ("tables", "figures"):
+        for path in sorted((out / folder).glob("*")):
+            if path.is_file() and f"{folder}/{path.name}" not in kept and path.suffix in (".md", ".tex", ".png", ".pdf"):
+                path.unlink()
 
 
 def speed_rows(path: pathlib.Path, d: dict) -> list[dict]:
