@@ -83,7 +83,7 @@ def class_order_table(sub: pd.DataFrame) -> pd.DataFrame:
         grid = mine.pivot_table(index="class_order_seed", columns="seed", values="avg_acc")
         row = {"Strategy": label_of(run), "Class-IL acc (all cells)": cell(mine["avg_acc"])}
         for order, values in grid.iterrows():
-            row[f"order {order}"] = cell(values)
+            row[f"order {int(order)}"] = cell(values)
         shares = variance_split(grid.dropna(axis=1)) if grid.notna().all().any() else None
         for key, header in (("order", "SS share: order"), ("seed", "SS share: seed"), ("rest", "SS share: rest")):
             row[header] = "n/a" if shares is None else f"{100 * shares[key]:.0f}%"

@@ -155,7 +155,7 @@ def standard_table(df: pd.DataFrame) -> pd.DataFrame:
     for run in ordered(df["run"]):
         sub = df[(df["run"] == run) & (df["status"] == "complete")]
         claim = BLOG_CLAIMS.get(run, ("-", "-"))
-        rows.append({"Model": standard_label_of(run), "Test acc": fmt(sub["avg_acc"]),
+        rows.append({"Model": standard_label_of(run), "Test acc": cell(sub["avg_acc"]),
                      "Peak memory (MB)": fmt(sub["peak_memory_mb"], 0), "Training time (s)": fmt(sub["train_seconds"], 1),
                      "Images/s": fmt(sub["images_per_second"], 0), "n": str(sub["seed"].nunique()),
                      "Blog claim: acc (claimed, unverified)": claim[0],
