@@ -7,11 +7,6 @@ Rows may be None (joint training measures only the last row); metrics that need 
 from __future__ import annotations
 
 Matrix = list[list[float] | None]
-LOWER_IS_BETTER = {"forgetting"}  # every other metric here: higher is better
-
-
-def higher_is_better(metric: str) -> bool:
-    return metric not in LOWER_IS_BETTER
 
 
 def avg_acc(R: Matrix, k: int | None = None) -> float:

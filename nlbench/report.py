@@ -16,7 +16,7 @@ from .errors import UserError
 from .layout import scenario_layout, scenarios_in_order
 from .comparisons import class_order_table, versus_control_caption, versus_control_table
 from .metrics import MEANINGS
-from .stats import METHOD, PAIRED_METHOD, cell
+from .stats import METHOD, PAIRED_METHOD, cell, mean_std
 from .avalanche_bridge import TWINS
 from .plugins import AVALANCHE_PREFIX, load
 from .records import atomic_write_text, read_record
@@ -80,15 +80,6 @@ def _curve(matrix) -> list[float | None]:
     return [None if row is None else sum(row[: k + 1]) / (k + 1) for k, row in enumerate(matrix)]
 
 
-def fmt(values: pd.Series, digits: int = 2) -> str:
-    v = values.dropna().astype(float)
-    if v.empty:
-        return "n/a"
-    if len(v) == 1:
-        return f"{v.iloc[0]:.{digits}f}"
-    return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
-
-
 def metric_table(df: pd.DataFrame, columns: list[tuple[str, str, str]], label_of) -> pd.DataFrame:
     """columns: (header, setting, metric). Rows = runs; each cell mean ± std [95% interval]. No
     "best" marks: which differences are real is the versus-control table's job."""
@@ -140,11 +131,6 @@ def to_latex(table: pd.DataFrame, cap: str, label: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def is_upper_bound(run: str) -> bool:
-    entry = STRATEGIES.get(base_name(run))
-    return entry is not None and entry.group == "upper bound"
-
-
 def in_group(run: str, group: str) -> bool:
     entry = STRATEGIES.get(base_name(run))
     return entry is not None and entry.group == group
@@ -156,8 +142,8 @@ def standard_table(df: pd.DataFrame) -> pd.DataFrame:
         sub = df[(df["run"] == run) & (df["status"] == "complete")]
         claim = BLOG_CLAIMS.get(run, ("-", "-"))
         rows.append({"Model": standard_label_of(run), "Test acc": cell(sub["avg_acc"]),
-                     "Peak memory (MB)": fmt(sub["peak_memory_mb"], 0), "Training time (s)": fmt(sub["train_seconds"], 1),
-                     "Images/s": fmt(sub["images_per_second"], 0), "n": str(sub["seed"].nunique()),
+                     "Peak memory (MB)": mean_std(sub["peak_memory_mb"], 0), "Training time (s)": mean_std(sub["train_seconds"], 1),
+                     "Images/s": mean_std(sub["images_per_second"], 0), "n": str(sub["seed"].nunique()),
                      "Blog claim: acc (claimed, unverified)": claim[0],
                      "Blog claim: memory (claimed, unverified)": claim[1]})
     return pd.DataFrame(rows)
@@ -184,7 +170,7 @@ def runtime_table(main: pd.DataFrame) -> pd.DataFrame:
         row = {"Strategy": label_of(run)}
         for scenario in scenarios:
             sub = runs[(runs["run"] == run) & (runs["scenario"] == scenario)]
-            row[scenario] = fmt(sub["wall_seconds"], 1) + (f" (max {sub['wall_seconds'].max():.1f})" if len(sub) > 1 else "")
+            row[scenario] = mean_std(sub["wall_seconds"], 1) + (f" (max {sub['wall_seconds'].max():.1f})" if len(sub) > 1 else "")
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -211,8 +197,7 @@ def build_tables(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str, str]]:
         first_of_group = len(out)
         # runs with strategy overrides are ablations, in their own table; Avalanche strategies need
         # overrides (their constructor arguments) and belong beside ours
-        main = p[(p["run"] == p["strategy"]) | p["run"].map(lambda r: in_group(r, "avalanche") or
-                                                              r.startswith(AVALANCHE_PREFIX))]
+        main = p[(p["run"] == p["strategy"]) | p["strategy"].str.startswith(AVALANCHE_PREFIX)]
         for scenario in scenarios_in_order(main):
             out.update(scenario_table(main[main["scenario"] == scenario], scenario, suffix))
         for scenario in scenarios_in_order(main):
