@@ -10,6 +10,7 @@ from __future__ import annotations
 import pandas as pd
 
 from . import config as C
+from .errors import UserError
 from .layout import SETTING_NAMES, scenario_layout
 from .registry import STRATEGIES, base_name, label_of, ordered
 from .stats import PAIRED_METHOD, cell, paired, paired_text, variance_split
@@ -71,6 +72,47 @@ def versus_control_caption(scenario: str, sub: pd.DataFrame, caption) -> str:
                    "interval excludes 0; forgetting: lower is better, so a negative difference is less forgetting. "
                    f"Controls: fine-tuning ({label_of(layout['control'])}), and for the Nested/CMS strategies the "
                    "same model with every period 1 (architecture-matched)")
+
+
+def study_specs(scenario: str) -> dict:
+    """A scenario's declared studies (YAML ``report.studies``): name -> {title, note, rows}, each row
+    [label, run, control run, what the control is]; checked, so a typo fails loudly."""
+    spec = C.scenario_spec_or_none(scenario) or {}
+    found = (spec.get("report") or {}).get("studies") or {}
+    for name, study in found.items():
+        rows = study.get("rows") if isinstance(study, dict) else None
+        if not study.get("title") or not isinstance(rows, list) or not all(
+                isinstance(r, list) and len(r) == 4 and all(isinstance(v, str) for v in r) for r in rows):
+            raise UserError(f"scenarios/{scenario}.yaml report.studies.{name} needs a title and rows of "
+                            "[label, run, control run, what the control is]")
+    return found
+
+
+def study_runs(spec: dict) -> set[str]:
+    return {run for row in spec["rows"] for run in row[1:3]}
+
+
+def study_table(sub: pd.DataFrame, scenario: str, spec: dict) -> pd.DataFrame | None:
+    """One line per declared comparison whose two runs both have records: the row's own final and
+    learning accuracy, then its paired differences to the control. None when no line has both."""
+    setting = main_setting(scenario_layout(scenario, sub))
+    rows = []
+    for label, run, control, what in spec["rows"]:
+        results = [paired(by_seed(sub, run, setting, m), by_seed(sub, control, setting, m)) for _, m in METRICS]
+        if not any(results):
+            continue
+        row = {"Row": label, "Control": what}
+        for (header, _), result in zip(METRICS, results):
+            row[header] = paired_text(result)
+        mine = sub[(sub["run"] == run) & (sub["setting"] == setting) & (sub["status"] == "complete")]
+        row["Row: final acc"] = cell(mine["avg_acc"])
+        row["Row: learning acc"] = cell(mine["learning_acc"])
+        row["pairs"] = str(max(r["n"] for r in results if r))
+        rows.append(row)
+    if not rows:
+        return None
+    table = pd.DataFrame(rows)
+    return table.drop(columns=["Δ forgetting", "Δ learning acc"]) if setting == "standard" else table
 
 
 def class_order_table(sub: pd.DataFrame) -> pd.DataFrame:

@@ -19,7 +19,8 @@ SCENARIO_DIR = ROOT / "scenarios"
 PROFILES = ("quick", "paper")  # every scenario has these two; a scenario file may name more (e.g. der)
 
 DEFAULTS = {
-    "backbone": {"name": "cnn", "width": 32},
+    "backbone": {"name": "cnn", "width": 32,
+                 "cms": None},  # a CMS head for any strategy: its blocks' periods, slowest first, e.g. [16, 4, 1]
     "data": {"train_per_class": None, "test_per_class": None,
              "train_fraction": None},  # e.g. 0.95: a seeded random 95% of each class's training images (MIR)
     "train": {
@@ -218,6 +219,9 @@ def validate(cfg: dict) -> None:
     from .levels import level_spec  # heavy (torch): only when validating a run's config
     level_spec(t["levels"])
     _positive(cfg["backbone"]["width"], "backbone.width")
+    if cfg["backbone"]["cms"] is not None:
+        from .cms import check_cms_periods
+        check_cms_periods(cfg["backbone"]["cms"], "backbone.cms")
     for key in ("train_per_class", "test_per_class"):
         _positive(cfg["data"][key], f"data.{key}", allow_none=True)
     frac = cfg["data"]["train_fraction"]
@@ -233,18 +237,29 @@ def strategy_overrides(sets: dict, strategy: str) -> dict:
     return {**plain, **(given.get(strategy) if isinstance(given.get(strategy), dict) else {})}
 
 
+# Overrides outside ``strategy`` that make a different method rather than another protocol: they name the
+# run (``replay@train.levels=nested``), so that its record never shares a folder with the plain run's.
+NAMING_KEYS = ("train.levels", "backbone.cms", "train.optimizer", "train.lr")
+
+
 def run_name(strategy: str, sets: dict) -> str:
-    """Runs with strategy overrides are stored apart, named by them: ``nested@periods=1``."""
+    """Runs with strategy overrides (and those of NAMING_KEYS) are stored apart, named by them:
+    ``nested@periods=1``, ``finetune@train.lr=0.01,train.optimizer=sgd``."""
     overrides = strategy_overrides(sets, strategy)
-    if not overrides:
+    design = {key: sets[key.split(".")[0]][key.split(".")[1]] for key in NAMING_KEYS
+              if key.split(".")[1] in (sets.get(key.split(".")[0]) or {})}
+    if not overrides and not design:
         return strategy
     parts = [f"{k}={_short(v)}" for k, v in sorted(overrides.items())]
+    parts += [f"{k}={_short(v)}" for k, v in sorted(design.items())]
     return strategy + "@" + ",".join(parts)
 
 
 def _short(value) -> str:
     if isinstance(value, list):
         return "-".join(str(v) for v in value)
+    if isinstance(value, dict):  # e.g. train.levels={preset: nested, periods: 1} -> (periods=1,preset=nested)
+        return "(" + ",".join(f"{k}={_short(v)}" for k, v in sorted(value.items())) + ")"
     return str(value)
 
 

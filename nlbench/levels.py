@@ -159,15 +159,27 @@ def level_spec(value) -> dict | None:
 
 
 def schedule_optimizer(ctx, model, params, kind: str | None) -> LevelOptimizer:
-    """The optimizer a strategy gets from ctx.make_optimizer when ``train.levels`` is set: the
-    backbone's levels (as ``nested`` partitions them), each with the strategy's optimizer kind."""
-    hp = level_spec(ctx.train["levels"])
+    """The optimizer a strategy gets from ctx.make_optimizer when ``train.levels`` or ``backbone.cms``
+    is set: the backbone's levels (as ``nested`` partitions them; without train.levels one period-1
+    level) each with the strategy's optimizer kind, then the CMS head's blocks at their periods."""
+    spec = level_spec(ctx.train["levels"])
     if {id(p) for p in params} != {id(p) for p in model.parameters()}:
-        raise UserError("train.levels needs the strategy's optimizer to hold the whole model's parameters")
-    hp = {**hp, "level_optimizer": hp["level_optimizer"] if kind is None else kind}
-    groups = backbone_groups(model, hp["levels"])
-    periods = expand_periods(hp["periods"], len(groups))
-    lr_periods = None if hp.get("lr_periods") is None else expand_periods(hp["lr_periods"], len(groups))
+        raise UserError("train.levels and backbone.cms need the strategy's optimizer to hold the whole model's "
+                        "parameters")
+    cms_periods = getattr(model, "level_periods", None)  # a backbone.cms head (nlbench.cms.CMSModel)
+    body, prefix = (model.backbone, "backbone.") if cms_periods else (model, "")
+    if spec is None:  # a CMS head on a plain strategy: the body is one level with the run's own optimizer
+        hp = {**LEVEL_DEFAULTS, "level_optimizer": kind or ctx.train["optimizer"], "momentum": ctx.train["momentum"]}
+        groups, periods, lr_periods = [("backbone", ["backbone"])], [1], None
+    else:
+        hp = {**spec, "level_optimizer": spec["level_optimizer"] if kind is None else kind}
+        groups = backbone_groups(body, hp["levels"], prefix)
+        periods = expand_periods(hp["periods"], len(groups))
+        lr_periods = None if hp.get("lr_periods") is None else expand_periods(hp["lr_periods"], len(groups))
+    if cms_periods:
+        groups = groups + [(f"cms{i + 1}", [f"cms.{i}"]) for i in range(len(cms_periods))]
+        lr_periods = None if lr_periods is None else lr_periods + cms_periods
+        periods = periods + list(cms_periods)
     make_opt = lambda ps, lr: level_optimizer(ctx, ps, lr, hp)  # noqa: E731
     schedule = build_levels(model, groups, periods, ctx.train["lr"], hp["lr_scaling"], hp["grad_reduce"], make_opt,
                             lr_periods)
@@ -324,6 +336,10 @@ class LevelledStrategy(Strategy):
 
     def __init__(self, ctx, **hp):
         super().__init__(ctx, **hp)
+        if getattr(self.model, "level_periods", None):
+            raise UserError("backbone.cms is for strategies without levels of their own; the nested and cms "
+                            "strategies place theirs (use nested-cms, or e.g. --strategy adam --set "
+                            "train.levels=nested backbone.cms=[16,4,1])")
         self.model = self.build_model(ctx)
         groups, periods = self.level_plan()
         make_opt = lambda params, lr: level_optimizer(ctx, params, lr, hp)  # noqa: E731

@@ -54,8 +54,8 @@ def breakdown(strategy, ctx, scenario, amp) -> dict:
     model = strategy.model
     params = list(model.parameters())
     optimizers = [opt for opt, _ in ctx.optimizers]
-    levels = getattr(strategy, "levels", None)
-    accum = [a for lv in getattr(levels, "levels", []) if lv.accum is not None for a in lv.accum]
+    schedules = [getattr(strategy, "levels", None), *(getattr(v, "schedule", None) for v in vars(strategy).values())]
+    accum = [a for s in schedules for lv in getattr(s, "levels", []) if lv.accum is not None for a in lv.accum]
     extra = [v for v in strategy.extra_state().values() if torch.is_tensor(v)]
     g = torch.Generator().manual_seed(0)
     raw = torch.randint(0, 256, (ctx.train["batch_size"], 3, 32, 32), generator=g, dtype=torch.uint8).to(ctx.device)

@@ -13,8 +13,14 @@
   corrections on M1 and V, NS the Newton-Schulz orthogonalisation (5 iterations, Muon's
   coefficients), conv weights reshaped to (C_out, C_in k_h k_w). Parameters with fewer than 2
   dimensions (biases, norms) have no orthogonal form: they get plain Adam, as Muon users do.
+- ``Muon``: Jordan et al.'s Muon, the control M3 is compared with: the update torch.optim.Muon
+  computes (momentum buffer B <- mu B + (1 - mu) g, Nesterov g + mu (B - g), Newton-Schulz, lr
+  scaled by sqrt(max(1, rows / cols))), written here because torch's accepts 2-D parameters only:
+  conv weights are reshaped to (C_out, C_in k_h k_w), as in the reference implementation.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -112,4 +118,31 @@ class M3(torch.optim.Optimizer):
                 if t >= group["period"]:
                     direction = direction + group["alpha"] * newton_schulz(state["m2"], group["ns_steps"])
                 p.sub_(group["lr"] * direction / denom)
+        return loss
+
+
+class Muon(torch.optim.Optimizer):
+    """Muon for parameters of 2 or more dimensions (see the module docstring); a test checks it
+    against torch.optim.Muon on 2-D parameters."""
+
+    def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True, ns_steps: int = 5):
+        super().__init__(params, {"lr": lr, "momentum": momentum, "nesterov": nesterov, "ns_steps": ns_steps})
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.dim() < 2:
+                    raise ValueError("Muon needs parameters of 2 or more dimensions; give the others to Adam")
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            mu = group["momentum"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
+                buf.lerp_(p.grad, 1 - mu)
+                update = p.grad.lerp(buf, mu) if group["nesterov"] else buf
+                rows, cols = p.shape[0], p[0].numel()
+                p.sub_(newton_schulz(update, group["ns_steps"]), alpha=group["lr"] * math.sqrt(max(1.0, rows / cols)))
         return loss

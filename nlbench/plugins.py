@@ -43,7 +43,7 @@ def load_builtins() -> None:
         return
     _loaded = True
     from . import models, scenarios  # noqa: F401  (register backbones and builders)
-    from .strategies import nested, cms, nested_cms, nested_blog, m3  # noqa: F401
+    from .strategies import nested, cms, nested_cms, nested_blog, m3, muon  # noqa: F401
     for path in sorted(BASELINES_DIR.glob("*.py")):
         load_plugin(path)
     for ep in entry_points(group="nlbench.strategies"):

@@ -13,8 +13,9 @@ import pandas as pd
 
 from . import config as C
 from .errors import UserError
-from .layout import scenario_layout, scenarios_in_order
-from .comparisons import class_order_table, versus_control_caption, versus_control_table
+from .layout import SETTING_NAMES, scenario_layout, scenarios_in_order
+from .comparisons import (class_order_table, main_setting, study_runs, study_specs, study_table,
+                          versus_control_caption, versus_control_table)
 from .metrics import MEANINGS
 from .stats import METHOD, PAIRED_METHOD, cell, mean_std
 from .avalanche_bridge import TWINS
@@ -45,6 +46,8 @@ def load_records(runs: pathlib.Path) -> pd.DataFrame:
                 "backbone": f"{cfg['backbone']['name']} (width {cfg['backbone']['width']})",
                 "epochs": cfg["train"]["epochs"], "batch_size": cfg["train"]["batch_size"],
                 "optimizer": optimizer_text(rec),
+                "train_optimizer": f"{TORCH_NAMES.get(cfg['train']['optimizer'], cfg['train']['optimizer'])}, "
+                                   f"lr {cfg['train']['lr']:g}",
                 "train_seconds": rec["train_seconds"], "images_per_second": rec["images_per_second"],
                 "peak_memory_mb": rec["peak_memory_mb"], "peak_memory_kind": rec["peak_memory_kind"],
                 "data_set": rec["data_set"],
@@ -100,7 +103,8 @@ def caption(df: pd.DataFrame, what: str) -> str:
     def one(col):
         return ", ".join(str(v) for v in sorted(df[col].astype(str).unique()))
     return (f"{what}. Protocol: profile {one('profile')}; backbone {one('backbone')}; {one('epochs')} epochs per task; "
-            f"batch size {one('batch_size')}; optimizer {one('optimizer')}; device {one('device')}; "
+            f"batch size {one('batch_size')}; optimizer (train.optimizer, train.lr) {one('train_optimizer')}, "
+            f"levels and strategies' own optimizers as each run's record lists them; device {one('device')}; "
             f"{df['seed'].nunique()} seeds ({one('seed')}), n per row; {STATS_NOTE}; {FORGETTING_NOTE}; "
             f"accuracies in %; data: {one('data_source')}.")
 
@@ -202,6 +206,7 @@ def build_tables(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str, str]]:
             out.update(scenario_table(main[main["scenario"] == scenario], scenario, suffix))
         for scenario in scenarios_in_order(main):
             out.update(versus_control(p[p["scenario"] == scenario], scenario, suffix))
+            out.update(studies(p[p["scenario"] == scenario], scenario, suffix))
         out.update(avalanche_parity(p, suffix))
         out.update(ablations(p, suffix))
         if main["wall_seconds"].notna().any():
@@ -237,6 +242,20 @@ def versus_control(sub: pd.DataFrame, scenario: str, suffix: str) -> dict:
     return {name: (table, versus_control_caption(scenario, sub, caption),
                    f"{scenario}: each strategy minus fine-tuning and minus its architecture-matched twin, "
                    "paired by seed, 95% intervals")}
+
+
+def studies(sub: pd.DataFrame, scenario: str, suffix: str) -> dict:
+    """The paired studies a scenario's YAML declares (``report.studies``), each its own table."""
+    out = {}
+    for name, spec in study_specs(scenario).items():
+        table = study_table(sub, scenario, spec)
+        if table is not None:
+            cap = caption(sub[sub["run"].isin(study_runs(spec))], f"{spec['title']}: each row minus its control on "
+                          f"{SETTING_NAMES.get(main_setting(scenario_layout(scenario, sub)), 'main')} metrics "
+                          f"(percentage points), {PAIRED_METHOD}; bold = the interval excludes 0; forgetting: a "
+                          f"negative difference is less forgetting. {spec.get('note', '')}".rstrip())
+            out[f"{name}{suffix}"] = (table, cap, spec["title"])
+    return out
 
 
 def class_orders(df: pd.DataFrame) -> dict:

@@ -24,10 +24,11 @@ from .data import Augmenter, DataChoice, fraction_per_class, load_data, subset_p
 from .errors import Diverged, UserError
 from .levels import schedule_optimizer
 from .checkpoint import Interrupted, RunState, SignalGuard, load_checkpoint, save_checkpoint
+from .cms import cms_backbone
 from .records import versions
 from .registry import BACKBONES, BUILDERS, STRATEGIES, lookup
 from .scenarios import Scenario, Task
-from .strategy import Batch, RunContext, Strategy
+from .strategy import Batch, RunContext, Strategy, uses_levels
 
 
 @dataclass
@@ -160,7 +161,11 @@ def prepare(cfg, scenario_name, builder, strategy_name, seed, device, data, chec
     scenario = build_scenario(scenario_name, builder, cfg, seed, device, data)
     generator = torch.Generator(device=device).manual_seed(seed)
     backbone = lookup(BACKBONES, "backbone", cfg["backbone"]["name"])
-    make_backbone = lambda: backbone.obj(num_classes=10, width=cfg["backbone"]["width"])  # noqa: E731
+    cms = cfg["backbone"].get("cms")
+
+    def make_backbone():
+        net = backbone.obj(num_classes=10, width=cfg["backbone"]["width"])
+        return cms_backbone(net, cms) if cms else net
     entry = lookup(STRATEGIES, "strategy", strategy_name)
     graphs = uses_cuda_graph(device, cfg, entry.obj)
     ctx = RunContext(cfg, scenario, device, generator, make_backbone, Augmenter(generator), graph_capture=graphs,
@@ -254,10 +259,11 @@ def uses_cuda_graph(device: torch.device, cfg: dict, strategy_cls) -> bool:
     if choice is True and (device.type != "cuda" or not safe):
         raise UserError("train.cuda_graph=true needs --device cuda and a strategy whose step is graph-safe "
                         f"({strategy_cls.__name__} is{'' if safe else ' not'}); use train.cuda_graph=auto")
-    if choice is True and cfg["train"]["levels"] is not None:
-        raise UserError("train.cuda_graph=true cannot record a level schedule (train.levels): use train.cuda_graph=auto")
+    if choice is True and uses_levels(cfg):
+        raise UserError("train.cuda_graph=true cannot record a level schedule (train.levels, backbone.cms): use "
+                        "train.cuda_graph=auto")
     return (choice in ("auto", True) and device.type == "cuda" and safe and not cfg["train"]["compile"]
-            and cfg["train"]["levels"] is None)  # a level schedule branches on its step count in Python
+            and not uses_levels(cfg))  # a level schedule branches on its step count in Python
 
 
 def numerics(device: torch.device, cfg: dict, ctx: RunContext, graphs: bool) -> dict:

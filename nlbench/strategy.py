@@ -68,10 +68,10 @@ class RunContext:
         """The suite's optimizer (train.optimizer, lr, momentum, nesterov, weight_decay) unless told
         otherwise. Multi-tensor (foreach) steps; under CUDA graphs SGD is fused, Adam capturable, and
         a scheduled lr lives in a device tensor, so that a replayed step reads the current value.
-        With ``train.levels`` set (and ``schedule``), a level schedule over the backbone instead:
-        every level an optimizer of this kind (nlbench.levels.schedule_optimizer)."""
+        With ``train.levels`` or ``backbone.cms`` set (and ``schedule``), a level schedule over the
+        model instead: every level an optimizer of this kind (nlbench.levels.schedule_optimizer)."""
         t = self.train
-        if schedule and t.get("levels") is not None and self.level_schedule is not None:
+        if schedule and uses_levels(self.cfg) and self.level_schedule is not None:
             return self.level_schedule(self, self.model, list(params), kind)
         lr = t["lr"] if lr is None else lr
         kind = kind or t["optimizer"]
@@ -227,6 +227,11 @@ class PlainStrategy(Strategy):
 
     def observe(self, batch: Batch) -> torch.Tensor:
         return self.update(self.ctx.loss(self.model(batch.x), batch.y), self.optimizer)
+
+
+def uses_levels(cfg: dict) -> bool:
+    """Whether the run's optimizer is a level schedule: ``train.levels`` or a ``backbone.cms`` head."""
+    return cfg["train"].get("levels") is not None or bool(cfg["backbone"].get("cms"))
 
 
 def require(cond: bool, message: str) -> None:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import load_record
-from nlbench.optimizers import M3, NestedAdam, newton_schulz
+from nlbench.optimizers import M3, Muon, NestedAdam, newton_schulz
 
 B1, B2, EPS = 0.9, 0.999, 1e-8
 
@@ -117,7 +117,7 @@ def test_train_levels_on_adam_reproduces_the_nested_strategy(bench):
     code, out2 = bench("--scenario", "split-cifar", "--strategy", "adam", out=out.parent / "sched",
                        sets=["scenario.n_tasks=2", "train.levels={preset: nested, periods: [4, 2, 1]}"])
     nested = load_record(out, "split-cifar", "nested@periods=4-2-1")
-    adam = load_record(out2, "split-cifar", "adam")
+    adam = load_record(out2, "split-cifar", "adam@train.levels=(periods=4-2-1,preset=nested)")
     assert code == 0 and adam["acc"] == nested["acc"]
     assert [lv["period"] for lv in adam["strategy_info"]["levels"]] == [4, 2, 1]
 
@@ -129,7 +129,8 @@ def test_any_strategy_runs_with_levels_and_resumes(bench, tmp_path, monkeypatch,
     from nlbench.runner import StepRunner
     sets = ["scenario.n_tasks=2", "train.levels=nested-blog"]
     code, ref = bench("--scenario", "split-cifar", "--strategy", strategy, out=tmp_path / "ref", sets=sets)
-    rec = load_record(ref, "split-cifar", strategy)
+    name = f"{strategy}@train.levels=nested-blog"  # the levels name the run: never the plain run's folder
+    rec = load_record(ref, "split-cifar", name)
     assert code == 0 and [lv["period"] for lv in rec["strategy_info"]["levels"]] == [1, 2, 4, 8]
     real, calls = StepRunner.step, {"n": 0}
 
@@ -143,7 +144,7 @@ def test_any_strategy_runs_with_levels_and_resumes(bench, tmp_path, monkeypatch,
         bench("--scenario", "split-cifar", "--strategy", strategy, out=tmp_path / "cut", sets=sets)
     monkeypatch.undo()
     code, cut = bench("--scenario", "split-cifar", "--strategy", strategy, out=tmp_path / "cut", sets=sets)
-    assert code == 0 and load_record(cut, "split-cifar", strategy)["acc"] == rec["acc"]
+    assert code == 0 and load_record(cut, "split-cifar", name)["acc"] == rec["acc"]
 
 
 def test_bad_train_levels_are_one_line_errors(bench, capsys):
@@ -151,3 +152,58 @@ def test_bad_train_levels_are_one_line_errors(bench, capsys):
     assert code == 2 and "not a level preset" in capsys.readouterr().err
     code, _ = bench("--scenario", "split-cifar", "--strategy", "adam", sets=["train.levels={periods: [4, 2]}"])
     assert code == 2 and "strategy.periods" in capsys.readouterr().err
+
+
+def test_muon_is_torchs_muon_and_reshapes_conv_weights():
+    """On 2-D parameters our Muon is torch.optim.Muon step for step; a conv weight moves as its
+    (C_out, C_in k k) matrix would under torch's."""
+    gs = grads(5, (6, 4, 3, 3), seed=3)
+    p0 = torch.randn(6, 4, 3, 3)
+    ours = run(Muon, p0, gs, lr=0.02)
+    flat = torch.nn.Parameter(p0.reshape(6, -1).clone())
+    theirs = torch.optim.Muon([flat], lr=0.02, weight_decay=0.0, momentum=0.95, nesterov=True)
+    for g in gs:
+        flat.grad = g.reshape(6, -1).clone()
+        theirs.step()
+    assert torch.equal(ours.reshape(6, -1), flat.detach())
+    with pytest.raises(ValueError, match="2 or more dimensions"):
+        Muon([torch.nn.Parameter(torch.zeros(3))])
+
+
+def test_muon_strategy_gives_the_head_and_1d_parameters_to_adam(bench):
+    code, out = bench("--scenario", "split-cifar", "--strategy", "muon", sets=["scenario.n_tasks=2"])
+    rec = load_record(out, "split-cifar", "muon")
+    kinds = {o["type"]: o["parameters"] for o in rec["optimizers"]}
+    assert code == 0 and set(kinds) == {"Muon", "Adam"} and rec["metrics"]["task_il"]["avg_acc"] > 50
+    from nlbench.models import cnn
+    net = cnn(width=8)  # the tiny runs' backbone: Muon takes its three conv weights, Adam the rest
+    convs = sum(m.weight.numel() for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+    assert kinds["Muon"] == convs and kinds["Adam"] == sum(p.numel() for p in net.parameters()) - convs
+
+
+def test_cms_head_on_adam_reproduces_the_cms_strategy(bench):
+    """backbone.cms on plain fine-tuning gives the cms strategy's matrix exactly, and its levels."""
+    _, out = bench("--scenario", "split-cifar", "--strategy", "cms", sets=["scenario.n_tasks=2", "strategy.periods=[4, 2, 1]"])
+    code, out2 = bench("--scenario", "split-cifar", "--strategy", "adam", out=out.parent / "head",
+                       sets=["scenario.n_tasks=2", "backbone.cms=[4, 2, 1]"])
+    cms = load_record(out, "split-cifar", "cms@periods=4-2-1")
+    adam = load_record(out2, "split-cifar", "adam@backbone.cms=4-2-1")
+    assert code == 0 and adam["acc"] == cms["acc"]
+    assert [(lv["name"], lv["period"]) for lv in adam["strategy_info"]["levels"]] == [
+        ("backbone", 1), ("cms1", 4), ("cms2", 2), ("cms3", 1)]
+
+
+def test_cms_head_with_replay_and_with_levels(bench):
+    sets = ["scenario.n_tasks=2", "backbone.cms=[2, 1]", "train.levels={preset: nested, periods: [4, 2, 1]}"]
+    code, out = bench("--scenario", "split-cifar", "--strategy", "replay", sets=sets)
+    rec = load_record(out, "split-cifar", "replay@backbone.cms=2-1,train.levels=(periods=4-2-1,preset=nested)")
+    levels = [(lv["name"], lv["period"]) for lv in rec["strategy_info"]["levels"]]
+    assert code == 0 and levels == [("slow", 4), ("middle", 2), ("fast", 1), ("cms1", 2), ("cms2", 1)]
+    assert rec["metrics"]["task_il"]["learning_acc"] > 50
+
+
+def test_cms_head_is_refused_where_a_strategy_places_its_own_levels(bench, capsys):
+    code, _ = bench("--scenario", "split-cifar", "--strategy", "nested", sets=["backbone.cms=[2, 1]"])
+    assert code == 2 and "backbone.cms is for strategies without levels" in capsys.readouterr().err
+    code, _ = bench("--scenario", "split-cifar", "--strategy", "adam", sets=["backbone.cms=[0, 1]"])
+    assert code == 2 and "backbone.cms" in capsys.readouterr().err

@@ -220,3 +220,40 @@ def test_variance_split_matches_a_hand_computed_two_way_table():
     # seed means 4, 5, 6 -> SS 3 * (1 + 0 + 1) = 6; total SS 60, so rest 0
     grid = pd.DataFrame([[1, 2, 3], [4, 5, 6], [7, 8, 9]])
     assert variance_split(grid) == pytest.approx({"order": 0.9, "seed": 0.1, "rest": 0.0, "total_ss": 60.0})
+
+
+def test_declared_study_pairs_each_row_with_its_own_control(tmp_path):
+    """split-cifar.yaml's nested-study: replay with levels minus replay (differences 3, 5, 4: bold),
+    and a study row whose runs have no records is left out, not matched to a neighbour."""
+    import numpy as np
+    from scipy import stats
+    runs = tmp_path / "runs"
+    for seed, (r, lv) in enumerate([(50, 53), (54, 59), (58, 62)]):
+        for name, run, acc in (("replay", "replay", r), ("replay", "replay@train.levels=nested", lv)):
+            write(runs, record(name, seed, [[90.0, 0.0], [2 * acc - 90.0, 90.0]], [[90.0, 50.0], [80.0, 90.0]], run=run))
+    table, cap, _ = build_tables(load_records(runs))["nested-study"]
+    d = np.array([3, 5, 4], dtype=float)
+    lo, hi = stats.t.interval(0.95, 2, loc=d.mean(), scale=stats.sem(d))
+    assert list(table["Row"]) == ["Replay + Nested levels"]
+    assert table.iloc[0]["Δ final acc"] == f"**{d.mean():+.2f} [{lo:+.2f}, {hi:+.2f}]**"
+    assert table.iloc[0]["pairs"] == "3" and "paired by seed" in cap
+
+
+def test_every_study_row_names_runs_the_command_line_can_make():
+    """A study's run names must be what bench.py names those runs (a typo would silently drop a row)."""
+    import re
+    from nlbench import config as C
+    from nlbench.comparisons import study_specs
+    from nlbench.plugins import load
+    load()
+    for spec in study_specs("split-cifar").values():
+        for run in {r for row in spec["rows"] for r in row[1:3]}:
+            strategy, _, rest = run.partition("@")
+            sets = []
+            for part in re.split(r",(?![^()]*\))", rest) if rest else []:
+                key, value = part.split("=", 1)
+                value = value.replace("-", ",") if re.fullmatch(r"\d+(-\d+)+", value) else value
+                value = f"[{value}]" if "," in value and not value.startswith("(") else value
+                sets.append(f"{key if '.' in key else 'strategy.' + key}={value}")
+            assert C.run_name(strategy, C.parse_sets(sets)) == run
+            C.resolve("split-cifar", strategy, "quick", C.parse_sets(sets))

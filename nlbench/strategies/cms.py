@@ -3,59 +3,11 @@
 CMS (section 7.1, Eq. 70): a chain of residual MLP blocks x + W1 act(W2 norm(x)), slowest first,
 every block used in every forward pass; block l is a level with period C_l (Eq. 71).
 """
-import torch
-from torch import nn
-
+from ..cms import CMS_DEFAULTS, CMSModel, build_cms_model, check_cms_periods, cms_groups
+from ..errors import UserError
 from ..levels import LEVEL_DEFAULTS, LevelledStrategy, check_level_options, expand_periods
 from ..registry import register_strategy
 from ..strategy import require
-
-
-class CMSBlock(nn.Module):
-    def __init__(self, dim: int, hidden_mult: int):
-        super().__init__()
-        self.norm = nn.LayerNorm(dim)
-        self.w2 = nn.Linear(dim, hidden_mult * dim)
-        self.act = nn.GELU()
-        self.w1 = nn.Linear(hidden_mult * dim, dim)
-        nn.init.zeros_(self.w1.weight)  # the block starts as the identity
-        nn.init.zeros_(self.w1.bias)
-
-    def forward(self, x):  # (B, D) -> (B, D)
-        return x + self.w1(self.act(self.w2(self.norm(x))))
-
-
-class CMSModel(nn.Module):
-    """backbone.features -> cms blocks (slowest first) -> backbone.head."""
-
-    def __init__(self, backbone: nn.Module, n_blocks: int, hidden_mult: int):
-        super().__init__()
-        self.backbone = backbone
-        self.cms = nn.Sequential(*[CMSBlock(backbone.feature_dim, hidden_mult) for _ in range(n_blocks)])
-
-    def forward(self, x):
-        return self.backbone.head(self.cms(self.backbone.features(x)))
-
-
-def build_cms_model(ctx, backbone: nn.Module, n_blocks: int, hidden_mult: int) -> CMSModel:
-    """The CMS head around the backbone the strategy already built: one backbone per run, drawn from
-    the seed exactly as every other strategy's (the head starts as the identity, so the untrained
-    network scores as the bare backbone does)."""
-    model = CMSModel(backbone, n_blocks, hidden_mult).to(ctx.device)
-    return model.to(memory_format=torch.channels_last) if ctx.channels_last else model
-
-
-def cms_groups(n_blocks: int) -> list:
-    return [(f"cms{i + 1}", [f"cms.{i}"]) for i in range(n_blocks)]
-
-
-def check_cms_periods(periods, what):
-    require(isinstance(periods, list) and periods, f"{what} must be a non-empty list of positive integers "
-            f"(slowest block first), got {periods!r}")
-    expand_periods(periods, len(periods), what)
-
-
-CMS_DEFAULTS = {"hidden_mult": 2}
 
 
 @register_strategy("cms")
