@@ -29,8 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", nargs="+", help="scenario name(s); see --list")
     p.add_argument("--strategy", nargs="+", help="strategy name(s), or 'all'")
     p.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (integers), default 0")
-    p.add_argument("--profile", help="quick (CPU), paper (GPU) or a protocol the scenario names (e.g. der for "
-                   "split-cifar, converge for cifar10; see --list); default by device")
+    p.add_argument("--profile", help="quick (CPU), gpu-short, or a protocol the scenario names (der or online for "
+                   "split-cifar, converge for cifar10; see --list); default: quick on the CPU, the scenario's "
+                   "cuda_profile on CUDA (split-cifar: der)")
     p.add_argument("--epochs", type=int, help="epochs per task (overrides the profile)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--data", default="auto", help="auto (default): the full CIFAR-10 if found or downloadable, "
@@ -99,9 +100,6 @@ def run_main(argv: list[str]) -> int:
     from .data import select_data
     from .runner import resolve_device  # torch-heavy imports only once we run
     device = resolve_device(args.device)
-    profile = args.profile or ("paper" if device.type == "cuda" else "quick")
-    if not args.profile:
-        print(f"profile: {profile} (default on {device.type}; choose with --profile)")
     sets = C.parse_sets(args.set)
     if args.compile:  # --compile and --epochs are sugar for --set train.compile=true / train.epochs=N
         sets.setdefault("train", {})["compile"] = True
@@ -110,11 +108,14 @@ def run_main(argv: list[str]) -> int:
     plan = []
     for scenario in args.scenario:
         C.load_scenario_file(scenario)
+        profile = args.profile or C.default_profile(scenario, device.type)
+        if not args.profile and not args.shard:
+            print(f"profile: {profile} for {scenario} (default on {device.type}; choose with --profile)")
         for strategy in expand_strategies(args.strategy, scenario):
             name = C.run_name(strategy, sets)
             cfg = C.resolve(scenario, strategy, profile, sets)  # validates before anything runs
             for seed in args.seeds:
-                plan.append((scenario, strategy, name, cfg, seed))
+                plan.append((scenario, strategy, name, cfg, seed, profile))
     if args.jobs < 1:
         raise UserError(f"--jobs must be a positive integer, got {args.jobs}")
     data = select_data(args.data, args.data_root, not args.no_download)
@@ -126,7 +127,7 @@ def run_main(argv: list[str]) -> int:
         i, n = (int(v) for v in args.shard.split("/"))
         plan = plan[i::n]
     worst = 0
-    for scenario, strategy, name, cfg, seed in plan:
+    for scenario, strategy, name, cfg, seed, profile in plan:
         worst = max(worst, run_one(args, scenario, strategy, name, cfg, seed, profile, device, data))
     return worst
 

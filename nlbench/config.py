@@ -16,7 +16,16 @@ from .errors import UserError
 from .registry import BACKBONES, ROOT, STRATEGIES, lookup
 
 SCENARIO_DIR = ROOT / "scenarios"
-PROFILES = ("quick", "paper")  # every scenario has these two; a scenario file may name more (e.g. der)
+PROFILES = ("quick", "gpu-short")  # every scenario has these two; a scenario file may name more (e.g. der)
+RENAMED_PROFILES = {"paper": "gpu-short"}  # 2026-11-26: the 2-epoch GPU profile was no paper's protocol
+
+
+def default_profile(scenario: str, device_type: str) -> str:
+    """Without --profile: quick on the CPU; on CUDA the scenario's ``cuda_profile`` (a published
+    protocol where one exists), else gpu-short."""
+    if device_type != "cuda":
+        return "quick"
+    return load_scenario_file(scenario).get("cuda_profile") or "gpu-short"
 
 DEFAULTS = {
     "backbone": {"name": "cnn", "width": 32,

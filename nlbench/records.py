@@ -10,6 +10,7 @@ import tempfile
 
 import torch
 
+from .config import RENAMED_PROFILES
 from .errors import UserError
 
 # 2: memory breakdown, optimizers, strategy_source, numerics.cuda_graph; 1 (no field): before them.
@@ -76,6 +77,7 @@ def upgrade(record: dict) -> dict:
         record.setdefault(key, value)
     record.setdefault("run_name", record["strategy"])
     record.setdefault("settings", list(record["acc"]))
+    record["profile"] = RENAMED_PROFILES.get(record["profile"], record["profile"])
     return record
 
 

@@ -1,18 +1,30 @@
 """Campaign tables: our runs of a named campaign beside the numbers it was built to test.
 
-For a literature protocol (``published`` holds a paper's mean ± std) the table shows ours and
-theirs per row, with our 95% interval (Student t over seeds) and the learning accuracy (accuracy
-on each task right after learning it) beside the final accuracy, so that less forgetting from
-learning less is visible. For the blog's claims (``published`` holds ``claim``/``acc``/
-``memory_gb``) it shows our accuracy, measured CUDA memory and the computed memory breakdown.
+For a literature protocol (``references``: the papers' numbers as data, one entry per row, setting,
+metric and source) the campaign table shows ours and the first reference per row, with our 95%
+interval (Student t over seeds) and the learning accuracy (accuracy on each task right after
+learning it) beside the final accuracy, so that less forgetting from learning less is visible; the
+replication table has one line per reference: published, ours, the difference, and whether the
+published mean lies inside our interval widened by the published mean's own 95% half-width. For
+the blog's claims (``published`` holds ``claim``/``acc``/``memory_gb``) it shows our accuracy,
+measured CUDA memory and the computed memory breakdown.
 """
 from __future__ import annotations
 
+import math
+
 import pandas as pd
+from scipy import stats as st
 
 from . import config as C
 from .campaign import campaign_names, load_campaign, row_sets
-from .stats import interval_text, mean_std
+from .errors import UserError
+from .layout import SETTING_NAMES
+from .stats import interval_text, mean_std, t_interval
+
+REFERENCE_KEYS = ("row", "setting", "metric", "value", "pm", "pm_kind", "runs", "source")
+PM_KINDS = (None, "2se", "std", "ci95", "printed")
+METRIC_NAMES = {"avg_acc": "final acc", "forgetting": "forgetting", "learning_acc": "learning acc"}
 
 
 def interval(values: pd.Series, digits: int = 2) -> str:
@@ -37,11 +49,70 @@ def _n(sub: pd.DataFrame) -> str:
     return str(len(done) - diverged) + (f" ({diverged} diverged)" if diverged else "")
 
 
-def literature_table(df: pd.DataFrame, spec: dict) -> pd.DataFrame:
-    rows = []
+def references(spec: dict) -> list[dict]:
+    """The campaign's published numbers, checked (a malformed entry names itself)."""
+    refs = spec.get("references") or []
+    for ref in refs:
+        if not isinstance(ref, dict) or set(ref) != set(REFERENCE_KEYS) or ref["pm_kind"] not in PM_KINDS:
+            raise UserError(f"campaign {spec['name']}: a reference needs exactly the keys {', '.join(REFERENCE_KEYS)} "
+                              f"(pm_kind one of {', '.join(map(str, PM_KINDS))}), got {ref!r}")
+    return refs
+
+
+def first_references(spec: dict) -> dict:
+    """label -> {setting: [value, pm]}: each row's first final-accuracy reference per setting."""
+    out: dict = {}
+    for ref in references(spec):
+        if ref["metric"] == "avg_acc":
+            out.setdefault(ref["row"], {}).setdefault(ref["setting"], [ref["value"], ref["pm"] or 0.0])
+    return out
+
+
+def published_half_width(ref: dict) -> float:
+    """The published mean's own 95% half-width: 2 SE as the MIR code prints it, t x std / sqrt(runs)
+    for a std, the ± itself for a 95% interval or a ± of unstated kind, 0 without a ±."""
+    pm, kind, runs = ref["pm"], ref["pm_kind"], ref["runs"]
+    if pm is None:
+        return 0.0
+    if kind == "std" and runs and runs > 1:
+        return float(st.t.ppf(0.975, runs - 1) * pm / math.sqrt(runs))
+    return float(pm)
+
+
+def replication_table(df: pd.DataFrame, spec: dict) -> pd.DataFrame:
+    """One line per published reference and per campaign row without one: ours beside it."""
+    refs = references(spec)
+    lines = []
     for row, sub in _rows_of(df, spec):
         ok = sub[sub["status"] == "complete"]
-        pub = (spec.get("published") or {}).get(row["label"], {})
+        mine = [r for r in refs if r["row"] == row["label"]] or [None]
+        for ref in mine:
+            setting, metric = (ref["setting"], ref["metric"]) if ref else ("class_il", "avg_acc")
+            ours = ok[ok["setting"] == setting][metric].dropna()
+            line = {"Row": row["label"], "Metric": f"{SETTING_NAMES.get(setting, setting)} {METRIC_NAMES[metric]}",
+                    "Published": "-", "Source": "no published counterpart", "Ours": mean_std(ours),
+                    "Ours 95% CI": interval(ours), "n": str(len(ours)), "Ours − published": "-",
+                    "Published inside ours ± theirs": "-"}
+            if ref:
+                pm = "" if ref["pm"] is None else f" ± {ref['pm']:.2f} ({ref['pm_kind']})"
+                line.update({"Published": f"{ref['value']:.2f}{pm}" + (f", {ref['runs']} runs" if ref["runs"] else ""),
+                             "Source": ref["source"]})
+                if len(ours):
+                    line["Ours − published"] = f"{ours.mean() - ref['value']:+.2f}"
+                ci = t_interval(ours)
+                if ci is not None:
+                    h = published_half_width(ref)
+                    line["Published inside ours ± theirs"] = "yes" if ci[0] - h <= ref["value"] <= ci[1] + h else "no"
+            lines.append(line)
+    return pd.DataFrame(lines)
+
+
+def literature_table(df: pd.DataFrame, spec: dict) -> pd.DataFrame:
+    rows = []
+    firsts = first_references(spec)
+    for row, sub in _rows_of(df, spec):
+        ok = sub[sub["status"] == "complete"]
+        pub = firsts.get(row["label"], {})
         out = {"Row": row["label"], "run": sub["run"].iloc[0] if len(sub) else row["strategy"]}
         for setting, head in (("class_il", "Class-IL"), ("task_il", "Task-IL")):
             s = ok[ok["setting"] == setting]
@@ -107,4 +178,14 @@ def campaign_tables(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str, str]
                f"{spec['source']}; they are the authors' runs, not ours. Data: "
                + "; ".join(sorted(mine["data_source"].unique())) + ".")
         out[f"campaign-{name}"] = (table.drop(columns=["run"]), cap, f"Campaign {name}: ours beside the published numbers")
+        if not claims and references(spec):
+            rep_cap = (f"Replication `{name}` ({spec['description']}): every published number beside ours, profile "
+                       f"{spec['profile']}, seeds {seeds}, device {devices}; ours: mean ± sample std and 95% Student-t "
+                       "interval over seeds; published: value ± as printed (2se: 2·std/√runs; std: over the runs); "
+                       "'inside' = the published mean lies in our 95% interval widened by the published mean's "
+                       "own 95% half-width (2se as printed, t·std/√runs, a ± of unstated kind as printed, 0 "
+                       "without a ±); a row without a published counterpart is listed without one. Differences of "
+                       f"protocol: scenarios/{spec['scenario']}.yaml (profile {spec['profile']}) and README.")
+            out[f"replication-{name}"] = (replication_table(mine, spec), rep_cap,
+                                          f"Replication {name}: each published number, ours, the difference")
     return out

@@ -253,7 +253,7 @@ def studies(sub: pd.DataFrame, scenario: str, suffix: str) -> dict:
             cap = caption(sub[sub["run"].isin(study_runs(spec))], f"{spec['title']}: each row minus its control on "
                           f"{SETTING_NAMES.get(main_setting(scenario_layout(scenario, sub)), 'main')} metrics "
                           f"(percentage points), {PAIRED_METHOD}; bold = the interval excludes 0; forgetting: a "
-                          f"negative difference is less forgetting. {spec.get('note', '')}".rstrip())
+                          f"negative difference is less forgetting. {spec.get('note', '').strip().rstrip('.')}".rstrip())
             out[f"{name}{suffix}"] = (table, cap, spec["title"])
     return out
 
@@ -342,7 +342,7 @@ def main(argv: list[str]) -> int:
     if not args.no_figures:
         from .figures import make_figures
         written += make_figures(list(groups(generic(df))), out / "figures")
-    remove_stale(out, written)
+    remove_stale(out, written, ("tables",) if args.no_figures else ("tables", "figures"))  # --no-figures: keep them
     write_readme(out, df, written, args)
     print(f"report: {len(tables)} tables and {sum(f.endswith('.png') for f, _ in written)} figures from "
           f"{df['path'].nunique()} records in {runs} -> {out}/ (index: {out / 'README.md'})")
@@ -351,11 +351,11 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def remove_stale(out: pathlib.Path, written) -> None:
+def remove_stale(out: pathlib.Path, written, folders=("tables", "figures")) -> None:
     """Delete tables and figures this report did not write (e.g. of records since removed), so the
     folder holds exactly what the records give."""
     kept = {name.strip() for files, _ in written for name in files.split(",")}
-    for folder in ("tables", "figures"):
+    for folder in folders:
         for path in sorted((out / folder).glob("*")):
             if path.is_file() and f"{folder}/{path.name}" not in kept and path.suffix in (".md", ".tex", ".png", ".pdf"):
                 path.unlink()
@@ -414,7 +414,7 @@ def write_readme(out: pathlib.Path, df: pd.DataFrame, written, args) -> None:
     committed = pathlib.Path(args.runs).resolve() == (pathlib.Path(__file__).resolve().parent.parent / "results" / "runs")
     origin = ("The records were produced by the commands in `results/commands.sh` (CPU, quick profile; the full "
              "CIFAR-10 copy, and the embedded mini set for the records in `runs/mini`) and "
-             "`results/gpu_commands.sh` (GPU: paper profile in `runs/paper`; the campaigns' records in `runs/der` and "
+             "`results/gpu_commands.sh` (GPU: the gpu-short profile, named `paper` before 2026-11-26, in `runs/gpu-short`; the campaigns' records in `runs/der` and "
              "`runs/converge`, with the job logs in `gpu-logs/`). `speed.json` comes from `python bench.py speed` on "
              "the CPU, `speed-h100.json` and `speed-h200.json` from `gpu_suite.sh` on one H100 / H200. "
              "Do not edit these files by hand.") if committed else (

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU records and speed files in results/, as produced on machines lent through the device tool.
 #
-# A) results/runs/paper and results/speed-h100.json: one NVIDIA H100 80GB (torch 2.11.0+cu130),
+# A) results/runs/gpu-short (moved from results/runs/paper on 2026-11-26, when the profile `paper` was
+#    renamed gpu-short: it is no paper's protocol) and results/speed-h100.json: one NVIDIA H100 80GB (torch 2.11.0+cu130),
 #    2026-11-25, code 08b4f08 and before:
 #      GRID_LIMIT=330 JOBS=6 bash gpu_suite.sh        # (the suite of that commit) -> speed-h100.json
 python3 ../shared/data/cifar10/make_cifar10.py /tmp/d   # on the GPU machine: .dev/make_cifar10.py

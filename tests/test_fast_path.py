@@ -145,7 +145,7 @@ def test_der_profile_takes_each_strategys_own_settings():
 
 def test_unknown_profile_names_the_valid_ones():
     from nlbench.errors import UserError
-    with pytest.raises(UserError, match="has no profile 'der'; valid: quick, paper, converge"):
+    with pytest.raises(UserError, match="has no profile 'der'; valid: quick, gpu-short, converge"):
         C.resolve("cifar10", "adam", "der", {})
 
 

@@ -81,7 +81,24 @@ def test_online_profile_is_mirs_code():
     t = finetune["train"]
     assert (t["optimizer"], t["lr"], t["momentum"], t["weight_decay"], t["batch_size"], t["epochs"], t["augment"]) == \
         ("sgd", 0.1, 0.0, 0.0, 10, 1, False)
-    assert finetune["backbone"] == {"name": "resnet18", "width": 20}
+    assert finetune["backbone"] == {"name": "resnet18", "width": 20, "cms": None}
     assert finetune["scenario"]["standardize"] == "symmetric" and finetune["data"]["train_fraction"] == 0.95
     s = replay["strategy"]
     assert (s["buffer_size"], s["replay_batch_size"], s["replay_current_task"], s["replay_loss"]) == (200, 10, False, "separate")
+
+
+def test_cuda_runs_default_to_a_published_protocol_and_the_old_paper_profile_reads_renamed(tmp_path):
+    """Without --profile a CUDA run of split-cifar gets DER's protocol (no scenario has a `paper`
+    profile any more: the 2-epoch one is gpu-short); records written as `paper` read as gpu-short."""
+    import json
+    from nlbench.records import read_record
+    assert C.default_profile("split-cifar", "cuda") == "der" and C.default_profile("split-cifar", "cpu") == "quick"
+    assert C.default_profile("permuted-cifar", "cuda") == "gpu-short"
+    assert all("paper" not in C.profile_names(s) and "gpu-short" in C.profile_names(s) for s in C.scenario_names())
+    rec = {"scenario": "split-cifar", "strategy": "adam", "seed": 0, "profile": "paper", "status": "complete",
+           "config": {}, "acc": {"class_il": [[50.0]]}, "tasks": [[0, 1]], "acc_init": {"class_il": [10.0]},
+           "metrics": {}, "train_seconds": 1.0, "images_per_second": 1.0, "peak_memory_mb": 1.0, "device": "cpu",
+           "versions": {}}
+    path = tmp_path / "seed0.json"
+    path.write_text(json.dumps(rec))
+    assert read_record(path)["profile"] == "gpu-short"

@@ -172,6 +172,41 @@ def test_campaign_table_puts_the_published_numbers_beside_ours(tmp_path):
     # learning accuracy = mean of the diagonal: (96 + 18) / 2 = 57 and (96 + 20) / 2 = 58
     assert sgd["Learning acc (class-IL)"] == "57.5 ± 0.7" and sgd["n"] == "2"
     assert table[table["Row"] == "JOINT"].iloc[0]["n"] == "0" and "Buzzega" in cap
+    rep = tables["replication-der-table2"][0]
+    line = rep[(rep["Row"] == "SGD") & (rep["Metric"] == "Class-IL final acc")].iloc[0]
+    # ours 20.00, CI [7.29, 32.71]; published 19.62 ± 0.05 (std, 10 runs): inside, difference +0.38
+    assert line["Ours − published"] == "+0.38" and line["Published inside ours ± theirs"] == "yes"
+    assert line["Published"] == "19.62 ± 0.05 (std), 10 runs" and line["n"] == "2"
+
+
+def test_replication_widens_our_interval_by_the_published_half_width_and_lists_rows_without_one(tmp_path):
+    """MIR's ER-200 (27.5 ± 1.2, 2se): ours 25, 26, 27 -> [23.52, 28.48], inside; ours 20, 21, 22 ->
+    [18.52, 23.48] widened by 1.2 to 24.68 < 27.5: outside. iid online has a reference, fine-tune too;
+    a row the campaign lists without any reference says so rather than borrowing a neighbour's."""
+    import numpy as np
+    from scipy import stats
+    from nlbench.replication import campaign_tables, published_half_width
+    for accs, inside in (((25, 26, 27), "yes"), ((20, 21, 22), "no")):
+        runs = tmp_path / f"runs{inside}"
+        for seed, a in enumerate(accs):
+            rec = record("replay", seed, [[90.0, 0.0], [2 * a - 90.0, 90.0]], [[90.0, 50.0], [80.0, 90.0]],
+                         run="replay@buffer_size=200")
+            rec["profile"] = "online"
+            write(runs, rec)
+        rep = campaign_tables(load_records(runs))["replication-mir-online"][0]
+        mir = rep[(rep["Row"] == "ER-200") & rep["Source"].str.startswith("Aljundi")
+                  & (rep["Metric"] == "Class-IL final acc")].iloc[0]
+        d = np.array(accs, dtype=float)
+        lo, hi = stats.t.interval(0.95, 2, loc=d.mean(), scale=stats.sem(d))
+        assert mir["Published inside ours ± theirs"] == inside and (lo - 1.2 <= 27.5 <= hi + 1.2) == (inside == "yes")
+        assert mir["Ours − published"] == f"{d.mean() - 27.5:+.2f}"
+    assert set(rep[rep["Row"] == "ER-200"]["Source"].str.split(" ").str[0]) == {"Aljundi", "Mai", "Shim", "Caccia"}
+    assert published_half_width({"pm": 0.27, "pm_kind": "std", "runs": 10}) == pytest.approx(
+        stats.t.ppf(0.975, 9) * 0.27 / np.sqrt(10))
+    fine = rep[rep["Row"] == "Fine-tune"].iloc[0]
+    assert fine["n"] == "0" and fine["Ours"] == "n/a" and fine["Source"].startswith("Caccia")
+    nested = rep[rep["Row"] == "Nested (SGD levels)"]
+    assert len(nested) == 1 and nested.iloc[0]["Source"] == "no published counterpart"
 
 
 def test_records_carry_a_schema_version_and_old_ones_are_read_as_such(tmp_path, bench):
