@@ -6,6 +6,7 @@ import os
 import pathlib
 import signal
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -34,7 +35,10 @@ class SignalGuard:
         self.signum, self.immediate = None, immediate
 
     def __enter__(self):
-        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        # Only the main thread may set handlers; a run in another thread (a Ray worker's task thread)
+        # is stopped by its launcher, which keeps the last stage's checkpoint.
+        main = threading.current_thread() is threading.main_thread()
+        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
         return self
 
     def _handle(self, signum, frame):

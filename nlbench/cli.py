@@ -13,7 +13,8 @@ import time
 
 from . import config as C
 from .errors import UserError
-from .records import read_record, record_path, write_record
+from .records import record_path
+from .sweep import check_existing, finish_record
 from .plugins import AVALANCHE_PREFIX, load
 from .registry import BACKBONES, STRATEGIES, ordered
 
@@ -46,6 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="list scenarios, strategies and backbones")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--jobs", type=int, default=1, help="runs of the sweep in parallel (processes; on one GPU too)")
+    p.add_argument("--launcher", choices=("local", "ray"), default="local", help="local (default: this machine, "
+                   "--jobs processes) or ray (every run a Ray task on a Ray cluster; pip install -e \".[ray]\")")
+    p.add_argument("--address", help="with --launcher ray: the cluster to join (e.g. auto, or ray://HOST:10001); "
+                   "default: start a local one")
+    p.add_argument("--ray-cpus", type=int, default=1, help="with --launcher ray: CPUs (and torch threads) per run (default 1)")
+    p.add_argument("--ray-gpus", type=float, help="with --launcher ray: GPUs per run, a fraction lets runs share "
+                   "one (e.g. 0.25); default 0 with --device cpu, else 1")
+    p.add_argument("--ray-retries", type=int, default=3, help="with --launcher ray: times a run whose worker died is "
+                   "retried from its last checkpoint (default 3)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (recorded in the run record)")
     p.add_argument("--shard", help=argparse.SUPPRESS)  # i/N: internal, set by --jobs
     return p
@@ -121,6 +131,16 @@ def run_main(argv: list[str]) -> int:
     data = select_data(args.data, args.data_root, not args.no_download)
     if not args.shard:
         print(data.announce())
+    if args.launcher == "ray":
+        if args.jobs > 1:
+            raise UserError("--jobs is the local launcher's process count; with --launcher ray, Ray schedules the "
+                            "runs (set --ray-cpus / --ray-gpus per run)")
+        if args.ray_cpus < 1 or args.ray_retries < 0 or (args.ray_gpus is not None and args.ray_gpus < 0):
+            raise UserError("--ray-cpus must be a positive integer, --ray-retries and --ray-gpus not negative")
+        from .ray_launcher import run_on_ray
+        return run_on_ray(plan, args, data)
+    if args.address or args.launcher != "local":
+        raise UserError("--address needs --launcher ray")
     if args.jobs > 1 and len(plan) > 1 and not args.shard:
         return run_sharded([*argv, "--data", data.kind], min(args.jobs, len(plan)))  # children skip auto's search
     if args.shard:
@@ -165,20 +185,7 @@ def run_one(args, scenario, strategy, name, cfg, seed, profile, device, data) ->
     from .checkpoint import Interrupted
     from .runner import run
     path = record_path(args.out, scenario, name, seed)
-    if path.exists() and not args.force:
-        old = read_record(path)
-        if old["profile"] != profile:
-            raise UserError(f"{path} holds a {old['profile']}-profile run; use another --out for {profile} runs, "
-                            "or --force to replace it")
-        if old.get("data_set", "full") != data.kind:  # records from before the mini set are full-data runs
-            raise UserError(f"{path} holds a run on the {old.get('data_set', 'full')} data set; use another --out "
-                            f"for runs on the {data.kind} set, or --force to replace it")
-        diff = C.identity_diff(old["config"], cfg, C.identity_defaults(scenario, strategy))
-        if diff:  # never answer a changed config with another config's numbers
-            shown = "; ".join(diff[:3]) + (f"; and {len(diff) - 3} more" if len(diff) > 3 else "")
-            raise UserError(f"{path} holds a run with another config ({shown}); use another --out for this "
-                            "config, or --force to replace that record")
-        print(f"skip {path} (exists with the same config; --force reruns it)")
+    if check_existing(args, scenario, strategy, cfg, path, profile, data):
         return 0
     spec = C.load_scenario_file(scenario)
     ckpt = path.with_suffix(".ckpt")
@@ -201,26 +208,4 @@ def run_one(args, scenario, strategy, name, cfg, seed, profile, device, data) ->
             raise UserError(f"out of memory in {scenario}/{name} seed {seed}; try a smaller batch, "
                             "e.g. --set train.batch_size=64 train.eval_batch_size=256") from exc
         raise
-    record["run_name"] = name
-    record["wall_seconds"] = time.perf_counter() - t0
-    write_record(path, record)
-    if ckpt.exists():
-        ckpt.unlink()
-    print_summary(record, path)
-    return 1 if record["status"] == "diverged" else 0
-
-
-def print_summary(record: dict, path) -> None:
-    print(f"== {record['scenario']} / {record['run_name']} / seed {record['seed']} ({record['status']}): "
-          f"{record['train_seconds']:.1f}s training, {record['images_per_second'] or 0:.0f} img/s, "
-          f"peak {record['peak_memory_mb']:.0f} MB -> {path}")
-    mini = record["data_set"] == "mini"
-    print(f"  data: {'MINI set, not the full CIFAR-10: ' if mini else ''}{record['data_source']}; "
-          f"{record['images']['train']} train / {record['images']['test']} test images")
-    for setting, rows in record["acc"].items():
-        print(f"  accuracy matrix ({setting}, row = after task i, column = task j):")
-        for i, row in enumerate(rows):
-            cells = " ".join("   -  " if v is None else f"{v:6.1f}" for v in (row or [None] * len(rows)))
-            print(f"    {i + 1}: {cells}")
-        m = (record["metrics"] or {}).get(setting) or {}
-        print("    " + "  ".join(f"{k}={'n/a' if v is None else f'{v:.2f}'}" for k, v in m.items()))
+    return finish_record(record, name, time.perf_counter() - t0, path)

@@ -27,11 +27,16 @@ def record_path(out: str | os.PathLike, scenario: str, run_name: str, seed: int)
 def atomic_write_text(path: pathlib.Path, text: str) -> None:
     """Write to a temporary file in the same folder, then rename: readers never see half a file,
     and two writers of the same path leave one whole version."""
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_bytes(path: pathlib.Path, data: bytes) -> None:
+    """atomic_write_text for bytes (a checkpoint sent back by a Ray worker)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes it private; a record is an ordinary file

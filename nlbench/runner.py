@@ -132,18 +132,21 @@ class Loop:
     progress: bool
     log: Callable
     guard: SignalGuard | None = None
+    on_checkpoint: Callable | None = None  # called with the path after each stage's checkpoint (Ray ships it)
 
 
 def run(cfg: dict, *, scenario_name: str, builder: str, strategy_name: str, seed: int, profile: str,
         device: torch.device, data: DataChoice, checkpoint: pathlib.Path | None = None,
-        progress: bool = True, log=print) -> dict:
-    """Run one (scenario, strategy, seed) and return its run record."""
+        progress: bool = True, log=print, on_checkpoint: Callable | None = None) -> dict:
+    """Run one (scenario, strategy, seed) and return its run record. ``on_checkpoint(path)`` runs after
+    every checkpoint written at the end of a stage (nlbench.ray_launcher sends it to the driver)."""
     torch.manual_seed(seed)
     _reset_peak_memory(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
     loop, memory_model = prepare(cfg, scenario_name, builder, strategy_name, seed, device, data, checkpoint,
                                  progress, log)
+    loop.on_checkpoint = on_checkpoint
     status, diverged_at = "complete", None
     try:
         with SignalGuard(immediate=loop.strategy.own_loop) as loop.guard:
@@ -208,6 +211,8 @@ def train_stage(loop: Loop, who: str) -> None:
     state.task, state.epoch, state.step, state.order = state.task + 1, 0, 0, None
     if loop.checkpoint is not None and state.task < len(stages):
         save_checkpoint(loop.checkpoint, loop.strategy, loop.generator, state, loop.ctx)
+        if loop.on_checkpoint is not None:
+            loop.on_checkpoint(loop.checkpoint)
 
 
 def build_record(loop: Loop, cfg, scenario_name, strategy_name, seed, profile, status, diverged_at,

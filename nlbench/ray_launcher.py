@@ -1,0 +1,198 @@
+"""``bench.py ... --launcher ray [--address ADDR]``: every run of a sweep is a Ray task, scheduled on any
+node of a Ray cluster (a local one when no address is given).
+
+What travels where:
+- the driver (the machine running bench.py) plans the sweep, skips runs whose record exists, and is
+  the only writer of records: each finished run's record comes back as the task's result and is
+  written once, atomically, under ``--out`` on the driver; workers need no shared filesystem;
+- the code travels with the sweep: Ray uploads the driver's project folder (its ``working_dir``,
+  without results, data, .git or the virtual environment) to every node, so workers run exactly
+  the driver's code (its commit goes into the records); each node needs Python with the
+  dependencies installed, and the CIFAR-10 under the same ``--data-root`` / ``$NLBENCH_DATA``
+  (or it uses the embedded mini set with ``--data mini``);
+- after every stage the worker sends its checkpoint to a small store actor pinned to the driver's
+  node. A run whose worker or node dies is retried by Ray (``--ray-retries``) and resumes from that
+  checkpoint; Ctrl-C on the driver writes the stopped runs' checkpoints beside their records (as a
+  local run does), cancels them, and the same command later resumes and finishes the sweep.
+
+Ray is an optional extra (``pip install -e ".[ray]"``): only this module imports it, and only when
+``--launcher ray`` is given.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pathlib
+import tempfile
+import time
+from dataclasses import dataclass
+
+from . import config as C
+from .errors import UserError
+from .records import atomic_write_bytes, record_path
+from .sweep import check_existing, finish_record
+
+
+@dataclass
+class RayRun:
+    """One planned run: what the worker needs (``job``, plain data) and where its record goes."""
+    job: dict
+    path: pathlib.Path
+
+    @property
+    def key(self) -> str:
+        return self.job["key"]
+
+    @property
+    def checkpoint(self) -> pathlib.Path:
+        return self.path.with_suffix(".ckpt")
+
+
+class CheckpointStore:
+    """Latest checkpoint bytes per run, kept on the driver's node (a Ray actor)."""
+
+    def __init__(self):
+        self.blobs: dict[str, bytes] = {}
+
+    def put(self, key: str, blob: bytes) -> None:
+        self.blobs[key] = blob
+
+    def get(self, key: str) -> bytes | None:
+        return self.blobs.get(key)
+
+    def drop(self, key: str) -> None:
+        self.blobs.pop(key, None)
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise UserError('--launcher ray needs Ray: pip install -e ".[ray]" (or pip install "ray>=2.9")') from None
+    return ray
+
+
+def execute(job: dict, store) -> dict:
+    """In a Ray worker: one run, resumed from the store's checkpoint if an earlier attempt left one.
+    Returns the record; the driver writes it."""
+    import ray
+    import torch
+
+    from .data import select_data
+    from .plugins import load
+    from .runner import resolve_device, run
+    load(job["plugins"], [job["strategy"]])
+    if job["threads"]:
+        torch.set_num_threads(job["threads"])
+    ckpt = pathlib.Path(tempfile.gettempdir()) / "nlbench-ray" / job["key"] / "run.ckpt"
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    ckpt.unlink(missing_ok=True)  # only the store's copy counts (another sweep may have left one here)
+    (ckpt.parent / "worker.pid").write_text(str(os.getpid()))  # which process runs it (to watch or stop it)
+    blob = ray.get(store.get.remote(job["key"]))
+    if blob is not None:
+        atomic_write_bytes(ckpt, blob)
+        print(f"{job['label']}: resuming from the checkpoint of an earlier attempt")
+    data = select_data(job["data_kind"], job["data_root"], download=False)
+    t0 = time.perf_counter()
+    record = run(job["cfg"], scenario_name=job["scenario"], builder=job["builder"], strategy_name=job["strategy"],
+                 seed=job["seed"], profile=job["profile"], device=resolve_device(job["device"]), data=data,
+                 checkpoint=ckpt, progress=False,
+                 on_checkpoint=lambda path: ray.get(store.put.remote(job["key"], path.read_bytes())))
+    record["wall_seconds"] = time.perf_counter() - t0  # as a local run measures it: around the run
+    ckpt.unlink(missing_ok=True)
+    return record
+
+
+# Not shipped to workers: records, data, history and environments (Ray also skips what .gitignore names).
+UPLOAD_EXCLUDES = ["results/", "data/", "runs/", ".git/", ".venv/", ".whl/", ".dev/", "*.ckpt", "*.egg-info/"]
+
+
+def code_env() -> dict:
+    """The driver's project folder as every worker's working_dir (see the module docstring)."""
+    from .registry import ROOT
+    return {"working_dir": str(ROOT), "excludes": UPLOAD_EXCLUDES}
+
+
+def plan_jobs(plan, args, data) -> list[RayRun]:
+    """The runs that have no record yet, as jobs for the workers."""
+    jobs = []
+    for scenario, strategy, name, cfg, seed, profile in plan:
+        path = record_path(args.out, scenario, name, seed)
+        if check_existing(args, scenario, strategy, cfg, path, profile, data):
+            continue
+        key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+        job = {"key": key, "label": f"{scenario}/{name} seed {seed}", "scenario": scenario, "strategy": strategy,
+               "name": name, "cfg": cfg, "seed": seed, "profile": profile,
+               "builder": C.load_scenario_file(scenario)["builder"], "device": args.device,
+               "data_kind": data.kind, "plugins": [str(pathlib.Path(p).resolve())
+                                                                                for p in args.plugin],
+               "threads": args.ray_cpus,
+               # absolute: a worker's working folder is its copy of the project, not the driver's
+               "data_root": str(pathlib.Path(args.data_root).resolve()) if args.data_root else None}
+        jobs.append(RayRun(job, path))
+    return jobs
+
+
+def run_on_ray(plan, args, data) -> int:
+    """Run the sweep's runs as Ray tasks; the exit code is the worst of the runs' (0 done, 1 a run
+    diverged or failed, 2 a run's bad input, 130 interrupted)."""
+    ray = import_ray()
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    jobs = plan_jobs(plan, args, data)
+    if not jobs:
+        return 0
+    ray.init(address=args.address, include_dashboard=False, log_to_driver=not args.quiet,
+             configure_logging=False, ignore_reinit_error=True, runtime_env=code_env())
+    here = ray.get_runtime_context().get_node_id()  # the store lives and dies with the driver's node
+    store = ray.remote(num_cpus=0)(CheckpointStore).options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False)).remote()
+    for r in jobs:  # a sweep stopped earlier left checkpoints beside the records: resume from them
+        if r.checkpoint.exists():
+            ray.get(store.put.remote(r.key, r.checkpoint.read_bytes()))
+    gpus = args.ray_gpus if args.ray_gpus is not None else (0.0 if args.device == "cpu" else 1.0)
+    task = ray.remote(execute).options(num_cpus=args.ray_cpus, num_gpus=gpus, max_retries=args.ray_retries,
+                                       retry_exceptions=False)
+    pending = {task.remote(r.job, store): r for r in jobs}
+    print(f"ray: {len(jobs)} runs on {ray.cluster_resources().get('CPU', 0):.0f} CPUs / "
+          f"{ray.cluster_resources().get('GPU', 0):.0f} GPUs; each {args.ray_cpus} CPU, {gpus:g} GPU")
+    worst = 0
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            r = pending.pop(done[0])
+            worst = max(worst, collect(ray, done[0], r))
+            ray.get(store.drop.remote(r.key))
+    except KeyboardInterrupt:
+        return stop(ray, store, pending)
+    return worst
+
+
+def collect(ray, ref, r: RayRun) -> int:
+    """Write a finished run's record, or say why it has none."""
+    try:
+        record = ray.get(ref)
+    except ray.exceptions.RayTaskError as exc:  # the run itself raised: its own message, no retry
+        cause = getattr(exc, "cause", None) or exc
+        print(f"error: {r.job['label']}: {cause}")
+        return 2 if isinstance(cause, UserError) else 1
+    except ray.exceptions.RayError as exc:  # its worker or node died more often than --ray-retries allows
+        print(f"error: {r.job['label']}: lost ({type(exc).__name__}: its worker died more often than --ray-retries "
+              "allows); rerun the same command to resume it from its last checkpoint")
+        return 1
+    from .records import versions  # the worker's copy of the project has no .git: it ran the driver's tree
+    record["versions"] = {**record["versions"], **{k: v for k, v in versions().items() if k.startswith("git_")}}
+    return finish_record(record, r.job["name"], record.pop("wall_seconds"), r.path)
+
+
+def stop(ray, store, pending: dict) -> int:
+    """Ctrl-C: keep each stopped run's last checkpoint beside its record, cancel it, exit 130."""
+    kept = 0
+    for ref, r in pending.items():
+        blob = ray.get(store.get.remote(r.key))
+        if blob is not None:
+            atomic_write_bytes(r.checkpoint, blob)
+            kept += 1
+        ray.cancel(ref, force=True)
+    print(f"\ninterrupted: {len(pending)} runs stopped ({kept} with a checkpoint beside its record); rerun the "
+          "same command to finish the sweep")
+    return 130

@@ -1,0 +1,58 @@
+"""What every launcher of a sweep does around a run: skip a run whose record exists (refusing one of
+another config), and write a finished run's record once, atomically, beside where its checkpoint was.
+The local loop (nlbench.cli) and the Ray launcher (nlbench.ray_launcher) share these."""
+from __future__ import annotations
+
+import pathlib
+
+from . import config as C
+from .errors import UserError
+from .records import read_record, write_record
+
+
+def check_existing(args, scenario, strategy, cfg, path, profile, data) -> bool:
+    """True when ``path`` already holds this run (skip it); a record of another config, profile or
+    data set there is an error, never an answer for this one."""
+    if not path.exists() or args.force:
+        return False
+    old = read_record(path)
+    if old["profile"] != profile:
+        raise UserError(f"{path} holds a {old['profile']}-profile run; use another --out for {profile} runs, "
+                        "or --force to replace it")
+    if old.get("data_set", "full") != data.kind:  # records from before the mini set are full-data runs
+        raise UserError(f"{path} holds a run on the {old.get('data_set', 'full')} data set; use another --out "
+                        f"for runs on the {data.kind} set, or --force to replace it")
+    diff = C.identity_diff(old["config"], cfg, C.identity_defaults(scenario, strategy))
+    if diff:  # never answer a changed config with another config's numbers
+        shown = "; ".join(diff[:3]) + (f"; and {len(diff) - 3} more" if len(diff) > 3 else "")
+        raise UserError(f"{path} holds a run with another config ({shown}); use another --out for this "
+                        "config, or --force to replace that record")
+    print(f"skip {path} (exists with the same config; --force reruns it)")
+    return True
+
+
+def finish_record(record: dict, name: str, wall_seconds: float, path: pathlib.Path) -> int:
+    """Write a finished run's record (atomically) where its checkpoint was, drop the checkpoint, say
+    what it got; 1 if the run diverged."""
+    record["run_name"] = name
+    record["wall_seconds"] = wall_seconds
+    write_record(path, record)
+    path.with_suffix(".ckpt").unlink(missing_ok=True)
+    print_summary(record, path)
+    return 1 if record["status"] == "diverged" else 0
+
+
+def print_summary(record: dict, path) -> None:
+    print(f"== {record['scenario']} / {record['run_name']} / seed {record['seed']} ({record['status']}): "
+          f"{record['train_seconds']:.1f}s training, {record['images_per_second'] or 0:.0f} img/s, "
+          f"peak {record['peak_memory_mb']:.0f} MB -> {path}")
+    mini = record["data_set"] == "mini"
+    print(f"  data: {'MINI set, not the full CIFAR-10: ' if mini else ''}{record['data_source']}; "
+          f"{record['images']['train']} train / {record['images']['test']} test images")
+    for setting, rows in record["acc"].items():
+        print(f"  accuracy matrix ({setting}, row = after task i, column = task j):")
+        for i, row in enumerate(rows):
+            cells = " ".join("   -  " if v is None else f"{v:6.1f}" for v in (row or [None] * len(rows)))
+            print(f"    {i + 1}: {cells}")
+        m = (record["metrics"] or {}).get(setting) or {}
+        print("    " + "  ".join(f"{k}={'n/a' if v is None else f'{v:.2f}'}" for k, v in m.items()))
