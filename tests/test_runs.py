@@ -180,7 +180,7 @@ def test_existing_record_is_skipped_unless_forced(bench, capsys):
     assert "--force reruns it" not in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("changed", ["train.lr=0.01", "train.epochs=3", "backbone.width=4", "data.train_per_class=30",
+@pytest.mark.parametrize("changed", ["train.weight_decay=0.01", "train.epochs=3", "backbone.width=4", "data.train_per_class=30",
                                      "scenario.shuffle_classes=true", "train.augment=false"])
 def test_a_changed_config_never_reuses_an_old_record(bench, capsys, changed):
     """Same --out, same strategy, one key changed: exit 2 naming the key, the old record untouched."""
@@ -256,3 +256,14 @@ def test_one_sweep_gives_different_strategies_their_own_values(bench):
     assert load_record(out, "split-cifar", "ewc@lam=5")["config"]["strategy"]["lam"] == 5
     assert load_record(out, "split-cifar", "replay@buffer_size=30")["config"]["strategy"]["buffer_size"] == 30
     assert load_record(out, "split-cifar", "adam")["config"]["strategy"] == {}
+
+
+def test_a_method_key_names_its_own_run_beside_the_plain_one(bench):
+    """train.lr / train.optimizer / train.levels / backbone.cms make another method: a record of its
+    own (strategy@key=value), never an error against the plain run's nor a reuse of it."""
+    code, out = bench("--scenario", "split-cifar", "--strategy", "adam", sets=["scenario.n_tasks=2"])
+    code2, _ = bench("--scenario", "split-cifar", "--strategy", "adam", sets=["scenario.n_tasks=2", "train.lr=0.01"])
+    assert code == code2 == 0
+    assert sorted(p.name for p in (out / "split-cifar").iterdir()) == ["adam", "adam@train.lr=0.01"]
+    rec = json.loads((out / "split-cifar" / "adam@train.lr=0.01" / "seed0.json").read_text())
+    assert rec["config"]["train"]["lr"] == 0.01 and rec["run_name"] == "adam@train.lr=0.01"
