@@ -102,3 +102,38 @@ def test_cuda_runs_default_to_a_published_protocol_and_the_old_paper_profile_rea
     path = tmp_path / "seed0.json"
     path.write_text(json.dumps(rec))
     assert read_record(path)["profile"] == "gpu-short"
+
+
+def test_momentum_zero_is_the_plain_sgd_step_and_augment_off_leaves_images_untouched(cifar_root):
+    """DER's and MIR's optimizer: with train.momentum=0 each step is theta - lr * g exactly; with
+    train.augment=false and [-1, 1] scaling the network sees (x / 255 - 0.5) * 2 of every image."""
+    ctx, scenario, strat = _context(cifar_root, "finetune", ["train.optimizer=sgd", "train.momentum=0", "train.lr=0.1",
+                                                              "train.augment=false", "scenario.standardize=symmetric"],
+                                    graph_capture=False)
+    idx = scenario.tasks[0].train_idx[:8]
+    raw, y, t = scenario.train_x[idx], scenario.train_y[idx], torch.zeros_like(idx)
+    x = ctx.prepare(raw, t)
+    assert torch.equal(x, (raw.float() / 255 - 0.5) * 2)
+    for _ in range(3):
+        before = [p.detach().clone() for p in strat.model.parameters()]
+        strat.observe(Batch(ctx.prepare(raw, t), y, raw, t))
+        grads = [p.grad for p in strat.model.parameters()]
+        for b, p, g in zip(before, strat.model.parameters(), grads):
+            assert g is not None and torch.allclose(p.detach(), b - 0.1 * g, atol=1e-7)
+
+
+def test_the_der_protocol_dry_runs_on_the_cpu(bench):
+    """Every row of der-table2 with a tiny budget (2 tasks, 1 epoch, 20 images per class, width 8): the
+    DER profile's per-strategy settings reach the records."""
+    from conftest import load_record
+    sets = ["scenario.n_tasks=2", "train.epochs=1", "data.train_per_class=20", "data.test_per_class=10",
+            "backbone.width=8", "train.eval_batch_size=64"]
+    for strategy, extra, name in (("finetune", [], "finetune"), ("ewc", [], "ewc"),
+                                  ("replay", ["strategy.buffer_size=200"], "replay@buffer_size=200"),
+                                  ("joint", [], "joint")):
+        code, out = bench("--scenario", "split-cifar", "--strategy", strategy, "--profile", "der", tiny=False,
+                          sets=[*sets, *extra])
+        rec = load_record(out, "split-cifar", name)
+        assert code == 0 and rec["profile"] == "der" and rec["status"] == "complete"
+        assert rec["config"]["train"]["lr"] == (0.03 if strategy == "ewc" else 0.1)
+        assert rec["config"]["train"]["momentum"] == 0.0 and rec["config"]["backbone"]["name"] == "resnet18"
