@@ -53,3 +53,44 @@ for o in 0 1 2; do
 done
 $B --scenario split-cifar --strategy nested-cms --seeds 0 1 2 3 4 --set strategy.periods=1 strategy.cms_periods=1
 python bench.py report
+# 2026-11-26, second session (issue 13): seeds 3-4 of the permuted table, the Nested/CMS twins of the
+# permuted and standard tables (5 seeds), seeds 3-4 of the split ablations. From a clean worktree of
+# 8e18543, two runs at a time (--jobs 2: one torch thread each), records copied back.
+J="$B --jobs 2"
+$J --scenario permuted-cifar --strategy replay nested nested-blog cms nested-cms joint ewc --seeds 3 4
+for S in permuted-cifar cifar10; do
+  $J --scenario $S --strategy nested cms nested-blog --seeds 0 1 2 3 4 --set strategy.periods=1
+  $J --scenario $S --strategy nested-cms --seeds 0 1 2 3 4 --set strategy.periods=1 strategy.cms_periods=1
+  $J --scenario $S --strategy nested-blog --seeds 0 1 2 3 4 --set strategy.periods=1 strategy.lr_periods=powers_of_two
+done
+for s in strategy.grad_reduce=mean strategy.grad_reduce=drop strategy.lr_scaling=period strategy.reset_on_task=true; do
+  $J --scenario split-cifar --strategy nested --seeds 3 4 --set $s
+done
+# Issue 14, the nested-study table (scenarios/split-cifar.yaml report.studies), 5 seeds, from a clean
+# worktree of 1d5ebc6: M3 and its controls, SGD inside the levels, levels and a CMS head on replay/EWC,
+# the blog's NestedAdam.
+N="$J --scenario split-cifar --seeds 0 1 2 3 4"
+$N --strategy m3 muon
+$N --strategy m3 --set strategy.alpha=0.0
+$N --strategy finetune --set train.optimizer=sgd train.lr=0.01
+$N --strategy nested --set strategy.level_optimizer=sgd train.lr=0.01
+$N --strategy nested --set strategy.level_optimizer=sgd strategy.periods=1 train.lr=0.01
+$N --strategy nested --set strategy.level_optimizer=sgd strategy.grad_reduce=mean train.lr=0.01
+$N --strategy nested --set strategy.level_optimizer=sgd strategy.grad_reduce=drop train.lr=0.01
+$N --strategy replay ewc --set train.levels=nested
+$N --strategy replay --set "backbone.cms=[16,4,1]"
+$N --strategy replay --set "backbone.cms=[1,1,1]"
+$N --strategy nested --set strategy.level_optimizer=nested-adam strategy.periods=1 strategy.slow_period=16
+# The mini-set tables to 5 seeds (and the permuted mini table rerun on the MLP), from a clean worktree of bb64fcd.
+MJ="$M --jobs 2"
+$MJ --scenario split-cifar --strategy adam ewc replay nested nested-blog cms nested-cms joint --seeds 3 4
+$MJ --scenario cifar10 --strategy adam nested nested-blog cms nested-cms --seeds 3 4
+$MJ --scenario permuted-cifar --strategy adam finetune ewc replay nested nested-blog cms nested-cms joint --seeds 0 1 2 3 4
+# Issue 15: MIR's online protocol (campaign mir-online; the same runs as `bench.py campaign mir-online
+# --out results/runs --seeds 0 1 2`, written out so that the published rows run first), from bb64fcd.
+O="python bench.py --profile online --device cpu --quiet --data full --data-root $DATA --out results/runs/online --jobs 2 --scenario split-cifar --seeds 0 1 2"
+$O --strategy finetune joint
+for m in 200 500 1000; do $O --strategy replay --set strategy.buffer_size=$m; done
+$O --strategy ewc nested cms
+$O --strategy cms --set strategy.periods=1
+python bench.py report
