@@ -91,3 +91,7 @@ $MJ --scenario cifar10 --strategy adam nested nested-blog cms nested-cms --seeds
 # so that the published rows of every seed ran first; the same runs as:
 python bench.py campaign mir-online --out results/runs --seeds 0 1 2 --jobs 2 --budget 20000 --data-root $DATA
 python bench.py report
+# Seeds 3-4 of the Avalanche rows (one torch thread, beside the mini runs), from a clean worktree of bb64fcd.
+$B --scenario split-cifar --strategy avalanche:Naive --seeds 3 4
+$B --scenario split-cifar --strategy avalanche:EWC --set strategy.ewc_lambda=100 --seeds 3 4
+$B --scenario split-cifar --strategy avalanche:Replay --set strategy.mem_size=500 --seeds 3 4
