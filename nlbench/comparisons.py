@@ -58,10 +58,12 @@ def versus_control_table(sub: pd.DataFrame, scenario: str) -> pd.DataFrame | Non
             row[header] = paired_text(result)
         row["pairs"] = str(max((r["n"] for r in results if r), default=0))
         rows.append(row)
-    table = pd.DataFrame(rows)
-    if setting == "standard":  # one task: no forgetting, learning accuracy = final accuracy
-        table = table.drop(columns=["Δ forgetting", "Δ learning acc"])
-    return table
+    return one_task_columns(pd.DataFrame(rows), setting)
+
+
+def one_task_columns(table: pd.DataFrame, setting: str) -> pd.DataFrame:
+    """One task has no forgetting and its learning accuracy is its final accuracy: drop those."""
+    return table.drop(columns=["Δ forgetting", "Δ learning acc"]) if setting == "standard" else table
 
 
 def versus_control_caption(scenario: str, sub: pd.DataFrame, caption) -> str:
@@ -111,8 +113,7 @@ def study_table(sub: pd.DataFrame, scenario: str, spec: dict) -> pd.DataFrame | 
         rows.append(row)
     if not rows:
         return None
-    table = pd.DataFrame(rows)
-    return table.drop(columns=["Δ forgetting", "Δ learning acc"]) if setting == "standard" else table
+    return one_task_columns(pd.DataFrame(rows), setting)
 
 
 def class_order_table(sub: pd.DataFrame) -> pd.DataFrame:
