@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from nlbench.levels import build_levels
-from nlbench.strategies.cms import CMSModel
+from nlbench.cms import CMSModel
 from nlbench.models import cnn
 
 
