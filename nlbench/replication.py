@@ -18,9 +18,10 @@ from scipy import stats as st
 
 from . import config as C
 from .campaign import campaign_names, load_campaign, row_sets
+from .comparisons import main_setting, study_table
 from .errors import UserError
-from .layout import SETTING_NAMES
-from .stats import interval_text, mean_std, t_interval
+from .layout import SETTING_NAMES, scenario_layout
+from .stats import PAIRED_METHOD, interval_text, mean_std, t_interval
 
 REFERENCE_KEYS = ("row", "setting", "metric", "value", "pm", "pm_kind", "runs", "source")
 PM_KINDS = (None, "2se", "std", "ci95", "printed")
@@ -47,6 +48,20 @@ def _n(sub: pd.DataFrame) -> str:
     done = sub.drop_duplicates("path")
     diverged = int((done["status"] == "diverged").sum())
     return str(len(done) - diverged) + (f" ({diverged} diverged)" if diverged else "")
+
+
+def comparisons(spec: dict) -> list[list[str]]:
+    """The campaign's declared paired comparisons (``comparisons``: [row, control row, what the control
+    is], rows named by label) as study rows [label, run, control run, what]; a bad entry fails loudly."""
+    runs = {row["label"]: C.run_name(row["strategy"], C.parse_sets(row_sets(spec, row))) for row in spec["runs"]}
+    out = []
+    for entry in spec.get("comparisons") or []:
+        if not (isinstance(entry, list) and len(entry) == 3 and all(isinstance(v, str) for v in entry)
+                and entry[0] in runs and entry[1] in runs):
+            raise UserError(f"campaign {spec['name']}: a comparison is [row label, control row label, what the control "
+                            f"is], both labels among its runs ({', '.join(runs)}); got {entry!r}")
+        out.append([entry[0], runs[entry[0]], runs[entry[1]], entry[2]])
+    return out
 
 
 def references(spec: dict) -> list[dict]:
@@ -188,4 +203,20 @@ def campaign_tables(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str, str]
                        f"protocol: scenarios/{spec['scenario']}.yaml (profile {spec['profile']}) and README.")
             out[f"replication-{name}"] = (replication_table(mine, spec), rep_cap,
                                           f"Replication {name}: each published number, ours, the difference")
+        out.update(campaign_comparisons(mine, spec, seeds, devices))
     return out
+
+
+def campaign_comparisons(mine: pd.DataFrame, spec: dict, seeds: str, devices: str) -> dict:
+    """The campaign's declared comparisons as a paired table (``vs-control-campaign-NAME``), if any has records."""
+    rows = comparisons(spec)
+    setting = main_setting(scenario_layout(spec["scenario"], mine))
+    table = study_table(mine, spec["scenario"], {"rows": rows}) if rows else None
+    if table is None:
+        return {}
+    cap = (f"Campaign `{spec['name']}`, each row minus its control under the same protocol (profile {spec['profile']}, "
+           f"seeds {seeds}, device {devices}) on {SETTING_NAMES[setting]} metrics (percentage points), {PAIRED_METHOD}; bold = the "
+           "interval excludes 0; forgetting: a negative difference is less forgetting. The comparisons are declared "
+           f"in scenarios/campaigns/{spec['name']}.yaml (comparisons).")
+    return {f"vs-control-campaign-{spec['name']}": (table, cap, f"Campaign {spec['name']}: each row minus its control, "
+                                                    "paired by seed, 95% intervals")}

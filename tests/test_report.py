@@ -209,6 +209,28 @@ def test_replication_widens_our_interval_by_the_published_half_width_and_lists_r
     assert len(nested) == 1 and nested.iloc[0]["Source"] == "no published counterpart"
 
 
+def test_campaign_comparisons_are_paired_by_seed_and_a_bad_one_names_itself(tmp_path):
+    """mir-online declares ER-200 minus Fine-tune: class-IL final accuracies 20/21/22 (fine-tune) and
+    30/33/33 (ER-200) differ by 10, 12, 11 per seed: scipy's t interval of those, bold as it excludes 0.
+    A comparison naming a row the campaign lacks is a one-line error."""
+    import numpy as np
+    from scipy import stats
+    from nlbench.replication import campaign_tables, comparisons
+    runs = tmp_path / "runs"
+    for seed, (ft, er) in enumerate([(20, 30), (21, 33), (22, 33)]):
+        for strategy, run, a in (("finetune", "finetune", ft), ("replay", "replay@buffer_size=200", er)):
+            rec = record(strategy, seed, [[90.0, 0.0], [2 * a - 90.0, 90.0]], [[90.0, 50.0], [80.0, 90.0]], run=run)
+            rec["profile"] = "online"
+            write(runs, rec)
+    table, cap, _ = campaign_tables(load_records(runs))["vs-control-campaign-mir-online"]
+    assert list(table["Row"]) == ["ER-200"] and "paired by seed" in cap
+    d = np.array([10.0, 12.0, 11.0])
+    lo, hi = stats.t.interval(0.95, 2, loc=d.mean(), scale=stats.sem(d))
+    assert table.iloc[0]["Δ final acc"] == f"**+11.00 [{lo:+.2f}, {hi:+.2f}]**" and table.iloc[0]["pairs"] == "3"
+    with pytest.raises(UserError, match="a comparison is"):
+        comparisons({"name": "x", "runs": [{"label": "A", "strategy": "adam"}], "comparisons": [["A", "B", "w"]]})
+
+
 def test_records_carry_a_schema_version_and_old_ones_are_read_as_such(tmp_path, bench):
     from nlbench.records import SCHEMA_VERSION, read_record
     code, out = bench("--scenario", "split-cifar", "--strategy", "adam", sets=["scenario.n_tasks=2"])
