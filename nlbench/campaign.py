@@ -182,6 +182,10 @@ def main(argv: list[str]) -> int:
     return Scheduler(runs, args).run()
 
 
+class Terminated(Exception):
+    """The campaign itself got SIGTERM."""
+
+
 class Scheduler:
     """Starts runs while they fit, stops them (with a checkpoint) when the budget ends."""
 
@@ -198,6 +202,9 @@ class Scheduler:
         deadline = t0 + self.args.budget
         print(f"campaign: {len(self.runs)} runs, {len(self.runs) - len(self.pending)} done, "
               f"{len(self.pending)} to do; budget {self.args.budget:.0f} s, {self.args.jobs} at a time")
+        # SIGTERM is how a batch system (SLURM at the time limit, `kill`) ends a job: stop the runs with
+        # their checkpoints as at the deadline, rather than dying and leaving them running unwatched
+        previous = signal.signal(signal.SIGTERM, self._terminated)
         try:
             while self.pending or self.running:
                 self._reap()
@@ -209,13 +216,24 @@ class Scheduler:
                 if not started and not self.running:
                     break  # nothing fits any more
                 time.sleep(0.5)
-        except KeyboardInterrupt:  # the children got the same SIGINT and checkpoint themselves
+        except KeyboardInterrupt:  # Ctrl-C: the children got the same SIGINT and checkpoint themselves
             self._wait_all(time.monotonic() + max(self.args.grace, 10))
             print("campaign interrupted; finished runs are kept, the rest checkpointed: rerun the same command",
                   file=sys.stderr)
             return 130
+        except Terminated:
+            self._stop_all(time.monotonic() + max(self.args.grace, 10))
+            print("campaign terminated (SIGTERM); finished runs are kept, the rest checkpointed: rerun the same "
+                  "command", file=sys.stderr)
+            return 128 + signal.SIGTERM
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         self._summary(time.monotonic() - t0)
         return 1 if self.failed else 0
+
+    @staticmethod
+    def _terminated(signum, frame):
+        raise Terminated
 
     def _start_fitting(self, usable: float) -> bool:
         started = False

@@ -74,6 +74,25 @@ def test_campaign_checkpoints_at_the_deadline_and_resumes(cifar_root, tmp_path):
     assert record.exists() and not ckpt.exists() and read_record(record)["status"] == "complete"
 
 
+def test_campaign_sigterm_stops_its_runs_with_a_checkpoint(cifar_root, tmp_path):
+    """SIGTERM (a batch system's end of job) to the campaign: its run saves a checkpoint and ends with
+    it, no record, no run left going on its own; exit 143 (128 + SIGTERM)."""
+    import signal
+    import time
+    path = _campaign(tmp_path, seeds=(0,), sets=["train.epochs=200"], runs=[{"label": "FT", "strategy": "adam"}])
+    out = tmp_path / "out"
+    proc = subprocess.Popen([*BENCH, "campaign", str(path), "--out", str(out), "--device", "cpu", "--data-root",
+                             str(cifar_root), "--no-download", "--budget", "300"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(8)  # as the deadline test: the run is training by then
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM and "terminated (SIGTERM)" in err, err[-500:]
+    assert (out / "quick/split-cifar/adam/seed0.ckpt").exists() and not (out / "quick/split-cifar/adam/seed0.json").exists()
+    left = subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True).stdout.split()
+    assert left == []
+
+
 @pytest.mark.parametrize("argv, fragment", [
     (["campaign", "nope"], "unknown campaign 'nope'; valid: cifar10-converge, der-table2"),
     (["campaign", "der-table2"], "campaign needs --budget SECONDS"),
