@@ -90,6 +90,9 @@ $MJ --scenario cifar10 --strategy adam nested nested-blog cms nested-cms --seeds
 # copies of scenarios/campaigns/mir-online.yaml holding its first 5 rows (the published ones) and its last 4,
 # so that the published rows of every seed ran first; the same runs as:
 python bench.py campaign mir-online --out results/runs --seeds 0 1 2 --jobs 2 --budget 20000 --data-root $DATA
+# Third session: seeds 1-2 of the published rows from a clean worktree of daedccf, then (after the online
+# profile gave EWC mammoth's plain-SGD online-EWC settings, c3d69c5) ER-1000 seed 2 and the EWC / Nested /
+# CMS rows from a clean worktree of c3d69c5; the same command as above continues it (it skips what exists).
 python bench.py report
 # Seeds 3-4 of the Avalanche rows (one torch thread, beside the mini runs), from a clean worktree of bb64fcd.
 $B --scenario split-cifar --strategy avalanche:Naive --seeds 3 4
