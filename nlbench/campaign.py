@@ -83,6 +83,11 @@ def row_sets(spec: dict, row: dict, extra: list[str] = ()) -> list[str]:
     return [f"{k}={json.dumps(v) if isinstance(v, (list, dict)) else v}" for k, v in merged.items()]
 
 
+def row_run_name(spec: dict, row: dict) -> str:
+    """The run name (records folder) of a campaign row, without command-line overrides."""
+    return C.run_name(row["strategy"], C.parse_sets(row_sets(spec, row)))
+
+
 def plan(spec: dict, out: pathlib.Path, seeds: list[int] | None = None, extra: list[str] = ()) -> list[PlannedRun]:
     """Every run of the campaign, seed-major, each resolved (so a bad row fails before anything runs)."""
     runs = []

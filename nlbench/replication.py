@@ -16,8 +16,7 @@ import math
 import pandas as pd
 from scipy import stats as st
 
-from . import config as C
-from .campaign import campaign_names, load_campaign, row_sets
+from .campaign import campaign_names, load_campaign, row_run_name
 from .comparisons import main_setting, study_table
 from .errors import UserError
 from .layout import SETTING_NAMES, scenario_layout
@@ -40,7 +39,7 @@ def _published(pair) -> str:
 def _rows_of(df: pd.DataFrame, spec: dict):
     """(row spec, that row's records) for every row of the campaign, in its order."""
     for row in spec["runs"]:
-        name = C.run_name(row["strategy"], C.parse_sets(row_sets(spec, row)))
+        name = row_run_name(spec, row)
         yield row, df[(df["scenario"] == spec["scenario"]) & (df["profile"] == spec["profile"]) & (df["run"] == name)]
 
 
@@ -53,7 +52,7 @@ def _n(sub: pd.DataFrame) -> str:
 def comparisons(spec: dict) -> list[list[str]]:
     """The campaign's declared paired comparisons (``comparisons``: [row, control row, what the control
     is], rows named by label) as study rows [label, run, control run, what]; a bad entry fails loudly."""
-    runs = {row["label"]: C.run_name(row["strategy"], C.parse_sets(row_sets(spec, row))) for row in spec["runs"]}
+    runs = {row["label"]: row_run_name(spec, row) for row in spec["runs"]}
     out = []
     for entry in spec.get("comparisons") or []:
         if not (isinstance(entry, list) and len(entry) == 3 and all(isinstance(v, str) for v in entry)
@@ -210,13 +209,13 @@ def campaign_tables(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str, str]
 def campaign_comparisons(mine: pd.DataFrame, spec: dict, seeds: str, devices: str) -> dict:
     """The campaign's declared comparisons as a paired table (``vs-control-campaign-NAME``), if any has records."""
     rows = comparisons(spec)
-    setting = main_setting(scenario_layout(spec["scenario"], mine))
     table = study_table(mine, spec["scenario"], {"rows": rows}) if rows else None
     if table is None:
         return {}
+    setting = main_setting(scenario_layout(spec["scenario"], mine))
     cap = (f"Campaign `{spec['name']}`, each row minus its control under the same protocol (profile {spec['profile']}, "
-           f"seeds {seeds}, device {devices}) on {SETTING_NAMES[setting]} metrics (percentage points), {PAIRED_METHOD}; bold = the "
-           "interval excludes 0; forgetting: a negative difference is less forgetting. The comparisons are declared "
+           f"seeds {seeds}, device {devices}) on {SETTING_NAMES[setting]} metrics (percentage points), "
+           f"{PAIRED_METHOD}; bold = the interval excludes 0; forgetting: a negative difference is less forgetting. The comparisons are declared "
            f"in scenarios/campaigns/{spec['name']}.yaml (comparisons).")
     return {f"vs-control-campaign-{spec['name']}": (table, cap, f"Campaign {spec['name']}: each row minus its control, "
                                                     "paired by seed, 95% intervals")}

@@ -88,7 +88,8 @@ def test_campaign_sigterm_stops_its_runs_with_a_checkpoint(cifar_root, tmp_path)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM and "terminated (SIGTERM)" in err, err[-500:]
-    assert (out / "quick/split-cifar/adam/seed0.ckpt").exists() and not (out / "quick/split-cifar/adam/seed0.json").exists()
+    run = out / "quick/split-cifar/adam"
+    assert (run / "seed0.ckpt").exists() and not (run / "seed0.json").exists()
     left = subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True).stdout.split()
     assert left == []
 
