@@ -14,7 +14,7 @@ import time
 from . import config as C
 from .errors import UserError
 from .records import record_path
-from .sweep import check_existing, finish_record
+from .sweep import check_existing, finish_record, run_lock
 from .plugins import AVALANCHE_PREFIX, load
 from .registry import BACKBONES, STRATEGIES, ordered
 
@@ -182,11 +182,18 @@ def expand_strategies(names: list[str], scenario: str) -> list[str]:
 
 
 def run_one(args, scenario, strategy, name, cfg, seed, profile, device, data) -> int:
-    from .checkpoint import Interrupted
-    from .runner import run
     path = record_path(args.out, scenario, name, seed)
     if check_existing(args, scenario, strategy, cfg, path, profile, data):
         return 0
+    with run_lock(path):
+        if check_existing(args, scenario, strategy, cfg, path, profile, data):
+            return 0  # the process that held the lock finished this run meanwhile
+        return _train_and_record(args, scenario, strategy, name, cfg, seed, profile, device, data, path)
+
+
+def _train_and_record(args, scenario, strategy, name, cfg, seed, profile, device, data, path) -> int:
+    from .checkpoint import Interrupted
+    from .runner import run
     spec = C.load_scenario_file(scenario)
     ckpt = path.with_suffix(".ckpt")
     t0 = time.perf_counter()

@@ -3,6 +3,8 @@ another config), and write a finished run's record once, atomically, beside wher
 The local loop (nlbench.cli) and the Ray launcher (nlbench.ray_launcher) share these."""
 from __future__ import annotations
 
+import contextlib
+import os
 import pathlib
 
 from . import config as C
@@ -29,6 +31,43 @@ def check_existing(args, scenario, strategy, cfg, path, profile, data) -> bool:
                         "config, or --force to replace that record")
     print(f"skip {path} (exists with the same config; --force reruns it)")
     return True
+
+
+@contextlib.contextmanager
+def run_lock(path: pathlib.Path):
+    """Hold ``<record>.lock`` while a run trains, so a second process started on the same run (a
+    campaign resuming from a checkpoint another command is still writing) stops with a one-line
+    error instead of training beside it and overwriting its checkpoint. An flock dies with its
+    process, so a killed run leaves no stale lock."""
+    import fcntl  # POSIX only; the suite's launchers run on Linux and macOS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.with_suffix(".lock")
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise UserError(f"{path.parent.name} seed {path.stem[4:]} is already running in process {holder} "
+                            f"(it holds {lock}); wait for it or stop it, then rerun this command") from None
+        if _same_file(fd, lock):  # not a lock file its previous holder unlinked while we waited
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        os.close(fd)  # closing releases the flock
+
+
+def _same_file(fd: int, path: pathlib.Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 def finish_record(record: dict, name: str, wall_seconds: float, path: pathlib.Path) -> int:

@@ -103,3 +103,24 @@ def test_nan_loss_stops_the_run_and_records_it_as_diverged(bench, tmp_path, caps
     assert rec["status"] == "diverged" and rec["metrics"] == {"class_il": None, "task_il": None}
     assert len(rec["acc"]["class_il"]) == 1  # what was measured before it diverged
     assert "task 2" in rec["diverged_at"]
+
+
+def test_a_second_process_on_a_running_run_stops_with_one_line_and_leaves_it_alone(cifar_root, tmp_path):
+    """Two processes on one run would train side by side and overwrite each other's checkpoint (it
+    happened: a campaign resumed from the checkpoint of a run still going by hand)."""
+    from nlbench.sweep import run_lock
+    record = tmp_path / "split-cifar" / "replay" / "seed0.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with run_lock(record):  # this test process plays the run already going
+        record.with_suffix(".ckpt").write_bytes(b"the running process's checkpoint")
+        second = subprocess.run(bench_cmd(cifar_root, tmp_path), env=env, capture_output=True, text=True)
+        assert second.returncode == 2
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"already running in process {os.getpid()}" in lines[0], second.stderr
+        assert record.with_suffix(".ckpt").read_bytes() == b"the running process's checkpoint"
+        assert not record.exists()
+    assert not record.with_suffix(".lock").exists()  # released and removed with its holder
+    record.with_suffix(".ckpt").unlink()
+    done = subprocess.run(bench_cmd(cifar_root, tmp_path), env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert record.exists() and not record.with_suffix(".lock").exists()
