@@ -1,9 +1,12 @@
 """Elastic Weight Consolidation (Kirkpatrick et al. 2017), separate and online (Schwarz et al. 2018).
 
 Estimator (after each task): the diagonal empirical Fisher
-    F_i = (1/N) sum_n ( d log p(y_n | x_n; theta) / d theta_i )^2
+    F_i = (1/N) sum_n w_n ( d log p(y_n | x_n; theta) / d theta_i )^2
 over the task's N training images (true labels y_n, no augmentation, BatchNorm in eval mode),
-from per-sample gradients computed with torch.func (vmap over grad), in chunks.
+from per-sample gradients computed with torch.func (vmap over grad), in chunks. w_n = 1
+(`fisher: empirical`, the default) or w_n = p(y_n | x_n) (`fisher: confidence-weighted`, the
+estimator of mammoth's models/ewc_on.py, which the DER and MIR-online profiles use): it shrinks the
+large gradients of badly fit samples, so the same lambda and lr give a far smaller penalty curvature.
 Penalty added to the cross-entropy, with the 1/2:
     separate: (lambda / 2) * sum_{t < current} sum_i F_{t,i} (theta_i - theta*_{t,i})^2
     online:   (lambda / 2) * sum_i Ft_i (theta_i - theta*_i)^2, with Ft <- gamma * Ft + F_new and
@@ -16,23 +19,29 @@ from torch.func import functional_call, grad, vmap
 from nlbench import Strategy, register_strategy, require
 
 
-def empirical_fisher(model, x, y, chunk=256):
-    """Diagonal empirical Fisher: mean over samples of squared per-sample grads of log p(y|x)."""
+FISHERS = ("empirical", "confidence-weighted")
+
+
+def empirical_fisher(model, x, y, chunk=256, weighting="empirical"):
+    """Diagonal empirical Fisher: mean over samples of squared per-sample grads of log p(y|x), each
+    times p(y|x) when ``weighting`` is confidence-weighted (mammoth's ewc_on estimator)."""
     params = {k: v.detach() for k, v in model.named_parameters()}
     buffers = {k: v.detach() for k, v in model.named_buffers()}
 
     def log_prob(p, xi, yi):  # one sample: (3, 32, 32), ()
         logits = functional_call(model, (p, buffers), (xi.unsqueeze(0),))
-        return -F.cross_entropy(logits.float(), yi.unsqueeze(0))  # log p(y|x); indexing by yi breaks vmap
+        lp = -F.cross_entropy(logits.float(), yi.unsqueeze(0))  # log p(y|x); indexing by yi breaks vmap
+        return lp, lp.detach()
 
-    per_sample = vmap(grad(log_prob), in_dims=(None, 0, 0))
+    per_sample = vmap(grad(log_prob, has_aux=True), in_dims=(None, 0, 0))
     fisher = {k: torch.zeros_like(v, dtype=torch.float32) for k, v in params.items()}
     was_training = model.training
     model.eval()  # BatchNorm cannot normalise over a single vmapped sample: use running stats
     for start in range(0, len(y), chunk):
-        grads = per_sample(params, x[start:start + chunk], y[start:start + chunk])
+        grads, lp = per_sample(params, x[start:start + chunk], y[start:start + chunk])
+        w = lp.float().exp() if weighting == "confidence-weighted" else torch.ones_like(lp, dtype=torch.float32)
         for k, g in grads.items():
-            fisher[k] += g.float().pow(2).sum(0)
+            fisher[k] += torch.einsum("n,n...->...", w, g.float().pow(2))
     model.train(was_training)
     return {k: f / len(y) for k, f in fisher.items()}
 
@@ -55,7 +64,8 @@ class EWC(Strategy):
 
     # lambda chosen on the quick profile (see README): large enough to move task-IL accuracy.
     graph_safe = True
-    defaults = {"lam": 100.0, "mode": "separate", "gamma": 1.0, "fisher_samples": None, "fisher_chunk": 128}
+    defaults = {"lam": 100.0, "mode": "separate", "gamma": 1.0, "fisher": "empirical", "fisher_samples": None,
+                "fisher_chunk": 128}
 
     @classmethod
     def check(cls, hp):
@@ -64,6 +74,7 @@ class EWC(Strategy):
         require(hp["mode"] in ("separate", "online"), f"strategy.mode must be separate or online, got {hp['mode']!r}")
         require(isinstance(hp["gamma"], (int, float)) and 0 <= hp["gamma"] <= 1,
                 f"strategy.gamma must be in [0, 1], got {hp['gamma']!r}")
+        require(hp["fisher"] in FISHERS, f"strategy.fisher must be one of {', '.join(FISHERS)}, got {hp['fisher']!r}")
         fs = hp["fisher_samples"]
         require(fs is None or (isinstance(fs, int) and fs > 0),
                 f"strategy.fisher_samples must be a positive integer or null, got {fs!r}")
@@ -89,7 +100,7 @@ class EWC(Strategy):
         sc = self.ctx.scenario
         tid = torch.full_like(idx, max(task.index, 0))
         x = self.ctx.prepare(sc.train_x[idx], tid, augment=False)
-        fisher = empirical_fisher(self.model, x, sc.train_y[idx], self.hp["fisher_chunk"])
+        fisher = empirical_fisher(self.model, x, sc.train_y[idx], self.hp["fisher_chunk"], self.hp["fisher"])
         anchor = {k: v.detach().clone() for k, v in self.model.named_parameters()}
         if self.hp["mode"] == "online" and self.fishers:
             fisher = {k: self.hp["gamma"] * self.fishers[0][k] + f for k, f in fisher.items()}

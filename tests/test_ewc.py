@@ -30,6 +30,26 @@ def test_fisher_is_mean_of_squared_per_sample_log_likelihood_gradients():
         assert torch.allclose(fisher[n], expected[n], atol=1e-6), n
 
 
+def test_confidence_weighted_fisher_weights_each_squared_gradient_by_the_true_label_probability():
+    """mammoth's models/ewc_on.py: fish += p(y|x) * grad(log p(y|x))^2, averaged over the samples."""
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3))
+    x, y = torch.randn(5, 3), torch.randint(0, 3, (5,))
+    ewc = ewc_module()
+    weighted = ewc.empirical_fisher(model, x, y, chunk=2, weighting="confidence-weighted")
+    expected = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    for i in range(5):
+        model.zero_grad()
+        log_p = torch.log_softmax(model(x[i:i + 1]), -1)[0, y[i]]
+        log_p.backward()
+        for n, p in model.named_parameters():
+            expected[n] += log_p.exp().item() * p.grad ** 2 / 5
+    plain = ewc.empirical_fisher(model, x, y, chunk=2)
+    for n in expected:
+        assert torch.allclose(weighted[n], expected[n], atol=1e-6), n
+        assert (weighted[n] <= plain[n] + 1e-7).all() and weighted[n].sum() < plain[n].sum()
+
+
 def test_penalty_is_half_fisher_weighted_squared_distance_summed_over_tasks():
     model = nn.Linear(2, 1, bias=False)
     with torch.no_grad():

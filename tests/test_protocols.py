@@ -137,3 +137,6 @@ def test_the_der_protocol_dry_runs_on_the_cpu(bench):
         assert code == 0 and rec["profile"] == "der" and rec["status"] == "complete"
         assert rec["config"]["train"]["lr"] == (0.03 if strategy == "ewc" else 0.1)
         assert rec["config"]["train"]["momentum"] == 0.0 and rec["config"]["backbone"]["name"] == "resnet18"
+        if strategy == "ewc":  # mammoth's models/ewc_on.py: online, lambda 10 (x2 for our 1/2), p(y|x)-weighted Fisher
+            hp = rec["config"]["strategy"]
+            assert (hp["mode"], hp["lam"], hp["gamma"], hp["fisher"]) == ("online", 20.0, 1.0, "confidence-weighted")
