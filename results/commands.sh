@@ -93,6 +93,11 @@ python bench.py campaign mir-online --out results/runs --seeds 0 1 2 --jobs 2 --
 # Third session: seeds 1-2 of the published rows from a clean worktree of daedccf, then (after the online
 # profile gave EWC mammoth's plain-SGD online-EWC settings, c3d69c5) ER-1000 seed 2 and the EWC / Nested /
 # CMS rows from a clean worktree of c3d69c5; the same command as above continues it (it skips what exists).
+# Fourth session: the third seed of both CMS rows from a clean worktree of 14dac86; then EWC (all 3 seeds
+# again: the online profile's EWC now uses mammoth's p(y|x)-weighted Fisher, 74f6705) and seeds 3-4 of the
+# published rows, from a clean worktree of 74f6705, as two copies of mir-online.yaml holding those rows
+# (EWC first); the same runs as the command below makes first (it goes on to seeds 3-4 of the other rows):
+python bench.py campaign mir-online --out results/runs --seeds 0 1 2 3 4 --jobs 2 --budget 20000 --data-root $DATA
 python bench.py report
 # Seeds 3-4 of the Avalanche rows (one torch thread, beside the mini runs), from a clean worktree of bb64fcd.
 $B --scenario split-cifar --strategy avalanche:Naive --seeds 3 4
