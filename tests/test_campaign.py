@@ -1,5 +1,7 @@
 """The campaign runner on tiny CPU runs: layout, budgeting, checkpoint at the deadline, resume."""
 import json
+import pathlib
+import signal
 import subprocess
 import sys
 
@@ -74,6 +76,23 @@ def test_campaign_checkpoints_at_the_deadline_and_resumes(cifar_root, tmp_path):
     assert record.exists() and not ckpt.exists() and read_record(record)["status"] == "complete"
 
 
+def _wait_until_training(lock, timeout=120):
+    """Until the run holding ``lock`` (its pid inside) catches SIGTERM, i.e. is inside its training loop:
+    a fixed sleep was too short on a busy machine, where the run was still building its model."""
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            status = pathlib.Path(f"/proc/{int(lock.read_text())}/status").read_text()
+            caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+            if caught & (1 << (signal.SIGTERM - 1)):
+                return
+        except (OSError, ValueError):
+            pass  # no lock (or no pid in it) yet
+        time.sleep(0.2)
+    raise AssertionError(f"the run never started training ({lock})")
+
+
 def test_campaign_sigterm_stops_its_runs_with_a_checkpoint(cifar_root, tmp_path):
     """SIGTERM (a batch system's end of job) to the campaign: its run saves a checkpoint and ends with
     it, no record, no run left going on its own; exit 143 (128 + SIGTERM)."""
@@ -84,7 +103,7 @@ def test_campaign_sigterm_stops_its_runs_with_a_checkpoint(cifar_root, tmp_path)
     proc = subprocess.Popen([*BENCH, "campaign", str(path), "--out", str(out), "--device", "cpu", "--data-root",
                              str(cifar_root), "--no-download", "--budget", "300"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    time.sleep(8)  # as the deadline test: the run is training by then
+    _wait_until_training(out / "quick/split-cifar/adam/seed0.lock")
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM and "terminated (SIGTERM)" in err, err[-500:]
