@@ -20,7 +20,7 @@ BAD = [
     ("unknown backbone", ["--scenario", "split-cifar", "--strategy", "adam"], ["backbone.name=vgg"], "unknown backbone 'vgg'; valid: cnn, mlp, resnet18"),
     ("unknown plugin file", ["--scenario", "split-cifar", "--strategy", "adam", "--plugin", "nope.py"], [], "plugin file not found: nope.py"),
     ("unknown train key", ["--scenario", "split-cifar", "--strategy", "adam"], ["train.epoch=3"], "unknown config key '.train.epoch'; valid: amp, augment, batch_size"),
-    ("unknown strategy key", ["--scenario", "split-cifar", "--strategy", "ewc"], ["strategy.lambda=3"], "strategy 'ewc' has no hyperparameter lambda (its keys: fisher_chunk"),
+    ("unknown strategy key", ["--scenario", "split-cifar", "--strategy", "ewc"], ["strategy.lambda=3"], "strategy 'ewc' has no hyperparameter lambda (its keys: fisher, fisher_chunk"),
     ("key only some strategies know", ["--scenario", "split-cifar", "--strategy", "ewc", "adam"], ["strategy.lam=3"],
      "strategy 'adam' has no hyperparameter lam (its keys: none); to set a key for some strategies of a sweep only, "
      "write strategy.NAME.KEY=VALUE"),
