@@ -39,9 +39,10 @@ def empirical_fisher(model, x, y, chunk=256, weighting="empirical"):
     model.eval()  # BatchNorm cannot normalise over a single vmapped sample: use running stats
     for start in range(0, len(y), chunk):
         grads, lp = per_sample(params, x[start:start + chunk], y[start:start + chunk])
-        w = lp.float().exp() if weighting == "confidence-weighted" else torch.ones_like(lp, dtype=torch.float32)
         for k, g in grads.items():
-            fisher[k] += torch.einsum("n,n...->...", w, g.float().pow(2))
+            sq = g.float().pow(2)
+            # the unweighted sum stays the exact arithmetic of the records made before the option
+            fisher[k] += sq.sum(0) if weighting == "empirical" else torch.einsum("n,n...->...", lp.float().exp(), sq)
     model.train(was_training)
     return {k: f / len(y) for k, f in fisher.items()}
 
