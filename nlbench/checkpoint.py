@@ -62,6 +62,8 @@ class RunState:
     order: torch.Tensor | None = None      # this epoch's sample order
     acc: dict = field(default_factory=dict)
     acc_init: dict | None = None
+    probe: list | None = None              # the probe matrix's rows so far (None: no probe)
+    probe_init: list | None = None
     train_seconds: float = 0.0
     images: int = 0
 

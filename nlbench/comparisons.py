@@ -1,9 +1,10 @@
 """Tables that make claims: each strategy minus its controls, paired by seed, and the class-order
 study (how much of a strategy's spread is the class order and how much the seed).
 
-A strategy "helps" only where its paired difference to the matched control has a 95% interval that
-excludes 0 (bold); learning accuracy sits beside final accuracy and forgetting, so that less
-forgetting from learning less shows as what it is.
+These tables are exploratory (stats.EXPLORATORY: nothing bold); claims come from a campaign's
+declared family (nlbench.replication.family_table). Learning accuracy and old-task accuracy sit
+beside final accuracy and forgetting, so that less forgetting from learning less shows as what it
+is, and a class-IL forgetting difference between rows at the floor is marked as plasticity.
 """
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from . import config as C
 from .errors import UserError
 from .layout import SETTING_NAMES, scenario_layout
 from .registry import STRATEGIES, base_name, label_of, ordered
-from .stats import PAIRED_METHOD, cell, paired, paired_text, variance_split
+from .metrics import PLASTICITY_MARK, at_floor
+from .stats import EXPLORATORY, PAIRED_METHOD, cell, paired, paired_text, variance_split
 
-METRICS = (("Δ final acc", "avg_acc"), ("Δ forgetting", "forgetting"), ("Δ learning acc", "learning_acc"))
+METRICS = (("Δ final acc", "avg_acc"), ("Δ old-task acc", "old_acc"), ("Δ forgetting", "forgetting"),
+           ("Δ learning acc", "learning_acc"))
 
 
 def main_setting(layout: dict) -> str:
@@ -53,25 +56,33 @@ def versus_control_table(sub: pd.DataFrame, scenario: str) -> pd.DataFrame | Non
     rows = []
     for run, ctrl, what in control_pairs(runs, control):
         row = {"Strategy": label_of(run), "Control": label_of(ctrl) if what == "fine-tune" else f"{ctrl} ({what})"}
-        results = [paired(by_seed(sub, run, setting, m), by_seed(sub, ctrl, setting, m)) for _, m in METRICS]
-        for (header, _), result in zip(METRICS, results):
-            row[header] = paired_text(result)
-        row["pairs"] = str(max((r["n"] for r in results if r), default=0))
+        row.update(paired_cells(sub, run, ctrl, setting))
         rows.append(row)
     return one_task_columns(pd.DataFrame(rows), setting)
 
 
+def paired_cells(sub: pd.DataFrame, run: str, ctrl: str, setting: str) -> dict:
+    """The METRICS columns of one comparison (exploratory text) and its pairs; a class-IL forgetting
+    difference where either side is at the floor is marked as plasticity."""
+    results = [paired(by_seed(sub, run, setting, m), by_seed(sub, ctrl, setting, m)) for _, m in METRICS]
+    cells = {header: paired_text(result) for (header, _), result in zip(METRICS, results)}
+    if setting == "class_il" and any(at_floor(by_seed(sub, r, setting, "old_acc")) for r in (run, ctrl)):
+        cells["Δ forgetting"] += PLASTICITY_MARK
+    cells["pairs"] = str(max((r["n"] for r in results if r), default=0))
+    return cells
+
+
 def one_task_columns(table: pd.DataFrame, setting: str) -> pd.DataFrame:
-    """One task has no forgetting and its learning accuracy is its final accuracy: drop those."""
-    return table.drop(columns=["Δ forgetting", "Δ learning acc"]) if setting == "standard" else table
+    """One task has no forgetting or old task and its learning accuracy is its final accuracy: drop those."""
+    return table.drop(columns=["Δ old-task acc", "Δ forgetting", "Δ learning acc"]) if setting == "standard" else table
 
 
 def versus_control_caption(scenario: str, sub: pd.DataFrame, caption) -> str:
     layout = scenario_layout(scenario, sub)
     return caption(sub, f"{layout['title']}: each strategy minus its control on "
                    f"{SETTING_NAMES.get(main_setting(layout), main_setting(layout))} metrics (percentage points), "
-                   f"{PAIRED_METHOD}; bold = the "
-                   "interval excludes 0; forgetting: lower is better, so a negative difference is less forgetting. "
+                   f"{PAIRED_METHOD}; {EXPLORATORY}; forgetting: lower is better, so a negative difference is "
+                   "less forgetting; '(floor: plasticity)': a side's class-IL old-task accuracy is 0 in every seed. "
                    f"Controls: fine-tuning ({label_of(layout['control'])}), and for the Nested/CMS strategies the "
                    "same model with every period 1 (architecture-matched)")
 
@@ -100,16 +111,15 @@ def study_table(sub: pd.DataFrame, scenario: str, spec: dict) -> pd.DataFrame | 
     setting = main_setting(scenario_layout(scenario, sub))
     rows = []
     for label, run, control, what in spec["rows"]:
-        results = [paired(by_seed(sub, run, setting, m), by_seed(sub, control, setting, m)) for _, m in METRICS]
-        if not any(results):
+        cells = paired_cells(sub, run, control, setting)
+        if cells["pairs"] == "0":
             continue
-        row = {"Row": label, "Control": what}
-        for (header, _), result in zip(METRICS, results):
-            row[header] = paired_text(result)
+        pairs = cells.pop("pairs")
+        row = {"Row": label, "Control": what, **cells}
         mine = sub[(sub["run"] == run) & (sub["setting"] == setting) & (sub["status"] == "complete")]
         row["Row: final acc"] = cell(mine["avg_acc"])
         row["Row: learning acc"] = cell(mine["learning_acc"])
-        row["pairs"] = str(max(r["n"] for r in results if r))
+        row["pairs"] = pairs
         rows.append(row)
     if not rows:
         return None

@@ -31,7 +31,8 @@ DEFAULTS = {
     "backbone": {"name": "cnn", "width": 32,
                  "cms": None},  # a CMS head for any strategy: its blocks' periods, slowest first, e.g. [16, 4, 1]
     "data": {"train_per_class": None, "test_per_class": None,
-             "train_fraction": None},  # e.g. 0.95: a seeded random 95% of each class's training images (MIR)
+             "train_fraction": None,   # e.g. 0.95: a seeded random 95% of each class's training images (MIR)
+             "probe_per_class": None},  # linear probes (nlbench.probe) on this many held-out images a class; null: off
     "train": {
         "epochs": 1, "batch_size": 32, "lr": 1e-3, "optimizer": "adam",
         "eval_batch_size": 256, "log_every": 25,
@@ -231,7 +232,7 @@ def validate(cfg: dict) -> None:
     if cfg["backbone"]["cms"] is not None:
         from .cms import check_cms_periods
         check_cms_periods(cfg["backbone"]["cms"], "backbone.cms")
-    for key in ("train_per_class", "test_per_class"):
+    for key in ("train_per_class", "test_per_class", "probe_per_class"):
         _positive(cfg["data"][key], f"data.{key}", allow_none=True)
     frac = cfg["data"]["train_fraction"]
     if frac is not None and (not isinstance(frac, (int, float)) or isinstance(frac, bool) or not 0 < frac <= 1):

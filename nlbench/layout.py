@@ -6,7 +6,13 @@ import pandas as pd
 
 from . import config as C
 
-SETTING_NAMES = {"class_il": "Class-IL", "task_il": "Task-IL", "domain_il": "Domain-IL", "standard": "Standard"}
+SETTING_NAMES = {"class_il": "Class-IL", "task_il": "Task-IL", "domain_il": "Domain-IL", "standard": "Standard",
+                 "probe": "Probe"}  # probe: the linear probes' accuracy on the frozen features (nlbench.probe)
+
+
+# The linear probes' columns (nlbench.probe), added to a scenario's table where its records have them.
+PROBE_COLUMNS = [("Probe acc", "probe", "avg_acc"), ("Probe old-task acc", "probe", "old_acc"),
+                 ("Probe forgetting", "probe", "forgetting"), ("Probe learning acc", "probe", "learning_acc")]
 
 
 def scenario_layout(scenario: str, records: pd.DataFrame) -> dict:
@@ -22,10 +28,13 @@ def scenario_layout(scenario: str, records: pd.DataFrame) -> dict:
                        for what, metric in (("acc", "avg_acc"), ("forgetting", "forgetting"),
                                             ("learning acc", "learning_acc"), ("FWT", "fwt"))
                        if metric != "fwt" or s not in ("class_il", "standard")]  # class-IL FWT: see README
+    columns = [tuple(c) for c in layout.get("columns") or default_columns]
+    if "setting" in records and (records["setting"] == "probe").any():  # runs with the linear probes
+        columns += PROBE_COLUMNS
     title = layout.get("title") or spec.get("description") or scenario
     return {"title": title, "summary": layout.get("summary") or title, "table": layout.get("table") or scenario,
             "layout": layout.get("layout") or ("standard" if settings == ["standard"] else "continual"),
-            "columns": [tuple(c) for c in layout.get("columns") or default_columns],
+            "columns": columns,
             "order": layout.get("order", 100),
             "control": layout.get("control", "adam")}  # the fine-tune every strategy is paired with
 

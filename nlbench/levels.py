@@ -170,19 +170,23 @@ def schedule_optimizer(ctx, model, params, kind: str | None) -> LevelOptimizer:
     body, prefix = (model.backbone, "backbone.") if cms_periods else (model, "")
     if spec is None:  # a CMS head on a plain strategy: the body is one level with the run's own optimizer
         hp = {**LEVEL_DEFAULTS, "level_optimizer": kind or ctx.train["optimizer"], "momentum": ctx.train["momentum"]}
-        groups, periods, lr_periods = [("backbone", ["backbone"])], [1], None
+        groups, periods, lr_periods, slow = [("backbone", ["backbone"])], [1], None, None
     else:
         hp = {**spec, "level_optimizer": spec["level_optimizer"] if kind is None else kind}
         groups = backbone_groups(body, hp["levels"], prefix)
         periods = expand_periods(hp["periods"], len(groups))
-        lr_periods = None if hp.get("lr_periods") is None else expand_periods(hp["lr_periods"], len(groups))
+        slow = None if hp.get("budget_of") is None else expand_periods(hp["budget_of"], len(groups))
+        lr_periods = slow if hp.get("lr_periods") is None else expand_periods(hp["lr_periods"], len(groups))
+    factors = None if spec is None or slow is None else \
+        [budget_lr_factor(c, hp["grad_reduce"], hp["level_optimizer"]) for c in slow]
     if cms_periods:
         groups = groups + [(f"cms{i + 1}", [f"cms.{i}"]) for i in range(len(cms_periods))]
         lr_periods = None if lr_periods is None else lr_periods + cms_periods
+        factors = None if factors is None else factors + [1.0] * len(cms_periods)
         periods = periods + list(cms_periods)
     make_opt = lambda ps, lr: level_optimizer(ctx, ps, lr, hp)  # noqa: E731
     schedule = build_levels(model, groups, periods, ctx.train["lr"], hp["lr_scaling"], hp["grad_reduce"], make_opt,
-                            lr_periods)
+                            lr_periods, factors)
     check_clock(periods, [lv.name for lv in schedule.levels], ctx)
     return LevelOptimizer(schedule)
 
@@ -202,17 +206,34 @@ def expand_periods(periods, n_levels: int, what: str = "strategy.periods") -> li
     return periods
 
 
+def budget_lr_factor(slow_period: int, grad_reduce: str, level_optimizer: str) -> float:
+    """The lr factor that makes a period-1 level move, per step, as far as a level of period C with
+    this grad_reduce and optimizer moves on average (docs: "The update-budget-matched control").
+
+    Under a constant gradient g, a level of period C and lr eta takes one step every C steps:
+    - SGD, sum (Eq. 71): the step applies C g, so it moves eta g per step on average: factor 1;
+    - SGD, mean or drop: the step applies g, eta g / C per step: factor 1/C (with momentum mu both
+      sides gain the same 1/(1-mu) in the steady state);
+    - Adam, NestedAdam, M3 (normalised steps): a step moves about eta per coordinate whatever the
+      gradient's scale, so eta / C per step: factor 1/C, whatever grad_reduce."""
+    if level_optimizer == "sgd" and grad_reduce == "sum":
+        return 1.0
+    return 1.0 / slow_period
+
+
 def build_levels(model: torch.nn.Module, groups: list[tuple[str, list[str]]], periods: list[int],
                  base_lr: float, lr_scaling: str, grad_reduce: str, make_optimizer,
-                 lr_periods: list[int] | None = None) -> LevelSchedule:
+                 lr_periods: list[int] | None = None, lr_factors: list[float] | None = None) -> LevelSchedule:
     """Partition ``model``'s parameters by module-name prefixes; every parameter in exactly one level.
 
     ``lr_scaling=period`` divides a level's lr by its entry of ``lr_periods`` (default: its update
-    period): with every period 1 and lr_periods the slow version's periods, the lr-matched control."""
+    period): with every period 1 and lr_periods the slow version's periods, the lr-matched control.
+    ``lr_factors`` multiply the levels' lrs (the update-budget-matched control: budget_lr_factor)."""
     named = dict(model.named_parameters())
     owner: dict[str, str] = {}
     levels = []
-    for (name, prefixes), period, lr_period in zip(groups, periods, lr_periods or periods):
+    factors = lr_factors or [1.0] * len(groups)
+    for (name, prefixes), period, lr_period, factor in zip(groups, periods, lr_periods or periods, factors):
         names = [n for n in named if any(n == p or n.startswith(p + ".") for p in prefixes)]
         if not names:
             raise UserError(f"level '{name}' ({', '.join(prefixes)}) matches no parameter of the model")
@@ -220,7 +241,7 @@ def build_levels(model: torch.nn.Module, groups: list[tuple[str, list[str]]], pe
             if n in owner:
                 raise UserError(f"parameter {n} is in two levels: {owner[n]} and {name}")
             owner[n] = name
-        lr = base_lr / lr_period if lr_scaling == "period" else base_lr
+        lr = (base_lr / lr_period if lr_scaling == "period" else base_lr) * factor
         params = [named[n] for n in names]
         keep = period > 1 and grad_reduce != "drop"
         accum = [torch.zeros_like(p) for p in params] if keep else None
@@ -270,8 +291,12 @@ LEVEL_DEFAULTS = {"grad_reduce": "sum", "lr_scaling": "none", "reset_on_task": F
                   "lr_periods": None,  # lr_scaling=period divides by these (int, list, powers_of_two); null: periods
                   "flush": None,       # pending gradients: null = the paper's running clock; task | run = apply at
                                        # the end of every task / of the last task
-                  "slow_period": None}  # level_optimizer nested-adam: v every this many steps; m3: M2's chunk (null: 1)
+                  "slow_period": None,  # level_optimizer nested-adam: v every this many steps; m3: M2's chunk (null: 1)
+                  "budget_of": None}    # the periods of a slow version whose movement per step this run matches
+                                        # (the update-budget-matched control, run at periods 1; budget_lr_factor)
 LEVEL_OPTIMIZERS = ("adam", "sgd", "nested-adam", "m3")
+# The budget-matched control's keys, and the period key whose slow value each one holds.
+BUDGET_KEYS = {"budget_of": "periods", "cms_budget_of": "cms_periods"}
 FLUSH = (None, "task", "run")
 
 
@@ -288,6 +313,13 @@ def check_level_options(hp: dict) -> None:
     require(slow is None or (isinstance(slow, int) and not isinstance(slow, bool) and slow > 0),
             f"strategy.slow_period must be null or a positive integer, got {slow!r}")
     require(hp.get("flush") in FLUSH, f"strategy.flush must be null, task or run, got {hp.get('flush')!r}")
+    for key in BUDGET_KEYS:
+        budget = hp.get(key)
+        require(budget is None or budget == "powers_of_two" or (isinstance(budget, int) and not isinstance(budget, bool)
+                                                                and budget > 0)
+                or (isinstance(budget, list) and budget and all(isinstance(v, int) and v > 0 for v in budget)),
+                f"strategy.{key} must be null or the slow version's {BUDGET_KEYS[key]} (a positive integer, a list "
+                f"of them or powers_of_two), got {budget!r}")
     require(isinstance(hp["momentum"], (int, float)) and 0 <= hp["momentum"] < 1,
             f"strategy.momentum must be in [0, 1), got {hp['momentum']!r}")
 
@@ -343,24 +375,55 @@ class LevelledStrategy(Strategy):
         self.model = self.build_model(ctx)
         groups, periods = self.level_plan()
         make_opt = lambda params, lr: level_optimizer(ctx, params, lr, hp)  # noqa: E731
-        lr_periods = None if hp.get("lr_periods") is None else \
+        slow = self.slow_periods()
+        lr_periods = slow if hp.get("lr_periods") is None else \
             expand_periods(hp["lr_periods"], len(groups), "strategy.lr_periods")
+        factors = None if slow is None else [budget_lr_factor(c, hp["grad_reduce"], hp["level_optimizer"])
+                                             for c in slow]
         self.levels = build_levels(self.model, groups, periods, ctx.train["lr"], hp["lr_scaling"],
-                                   hp["grad_reduce"], make_opt, lr_periods)
+                                   hp["grad_reduce"], make_opt, lr_periods, factors)
         self.clock_warnings = check_clock(periods, [lv.name for lv in self.levels.levels], ctx)
         for warning in self.clock_warnings:
             print(f"warning: {warning}")
 
     period_keys = ("periods",)  # the keys that set update periods (all 1 in the matched controls)
 
+    def slow_periods(self) -> list[int] | None:
+        """Per level, the period of the slow version whose movement this run matches
+        (``strategy.budget_of``, ``cms_budget_of``): the level plan with those periods; None without them."""
+        slow = {period: self.hp[key] for key, period in BUDGET_KEYS.items() if self.hp.get(key) is not None}
+        if not slow:
+            return None
+        own = self.hp
+        self.hp = {**own, **slow}
+        try:
+            return self.level_plan()[1]
+        finally:
+            self.hp = own
+
     @classmethod
     def matched_controls(cls, hp):
-        """Architecture-matched: the same levels and optimizers, every period 1. Learning-rate-matched
-        (only where the lr depends on the period): every period 1, each level at its slow lr."""
+        """The controls of a levelled run, each with every period 1 (description -> overrides):
+        architecture-matched (the same levels and optimizers; with lr_scaling none also lr-matched);
+        lr-matched where the lr depends on the period (each level at its slow per-step lr); and
+        update-budget-matched (each level's lr scaled so that it moves per step as far as the slow
+        level does on average: budget_lr_factor), left out where it equals the first (SGD, sum)."""
         every_step = {key: 1 for key in cls.period_keys}
-        out = {"every period 1": every_step}
+        slow = {key: hp[key] for key in cls.period_keys}
+        if all(v == 1 for v in slow.values()):
+            return {}
+        sgd_sum = hp["level_optimizer"] == "sgd" and hp["grad_reduce"] == "sum"  # budget factor 1: lr-matched
+        budget = ", budget-matched" if sgd_sum else ""
         if hp.get("lr_scaling") == "period":
-            out["every period 1, slow lrs"] = {**every_step, "lr_periods": hp.get("lr_periods") or hp["periods"]}
+            out = {"every period 1 (architecture-matched)": every_step,
+                   f"every period 1, slow lrs (lr-matched{budget})": {
+                       **every_step, "lr_periods": hp.get("lr_periods") or hp["periods"]}}
+        else:
+            out = {f"every period 1 (architecture-matched, lr-matched{budget})": every_step}
+        if not sgd_sum:
+            budget_keys = {period: key for key, period in BUDGET_KEYS.items()}
+            out["every period 1, update budget matched"] = {**every_step,
+                                                            **{budget_keys[k]: v for k, v in slow.items()}}
         return out
 
     def build_model(self, ctx):

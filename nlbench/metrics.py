@@ -45,6 +45,27 @@ def forgetting(R: Matrix) -> float | None:
     return sum(max(R[l][j] for l in range(T - 1)) - R[T - 1][j] for j in range(T - 1)) / (T - 1)
 
 
+def old_task_acc(R: Matrix) -> float | None:
+    """Retention where it can show: the mean of R[T-1][0..T-2], the old tasks in the last row. In
+    class-IL without replay it is 0 when the head predicts only the last task's classes (the floor):
+    forgetting then equals the learning accuracy of the old tasks, a plasticity measurement."""
+    T = len(R)
+    if T < 2 or R[T - 1] is None:
+        return None
+    return sum(R[T - 1][: T - 1]) / (T - 1)
+
+
+def at_floor(old_accs) -> bool:
+    """Whether a row's class-IL old-task accuracies (one per seed) are all exactly 0: nothing of the
+    old tasks is predicted, so differences in its forgetting are differences in plasticity."""
+    old_accs = [v for v in old_accs if v is not None and v == v]
+    return bool(old_accs) and all(v == 0 for v in old_accs)
+
+
+FLOOR_MARK = " (floor)"                      # beside a class-IL old-task accuracy at the floor
+PLASTICITY_MARK = " (floor: plasticity)"     # beside a class-IL forgetting whose row is at the floor
+
+
 def avg_incremental_acc(R: Matrix) -> float | None:
     return sum(avg_acc(R, k) for k in range(len(R))) / len(R) if _complete(R) else None
 
@@ -59,6 +80,9 @@ MEANINGS = {
     "fwt": "forward transfer: mean over tasks 2..T of the accuracy on a task before training it minus the untrained "
            "network's (R[j-1][j] - b[j]); shown only for task-IL and domain-IL (in class-IL a task's classes are "
            "never predicted before it is trained, so it would be minus the untrained accuracy)",
+    "old_acc": "old-task accuracy: mean over tasks 1..T-1 of the accuracy after the last task (R[T-1][j], j < T); "
+               "a class-IL row where it is 0 in every seed is at the floor (marked): its forgetting is the old "
+               "tasks' learning accuracy, so a forgetting difference there measures plasticity, not retention",
     "bwt": "backward transfer: mean of R[T-1][j] - R[j][j]; in the records, not the tables (in class-IL it equals "
            "minus forgetting, elsewhere nearly)",
 }
@@ -66,4 +90,5 @@ MEANINGS = {
 
 def summarize(R: Matrix, b: list[float]) -> dict:
     return {"avg_acc": avg_acc(R), "forgetting": forgetting(R), "bwt": bwt(R), "fwt": fwt(R, b),
-            "learning_acc": learning_acc(R), "avg_incremental_acc": avg_incremental_acc(R)}
+            "learning_acc": learning_acc(R), "avg_incremental_acc": avg_incremental_acc(R),
+            "old_acc": old_task_acc(R)}

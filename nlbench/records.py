@@ -71,6 +71,7 @@ OPTIONAL_DEFAULTS = {
     "status": "complete", "diverged_at": None, "data_set": "full",  # records before the mini set used the full set
     "data_source": "unknown", "peak_memory_kind": "", "wall_seconds": None, "numerics": None,
     "memory": None, "optimizers": None, "strategy_source": None, "images": None,
+    "probe": None, "probe_init": None,  # records before the linear probe (nlbench.probe) have none
 }
 
 

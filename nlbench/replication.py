@@ -20,7 +20,8 @@ from .campaign import campaign_names, load_campaign, row_run_name
 from .comparisons import main_setting, study_table
 from .errors import UserError
 from .layout import SETTING_NAMES, scenario_layout
-from .stats import PAIRED_METHOD, interval_text, mean_std, t_interval
+from .stats import (EXPLORATORY, PAIRED_METHOD, holm, interval_text, mean_std, paired_p, paired_text, t_interval,
+                    tost_paired, verdict)
 
 REFERENCE_KEYS = ("row", "setting", "metric", "value", "pm", "pm_kind", "runs", "source")
 PM_KINDS = (None, "2se", "std", "ci95", "printed")
@@ -61,6 +62,99 @@ def comparisons(spec: dict) -> list[list[str]]:
                             f"is], both labels among its runs ({', '.join(runs)}); got {entry!r}")
         out.append([entry[0], runs[entry[0]], runs[entry[1]], entry[2]])
     return out
+
+
+FAMILY_METRICS = {"avg_acc": "final acc", "old_acc": "old-task acc", "forgetting": "forgetting",
+                  "learning_acc": "learning acc"}
+SETTINGS = ("class_il", "task_il", "domain_il", "standard", "probe")
+
+
+def family(spec: dict) -> dict | None:
+    """The campaign's primary comparisons (``family``: margin, and comparisons [row, control row,
+    what the control is, setting, metric], rows by label), checked; None if it declares none."""
+    fam = spec.get("family")
+    if fam is None:
+        return None
+    runs = {row["label"]: row_run_name(spec, row) for row in spec["runs"]}
+    margin = fam.get("margin") if isinstance(fam, dict) else None
+    if not isinstance(margin, (int, float)) or isinstance(margin, bool) or margin <= 0:
+        raise UserError(f"campaign {spec['name']}: family needs a positive margin (percentage points), got {margin!r}")
+    out = []
+    for entry in fam.get("comparisons") or []:
+        if not (isinstance(entry, list) and len(entry) == 5 and all(isinstance(v, str) for v in entry)
+                and entry[0] in runs and entry[1] in runs and entry[3] in SETTINGS and entry[4] in FAMILY_METRICS):
+            raise UserError(f"campaign {spec['name']}: a family comparison is [row label, control row label, what the "
+                            f"control is, setting ({', '.join(SETTINGS)}), metric ({', '.join(FAMILY_METRICS)})], both "
+                            f"labels among its runs; got {entry!r}")
+        out.append({"row": entry[0], "run": runs[entry[0]], "control": runs[entry[1]], "control_label": entry[1],
+                    "what": entry[2], "setting": entry[3], "metric": entry[4]})
+    if not out:
+        raise UserError(f"campaign {spec['name']}: family declares no comparisons")
+    return {"margin": float(margin), "comparisons": out}
+
+
+def paired_differences(df: pd.DataFrame, run: str, control: str, setting: str, metric: str) -> pd.DataFrame:
+    """Per seed both have: the difference run - control and whether the two records' code versions
+    (git commits) differ."""
+    cols = []
+    for name in (run, control):
+        ok = df[(df["run"] == name) & (df["setting"] == setting) & (df["status"] == "complete")]
+        cols.append(ok.drop_duplicates("seed").set_index("seed")[[metric, "commit"]])
+    both = cols[0].join(cols[1], lsuffix="_row", rsuffix="_control", how="inner").dropna(
+        subset=[f"{metric}_row", f"{metric}_control"])
+    return pd.DataFrame({"d": both[f"{metric}_row"].astype(float) - both[f"{metric}_control"].astype(float),
+                         "mixed": both["commit_row"] != both["commit_control"]})
+
+
+def family_results(df: pd.DataFrame, spec: dict) -> list[dict]:
+    """Every primary comparison with its differences, raw p, Holm-adjusted p and verdict."""
+    fam = family(spec)
+    found = []
+    for comp in fam["comparisons"]:
+        pairs = paired_differences(df, comp["run"], comp["control"], comp["setting"], comp["metric"])
+        found.append({**comp, "pairs": pairs, "p": paired_p(pairs["d"])})
+    for item, adjusted in zip(found, holm([c["p"] for c in found])):
+        item["p_holm"] = adjusted
+        item["p_tost"] = tost_paired(item["pairs"]["d"], fam["margin"])
+        item["verdict"] = verdict(item["pairs"]["d"], adjusted, fam["margin"])
+    return found
+
+
+def _p(value: float | None) -> str:
+    return "n/a" if value is None else ("<0.001" if value < 0.001 else f"{value:.3f}")
+
+
+def family_table(df: pd.DataFrame, spec: dict) -> pd.DataFrame | None:
+    """The family as a table: bold only where the Holm-adjusted p is below 0.05."""
+    rows = []
+    for c in family_results(df, spec):
+        d = c["pairs"]["d"]
+        if d.empty:
+            continue
+        result = {"n": len(d), "mean": float(d.mean()), "ci": t_interval(d)}
+        survives = c["p_holm"] is not None and c["p_holm"] < 0.05
+        mine = df[(df["run"] == c["run"]) & (df["setting"] == c["setting"]) & (df["status"] == "complete")]
+        rows.append({"Row": c["row"], "Control": c["what"],
+                     "Measure": f"{SETTING_NAMES.get(c['setting'], c['setting'])} {FAMILY_METRICS[c['metric']]}",
+                     "Row value": mean_std(mine[c["metric"]]), "Δ [95% CI]": paired_text(result, bold=survives),
+                     "p": _p(c["p"]), "Holm p": _p(c["p_holm"]), "TOST p": _p(c["p_tost"]), "Verdict": c["verdict"],
+                     "pairs": str(len(d)), "pairs across code versions": str(int(c["pairs"]["mixed"].sum()))})
+    return pd.DataFrame(rows) if rows else None
+
+
+def findings(df: pd.DataFrame, spec: dict) -> list[str]:
+    """One generated line per primary comparison with records: what the README's findings say."""
+    lines = []
+    for c in family_results(df, spec):
+        d = c["pairs"]["d"]
+        if d.empty:
+            continue
+        ci = t_interval(d)
+        ci_text = "" if ci is None else f" [{ci[0]:+.2f}, {ci[1]:+.2f}]"
+        lines.append(f"{c['row']} vs {c['control_label']} ({c['what']}), "
+                     f"{SETTING_NAMES.get(c['setting'], c['setting'])} {FAMILY_METRICS[c['metric']]}: "
+                     f"Δ {d.mean():+.2f}{ci_text}, Holm p {_p(c['p_holm'])}, n={len(d)}: **{c['verdict']}**")
+    return lines
 
 
 def references(spec: dict) -> list[dict]:

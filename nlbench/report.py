@@ -16,8 +16,8 @@ from .errors import UserError
 from .layout import SETTING_NAMES, scenario_layout, scenarios_in_order
 from .comparisons import (class_order_table, main_setting, study_runs, study_specs, study_table,
                           versus_control_caption, versus_control_table)
-from .metrics import MEANINGS
-from .stats import METHOD, PAIRED_METHOD, cell, mean_std
+from .metrics import FLOOR_MARK, MEANINGS, PLASTICITY_MARK, at_floor, old_task_acc, summarize
+from .stats import EXPLORATORY, METHOD, PAIRED_METHOD, cell, mean_std
 from .avalanche_bridge import TWINS
 from .plugins import AVALANCHE_PREFIX, load
 from .records import atomic_write_text, read_record
@@ -27,7 +27,9 @@ from .registry import STRATEGIES, base_name, label_of, ordered, standard_label_o
 BLOG_CLAIMS = {"adam": ("92.1", "2.4 GB"), "nested-blog": ("91.8", "1.8 GB"), "nested-cms": ("92.3", "2.1 GB")}
 # DER paper (Buzzega et al., NeurIPS 2020), Table 2: ResNet-18, SGD, 50 epochs/task, 10 runs.
 STATS_NOTE = (f"cells: mean ± sample std [{METHOD}]; a seed gives every strategy the same initialisation, class "
-              "order and data order (paired differences: the vs-control tables)")
+              "order and data order (paired differences: the vs-control tables); old-task acc: the mean over tasks "
+              "1..T-1 of the last row; '(floor)': class-IL old-task accuracy 0 in every seed, so that row's "
+              "class-IL forgetting is the old tasks' learning accuracy (plasticity, not retention)")
 FORGETTING_NOTE = "forgetting: Chaudhry et al. 2018 (max over rows 1..T-1 minus the last row)"
 
 
@@ -56,13 +58,21 @@ def load_records(runs: pathlib.Path) -> pd.DataFrame:
                 "memory": rec["memory"], "cuda_graph": (rec["numerics"] or {}).get("cuda_graph", False),
                 "settings": tuple(rec["settings"]), "class_order_seed": cfg["scenario"].get("class_order_seed"),
                 "final_row": None}
-        for setting, matrix in rec["acc"].items():
-            m = (rec["metrics"] or {}).get(setting) or {}
-            curve = _curve(matrix)
+        for setting, matrix, m in record_settings(rec):
             rows.append({**base, "setting": setting, **{k: m.get(k) for k in
                          ("avg_acc", "forgetting", "bwt", "fwt", "learning_acc")},
-                         "curve": curve, "matrix": matrix})
+                         "old_acc": old_task_acc(matrix) if rec["status"] == "complete" else None,
+                         "curve": _curve(matrix), "matrix": matrix})
     return pd.DataFrame(rows)
+
+
+def record_settings(rec: dict):
+    """(setting, accuracy matrix, its metrics) of a record: each evaluation setting, then the linear
+    probe's matrix as the setting ``probe`` where the run has one (nlbench.probe)."""
+    for setting, matrix in rec["acc"].items():
+        yield setting, matrix, (rec["metrics"] or {}).get(setting) or {}
+    if rec["probe"] is not None and rec["status"] == "complete":
+        yield "probe", rec["probe"], summarize(rec["probe"], rec["probe_init"])
 
 
 TORCH_NAMES = {"adam": "Adam", "sgd": "SGD"}  # config names as the optimizer classes spell them
@@ -92,11 +102,21 @@ def metric_table(df: pd.DataFrame, columns: list[tuple[str, str, str]], label_of
         ok = sub[sub["status"] == "complete"]
         row = {"Strategy": label_of(run)}
         for header, setting, metric in columns:
-            row[header] = cell(ok[ok["setting"] == setting][metric])
+            row[header] = cell(ok[ok["setting"] == setting][metric]) + floor_mark(ok, setting, metric)
         n_total, n_div = sub["seed"].nunique(), sub[sub["status"] == "diverged"]["seed"].nunique()
         row["n"] = f"{n_total - n_div}" + (f" ({n_div} diverged)" if n_div else "")
         table.append(row)
     return pd.DataFrame(table)
+
+
+def floor_mark(ok: pd.DataFrame, setting: str, metric: str) -> str:
+    """' (floor)' beside a class-IL old-task accuracy that is 0 in every seed, ' (floor: plasticity)'
+    beside that row's class-IL forgetting (it then equals the old tasks' learning accuracy)."""
+    if setting != "class_il" or metric not in ("old_acc", "forgetting"):
+        return ""
+    if not at_floor(ok[ok["setting"] == "class_il"]["old_acc"]):
+        return ""
+    return FLOOR_MARK if metric == "old_acc" else PLASTICITY_MARK
 
 
 def caption(df: pd.DataFrame, what: str) -> str:
@@ -252,7 +272,7 @@ def studies(sub: pd.DataFrame, scenario: str, suffix: str) -> dict:
         if table is not None:
             cap = caption(sub[sub["run"].isin(study_runs(spec))], f"{spec['title']}: each row minus its control on "
                           f"{SETTING_NAMES.get(main_setting(scenario_layout(scenario, sub)), 'main')} metrics "
-                          f"(percentage points), {PAIRED_METHOD}; bold = the interval excludes 0; forgetting: a "
+                          f"(percentage points), {PAIRED_METHOD}; {EXPLORATORY}; forgetting: a "
                           f"negative difference is less forgetting. {spec.get('note', '').strip().rstrip('.')}".rstrip())
             out[f"{name}{suffix}"] = (table, cap, spec["title"])
     return out
@@ -430,7 +450,11 @@ def write_readme(out: pathlib.Path, df: pd.DataFrame, written, args) -> None:
     lines += [f"- `{metric}`: {meaning}." for metric, meaning in MEANINGS.items()]
     lines += ["- `n`: seeds with a complete run; cells are mean ± sample std [" + METHOD + "].",
               "- `vs-control-*` tables, `Δ ...`: the strategy's value minus its control's, " + PAIRED_METHOD +
-              "; bold where the interval excludes 0; `pairs`: seeds both have.",
+              f"; {EXPLORATORY}; `pairs`: seeds both have.",
+              "- `family-*` tables: a campaign's declared primary comparisons: raw 95% interval, paired t p, "
+              "Holm-adjusted p within the family (bold only where it is below 0.05), paired TOST at the declared "
+              "margin, and the verdict (higher / lower / equivalent within ±m / inconclusive with the pairs the "
+              "margin needs).",
               "- `class-order*`, `SS share`: share of the (class order x seed) grid's sum of squares explained by "
               "the class-order means, the seed means, and the rest.",
               "- `runtime*`: wall-clock seconds of a run (training and every evaluation)."]

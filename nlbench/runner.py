@@ -23,6 +23,7 @@ from . import memory, metrics
 from .data import Augmenter, DataChoice, fraction_per_class, load_data, subset_per_class
 from .errors import Diverged, UserError
 from .levels import schedule_optimizer
+from .probe import evaluate_probes, probes_on
 from .checkpoint import Interrupted, RunState, SignalGuard, load_checkpoint, save_checkpoint
 from .cms import cms_backbone
 from .records import versions
@@ -46,8 +47,11 @@ def build_scenario(name: str, spec_builder: str, cfg: dict, seed: int, device: t
     if cfg["data"]["train_fraction"] is not None:  # a seeded random fraction of each class (MIR keeps 95%)
         tr = tr[fraction_per_class(arrays.train_y[tr], cfg["data"]["train_fraction"], seed)]
     te = subset_per_class(arrays.test_y, cfg["data"]["test_per_class"])
+    probe = probe_images(arrays.train_y, tr, cfg["data"]["probe_per_class"])
     train_x, train_y, test_x, test_y = (t.to(device) for t in (arrays.train_x[tr], arrays.train_y[tr],
                                                                 arrays.test_x[te], arrays.test_y[te]))
+    probes = {} if probe is None else {"probe_x": arrays.train_x[probe].to(device),
+                                       "probe_y": arrays.train_y[probe].to(device)}
     pools = _Pools(train_y, test_y, torch.arange(len(train_y), device=device), torch.arange(len(test_y), device=device))
     builder = lookup(BUILDERS, "scenario builder", spec_builder)
     try:
@@ -56,7 +60,24 @@ def build_scenario(name: str, spec_builder: str, cfg: dict, seed: int, device: t
         raise UserError(f"scenario '{name}': {exc}") from exc
     return Scenario(name, settings, tasks, train_x, train_y, test_x, test_y,
                     None if perms is None else perms.to(device), data_set=data.kind, data_source=arrays.source,
-                    **(extra[0] if extra else {}))  # a builder may set more Scenario fields (standardize)
+                    **probes, **(extra[0] if extra else {}))  # a builder may set more Scenario fields (standardize)
+
+
+def probe_images(labels: torch.Tensor, trained: torch.Tensor, per_class: int | None) -> torch.Tensor | None:
+    """The linear probes' images: ``per_class`` training images of each class that the run never
+    trains on (outside its subset or its train_fraction), drawn once with a fixed generator, so
+    every seed and strategy probes the same images; None when the probe is off."""
+    if per_class is None:
+        return None
+    spare = torch.ones(len(labels), dtype=torch.bool)
+    spare[trained] = False
+    found = torch.bincount(labels[spare], minlength=10)
+    if int(found.min()) < per_class:
+        raise UserError(f"data.probe_per_class={per_class} needs that many training images per class outside the "
+                        f"run's training set, but only {int(found.min())} are left; lower data.train_per_class "
+                        "or data.probe_per_class, or set data.probe_per_class=null (no probe)")
+    chosen = subset_per_class(labels[spare], per_class, seed=1)  # positions among the spare images
+    return spare.nonzero().flatten()[chosen]
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -69,29 +90,47 @@ def resolve_device(choice: str) -> torch.device:
     return torch.device(choice)
 
 
+def evaluate_all(model, scenario: Scenario, ctx: RunContext, amp) -> tuple[dict[str, list[float]], list[float] | None]:
+    """Accuracy (%) on every task's test split in every setting, and the linear probes' accuracy
+    (None without probes), from one pass over the test images."""
+    probing = probes_on(model, scenario)
+    acc, features = evaluate(model, scenario, ctx, amp, keep_features=probing)
+    return acc, evaluate_probes(model, scenario, ctx, amp, features) if probing else None
+
+
 @torch.no_grad()
-def evaluate(model, scenario: Scenario, ctx: RunContext, amp) -> dict[str, list[float]]:
-    """Accuracy (%) on every task's test split, in every setting of the scenario."""
+def evaluate(model, scenario: Scenario, ctx: RunContext, amp, keep_features: bool = False):
+    """Accuracy (%) on every task's test split, in every setting of the scenario; with
+    ``keep_features`` also each task's test features (model.features, the head's input: the probes')."""
     was_training = model.training
     model.eval()
     out = {s: [] for s in scenario.settings}
+    kept = []
     bs = ctx.train["eval_batch_size"]
     for task in scenario.tasks:
         correct = {s: torch.zeros((), device=ctx.device) for s in scenario.settings}
         mask = scenario.task_mask(task)
+        feats = []
         for start in range(0, len(task.test_idx), bs):
             idx = task.test_idx[start:start + bs]
             tid = torch.full_like(idx, task.index)
             with amp():
-                logits = model(ctx.prepare(scenario.test_x[idx], tid, augment=False)).float()
+                x = ctx.prepare(scenario.test_x[idx], tid, augment=False)
+                if keep_features:  # forward = head(features) for every backbone (nlbench.models, nlbench.cms)
+                    feats.append(model.features(x).float())
+                    logits = model.head(feats[-1]).float()
+                else:
+                    logits = model(x).float()
             y = scenario.test_y[idx]
             for s in scenario.settings:
                 shown = logits.masked_fill(~mask, float("-inf")) if s == "task_il" else logits
                 correct[s] += (shown.argmax(1) == y).sum()
         for s in scenario.settings:  # one host sync per task and setting
             out[s].append(100.0 * correct[s].item() / max(len(task.test_idx), 1))
+        if keep_features:
+            kept.append(torch.cat(feats) if feats else None)
     model.train(was_training)
-    return out
+    return out, (kept if keep_features else None)
 
 
 def _reset_peak_memory(device: torch.device) -> None:
@@ -184,8 +223,9 @@ def prepare(cfg, scenario_name, builder, strategy_name, seed, device, data, chec
     if checkpoint is not None and checkpoint.exists():
         state = load_checkpoint(checkpoint, strategy, generator, ctx, log)
     if state.acc_init is None:
-        state.acc_init = evaluate(strategy.model, scenario, ctx, amp)
+        state.acc_init, state.probe_init = evaluate_all(strategy.model, scenario, ctx, amp)
         state.acc = {s: [] for s in scenario.settings}
+        state.probe = [] if state.probe_init is not None else None
     loop = Loop(strategy, ctx, scenario, StepRunner(strategy, ctx, amp, graphs), amp, generator, state,
                 strategy.stages(scenario.tasks), checkpoint, progress, log)
     return loop, memory_model
@@ -202,9 +242,11 @@ def train_stage(loop: Loop, who: str) -> None:
         _finish_timing(loop.ctx, state, t0, images)
     else:
         _train_task(loop, task, label=f"task {state.task + 1}/{len(stages)}")
-    row = evaluate(loop.strategy.model, scenario, loop.ctx, loop.amp)
+    row, probe_row = evaluate_all(loop.strategy.model, scenario, loop.ctx, loop.amp)
     for s in scenario.settings:
         state.acc[s].append(row[s])
+    if state.probe is not None:
+        state.probe.append(probe_row)
     seen = len({i for stage in stages[:state.task + 1] for i in stage.task_indices})
     loop.log(f"{who} | task {state.task + 1}/{len(stages)} | {time.perf_counter() - t0:.1f}s | " +
              " | ".join(f"{s} A={sum(row[s][:seen]) / seen:.1f}" for s in scenario.settings))
@@ -220,15 +262,17 @@ def build_record(loop: Loop, cfg, scenario_name, strategy_name, seed, profile, s
     """The run record (its schema: nlbench.records)."""
     scenario, state, device = loop.scenario, loop.state, loop.ctx.device
     T = len(scenario.tasks)
-    acc = state.acc
+    acc, probe = state.acc, state.probe
     if len(loop.stages) < T and status == "complete":  # merged stages (joint) measure only the last rows
         acc = {s: [None] * (T - len(rows)) + rows for s, rows in acc.items()}
+        probe = None if probe is None else [None] * (T - len(probe)) + probe
     peak, peak_kind = _peak_memory(device)
     return {
         "scenario": scenario_name, "strategy": strategy_name, "seed": seed, "profile": profile,
         "status": status, "diverged_at": diverged_at, "config": cfg,
         "tasks": [t.classes for t in scenario.tasks], "settings": scenario.settings,
         "acc": acc, "acc_init": state.acc_init,
+        "probe": probe, "probe_init": state.probe_init,  # linear-probe accuracy matrix (nlbench.probe), or None
         "metrics": {s: metrics.summarize(acc[s], state.acc_init[s]) if status == "complete" else None
                     for s in scenario.settings},
         "train_seconds": state.train_seconds,

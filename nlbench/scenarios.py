@@ -48,6 +48,8 @@ class Scenario:
     data_set: str = "full"              # full or mini (see nlbench.data.select_data)
     data_source: str = ""
     standardize: str = "dataset"        # dataset | per_image | symmetric: see standardize_input
+    probe_x: torch.Tensor | None = None  # held-out training images of the linear probes (nlbench.probe), or None
+    probe_y: torch.Tensor | None = None
 
     def prepare(self, x: torch.Tensor, task_ids: torch.Tensor, augment: Augmenter | None,
                 dtype=torch.float32) -> torch.Tensor:

@@ -71,15 +71,22 @@ def paired(strategy: pd.Series, control: pd.Series) -> dict | None:
             "excludes_zero": ci is not None and (ci[0] > 0 or ci[1] < 0)}
 
 
-def paired_text(result: dict | None, digits: int = 2) -> str:
-    """'+1.23 [0.40, 2.06]', bold when the interval excludes 0; no interval below 2 pairs."""
+# Outside a declared family (campaign YAML ``family``) a paired interval is exploratory: no correction
+# for the many intervals read at once, so nothing is bold (about 1 in 20 would exclude 0 by chance).
+EXPLORATORY = ("exploratory: raw 95% intervals, no multiplicity correction, nothing bold (claims: the family "
+               "tables, Holm-corrected, with equivalence tests)")
+
+
+def paired_text(result: dict | None, digits: int = 2, bold: bool = False) -> str:
+    """'+1.23 [+0.40, +2.06]'; bold only when asked (a family member that survives its correction);
+    no interval below 2 pairs."""
     if result is None:
         return "n/a"
     if result["ci"] is None:
         return f"{result['mean']:+.{digits}f} (n=1)"
     lo, hi = result["ci"]
     text = f"{result['mean']:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
-    return f"**{text}**" if result["excludes_zero"] else text
+    return f"**{text}**" if bold else text
 
 
 def variance_split(grid: pd.DataFrame) -> dict:
@@ -93,3 +100,71 @@ def variance_split(grid: pd.DataFrame) -> dict:
     if total == 0:
         return {"order": 0.0, "seed": 0.0, "rest": 0.0, "total_ss": 0.0}
     return {"order": order / total, "seed": seed / total, "rest": (total - order - seed) / total, "total_ss": total}
+
+
+# --- claims that survive many comparisons: a family's Holm-adjusted p-values and equivalence tests ---
+
+def paired_p(d) -> float | None:
+    """Two-sided p-value of the paired t test that the mean difference is 0 (scipy.stats.ttest_1samp)."""
+    d = values(d)
+    if len(d) < 2:
+        return None
+    if d.std(ddof=1) == 0:
+        return 1.0 if d.mean() == 0 else 0.0
+    return float(stats.ttest_1samp(d, 0.0).pvalue)
+
+
+def holm(pvalues: list[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment within one family (statsmodels.stats.multitest.multipletests);
+    None (no test: fewer than 2 pairs) stays None and does not count as a member."""
+    from statsmodels.stats.multitest import multipletests
+    present = [i for i, p in enumerate(pvalues) if p is not None]
+    out: list[float | None] = [None] * len(pvalues)
+    if present:
+        adjusted = multipletests([pvalues[i] for i in present], alpha=1 - LEVEL, method="holm")[1]
+        for i, p in zip(present, adjusted):
+            out[i] = float(p)
+    return out
+
+
+def tost_paired(d, margin: float) -> float | None:
+    """p-value of the paired two one-sided tests (TOST) that the mean difference lies inside
+    (-margin, +margin) (statsmodels.stats.weightstats.ttost_paired); None below 2 pairs."""
+    from statsmodels.stats.weightstats import ttost_paired
+    d = values(d)
+    if len(d) < 2:
+        return None
+    if d.std(ddof=1) == 0:
+        return 0.0 if abs(d.mean()) < margin else 1.0
+    return float(ttost_paired(d, np.zeros_like(d), -margin, margin)[0])
+
+
+def seeds_for_margin(d, margin: float, alpha: float = 1 - LEVEL, most: int = 1000) -> int | None:
+    """Pairs the equivalence test would need at the observed mean and spread: the smallest n whose
+    90% interval (TOST at alpha 0.05) at this mean and sample std fits inside +-margin; None when
+    the observed mean is itself outside the margin (no number of seeds shows equivalence then)."""
+    d = values(d)
+    if len(d) < 2 or abs(d.mean()) >= margin:
+        return None
+    sd, room = d.std(ddof=1), margin - abs(d.mean())
+    for n in range(2, most + 1):
+        if stats.t.ppf(1 - alpha, n - 1) * sd / math.sqrt(n) < room:
+            return n
+    return None
+
+
+def verdict(d, p_adjusted: float | None, margin: float) -> str:
+    """A primary comparison's verdict: 'better' / 'worse' where the Holm-adjusted p < 0.05 (the sign
+    says which way the difference goes, not whether it is good), 'equivalent within ±m' where TOST
+    at the margin passes, else 'inconclusive' with the pairs the margin would need."""
+    d = values(d)
+    if len(d) < 2:
+        return "no test (fewer than 2 pairs)"
+    if p_adjusted is not None and p_adjusted < 1 - LEVEL:
+        return f"{'higher' if d.mean() > 0 else 'lower'} (Holm p < {1 - LEVEL:.2f})"
+    p_eq = tost_paired(d, margin)
+    if p_eq is not None and p_eq < 1 - LEVEL:
+        return f"equivalent within ±{margin:g}"
+    need = seeds_for_margin(d, margin)
+    return (f"inconclusive (±{margin:g} needs ~{need} pairs at this spread)" if need is not None
+            else f"inconclusive (|mean| ≥ ±{margin:g} margin)")
