@@ -14,11 +14,21 @@ from . import config as C
 from .errors import UserError
 from .layout import SETTING_NAMES, scenario_layout
 from .registry import STRATEGIES, base_name, label_of, ordered
-from .metrics import PLASTICITY_MARK, at_floor
+from .metrics import FLOOR_MARK, PLASTICITY_MARK, at_floor
 from .stats import EXPLORATORY, PAIRED_METHOD, cell, paired, paired_text, variance_split
 
 METRICS = (("Δ final acc", "avg_acc"), ("Δ old-task acc", "old_acc"), ("Δ forgetting", "forgetting"),
            ("Δ learning acc", "learning_acc"))
+
+
+def floor_mark(ok: pd.DataFrame, setting: str, metric: str) -> str:
+    """' (floor)' beside a class-IL old-task accuracy that is 0 in every seed, ' (floor: plasticity)'
+    beside that row's class-IL forgetting (it then equals the old tasks' learning accuracy)."""
+    if setting != "class_il" or metric not in ("old_acc", "forgetting"):
+        return ""
+    if not at_floor(ok[ok["setting"] == "class_il"]["old_acc"]):
+        return ""
+    return FLOOR_MARK if metric == "old_acc" else PLASTICITY_MARK
 
 
 def main_setting(layout: dict) -> str:
@@ -66,7 +76,8 @@ def paired_cells(sub: pd.DataFrame, run: str, ctrl: str, setting: str) -> dict:
     difference where either side is at the floor is marked as plasticity."""
     results = [paired(by_seed(sub, run, setting, m), by_seed(sub, ctrl, setting, m)) for _, m in METRICS]
     cells = {header: paired_text(result) for (header, _), result in zip(METRICS, results)}
-    if setting == "class_il" and any(at_floor(by_seed(sub, r, setting, "old_acc")) for r in (run, ctrl)):
+    if setting == "class_il" and cells["Δ forgetting"] != "n/a" and any(
+            at_floor(by_seed(sub, r, setting, "old_acc")) for r in (run, ctrl)):
         cells["Δ forgetting"] += PLASTICITY_MARK
     cells["pairs"] = str(max((r["n"] for r in results if r), default=0))
     return cells

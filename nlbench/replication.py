@@ -4,8 +4,8 @@ For a literature protocol (``references``: the papers' numbers as data, one entr
 metric and source) the campaign table shows ours and the first reference per row, with our 95%
 interval (Student t over seeds) and the learning accuracy (accuracy on each task right after
 learning it) beside the final accuracy, so that less forgetting from learning less is visible; the
-replication table has one line per reference: published, ours, the difference, and whether the
-published mean lies inside our interval widened by the published mean's own 95% half-width. For
+replication table has one line per reference: published, ours, the difference with its interval,
+and an equivalence verdict at the campaign's declared margin (TOST). For
 the blog's claims (``published`` holds ``claim``/``acc``/``memory_gb``) it shows our accuracy,
 measured CUDA memory and the computed memory breakdown.
 """
@@ -17,14 +17,14 @@ import pandas as pd
 from scipy import stats as st
 
 from .campaign import campaign_names, load_campaign, row_run_name
-from .comparisons import main_setting, study_table
+from .comparisons import floor_mark, main_setting, study_table
 from .errors import UserError
 from .layout import SETTING_NAMES, scenario_layout
 from .stats import (EXPLORATORY, PAIRED_METHOD, holm, interval_text, mean_std, paired_p, paired_text, t_interval,
                     tost_paired, verdict)
 
 REFERENCE_KEYS = ("row", "setting", "metric", "value", "pm", "pm_kind", "runs", "source")
-PM_KINDS = (None, "2se", "std", "ci95", "printed")
+PM_KINDS = (None, "2se", "se", "std", "ci95", "printed")
 METRIC_NAMES = {"avg_acc": "final acc", "forgetting": "forgetting", "learning_acc": "learning acc"}
 
 
@@ -100,7 +100,7 @@ def paired_differences(df: pd.DataFrame, run: str, control: str, setting: str, m
     for name in (run, control):
         ok = df[(df["run"] == name) & (df["setting"] == setting) & (df["status"] == "complete")]
         cols.append(ok.drop_duplicates("seed").set_index("seed")[[metric, "commit"]])
-    both = cols[0].join(cols[1], lsuffix="_row", rsuffix="_control", how="inner").dropna(
+    both = cols[0].merge(cols[1], left_index=True, right_index=True, suffixes=("_row", "_control")).dropna(
         subset=[f"{metric}_row", f"{metric}_control"])
     return pd.DataFrame({"d": both[f"{metric}_row"].astype(float) - both[f"{metric}_control"].astype(float),
                          "mixed": both["commit_row"] != both["commit_control"]})
@@ -176,20 +176,64 @@ def first_references(spec: dict) -> dict:
     return out
 
 
-def published_half_width(ref: dict) -> float:
-    """The published mean's own 95% half-width: 2 SE as the MIR code prints it, t x std / sqrt(runs)
-    for a std, the ± itself for a 95% interval or a ± of unstated kind, 0 without a ±."""
+def published_se(ref: dict) -> float:
+    """The published mean's standard error from its ± and the ± 's kind: 2se / 2; se itself; std /
+    sqrt(runs); a 95% interval / 1.96; a ± of unstated kind taken as a standard error (the widest
+    of the usual readings, so that neither 'replicated' nor 'differs' is claimed from a guess); 0
+    without a ± (the published mean is then treated as exact)."""
     pm, kind, runs = ref["pm"], ref["pm_kind"], ref["runs"]
     if pm is None:
         return 0.0
-    if kind == "std" and runs and runs > 1:
-        return float(st.t.ppf(0.975, runs - 1) * pm / math.sqrt(runs))
+    if kind == "2se":
+        return pm / 2
+    if kind == "std":
+        return pm / math.sqrt(runs) if runs else float(pm)
+    if kind == "ci95":
+        return pm / 1.96
     return float(pm)
 
 
+def difference_to_published(ours: pd.Series, ref: dict, margin: float) -> dict | None:
+    """Ours minus published: the difference, its 95% interval (our standard error and the published
+    one combined, Welch-Satterthwaite degrees of freedom), and the TOST p that it lies inside
+    +-margin; None below 2 seeds of ours."""
+    x = ours.astype(float).to_numpy()
+    if len(x) < 2:
+        return None
+    ours_var, pub_var = x.var(ddof=1) / len(x), published_se(ref) ** 2
+    se = math.sqrt(ours_var + pub_var)
+    pub_df = (ref["runs"] - 1) if ref["runs"] and ref["runs"] > 1 else None
+    df = len(x) - 1 if pub_var == 0 or pub_df is None or se == 0 else \
+        (ours_var + pub_var) ** 2 / (ours_var ** 2 / (len(x) - 1) + pub_var ** 2 / pub_df)
+    d = float(x.mean() - ref["value"])
+    if se == 0:
+        return {"d": d, "ci": (d, d), "p_tost": 0.0 if abs(d) < margin else 1.0}
+    half = float(st.t.ppf(0.975, df)) * se
+    p_tost = max(1 - st.t.cdf((d + margin) / se, df), st.t.cdf((d - margin) / se, df))
+    return {"d": d, "ci": (d - half, d + half), "p_tost": float(p_tost)}
+
+
+def replication_verdict(diff: dict | None, margin: float) -> str:
+    if diff is None:
+        return "no test (fewer than 2 seeds)"
+    if diff["p_tost"] < 0.05:
+        return f"replicated within ±{margin:g}"
+    lo, hi = diff["ci"]
+    return "differs" if lo > 0 or hi < 0 else "not shown either way"
+
+
+def replication_margin(spec: dict) -> float:
+    margin = spec.get("replication_margin", 2.0)
+    if not isinstance(margin, (int, float)) or isinstance(margin, bool) or margin <= 0:
+        raise UserError(f"campaign {spec['name']}: replication_margin must be a positive number of points, got {margin!r}")
+    return float(margin)
+
+
 def replication_table(df: pd.DataFrame, spec: dict) -> pd.DataFrame:
-    """One line per published reference and per campaign row without one: ours beside it."""
+    """One line per published reference and per campaign row without one: ours beside it, ours minus
+    published with its interval, and the equivalence verdict at the campaign's margin."""
     refs = references(spec)
+    margin = replication_margin(spec)
     lines = []
     for row, sub in _rows_of(df, spec):
         ok = sub[sub["status"] == "complete"]
@@ -199,18 +243,19 @@ def replication_table(df: pd.DataFrame, spec: dict) -> pd.DataFrame:
             ours = ok[ok["setting"] == setting][metric].dropna()
             line = {"Row": row["label"], "Metric": f"{SETTING_NAMES.get(setting, setting)} {METRIC_NAMES[metric]}",
                     "Published": "-", "Source": "no published counterpart", "Ours": mean_std(ours),
-                    "Ours 95% CI": interval(ours), "n": str(len(ours)), "Ours − published": "-",
-                    "Published inside ours ± theirs": "-"}
+                    "Ours 95% CI": interval(ours), "n": str(len(ours)), "Ours − published [95% CI]": "-",
+                    f"TOST p (±{margin:g})": "-", "Verdict": "-"}
             if ref:
                 pm = "" if ref["pm"] is None else f" ± {ref['pm']:.2f} ({ref['pm_kind']})"
                 line.update({"Published": f"{ref['value']:.2f}{pm}" + (f", {ref['runs']} runs" if ref["runs"] else ""),
                              "Source": ref["source"]})
-                if len(ours):
-                    line["Ours − published"] = f"{ours.mean() - ref['value']:+.2f}"
-                ci = t_interval(ours)
-                if ci is not None:
-                    h = published_half_width(ref)
-                    line["Published inside ours ± theirs"] = "yes" if ci[0] - h <= ref["value"] <= ci[1] + h else "no"
+                diff = difference_to_published(ours, ref, margin)
+                if diff is not None:
+                    line["Ours − published [95% CI]"] = f"{diff['d']:+.2f} [{diff['ci'][0]:+.2f}, {diff['ci'][1]:+.2f}]"
+                    line[f"TOST p (±{margin:g})"] = f"{diff['p_tost']:.3f}"
+                elif len(ours):
+                    line["Ours − published [95% CI]"] = f"{ours.mean() - ref['value']:+.2f}"
+                line["Verdict"] = replication_verdict(diff, margin)
             lines.append(line)
     return pd.DataFrame(lines)
 
@@ -228,8 +273,25 @@ def literature_table(df: pd.DataFrame, spec: dict) -> pd.DataFrame:
             out[f"{head} ours 95% CI"] = interval(s["avg_acc"])
             out[f"{head} published"] = _published(pub[setting]) if setting in pub else "-"
         cls = ok[ok["setting"] == "class_il"]
+        out["Old-task acc (class-IL)"] = mean_std(cls["old_acc"], 1) + floor_mark(ok, "class_il", "old_acc")
         out["Learning acc (class-IL)"] = mean_std(cls["learning_acc"], 1)
-        out["Forgetting (class-IL)"] = mean_std(cls["forgetting"], 1)
+        out["Forgetting (class-IL)"] = mean_std(cls["forgetting"], 1) + floor_mark(ok, "class_il", "forgetting")
+        out["Train s / run"] = mean_std(sub.drop_duplicates("path")["train_seconds"], 0)
+        out["n"] = _n(sub)
+        rows.append(out)
+    return pd.DataFrame(rows)
+
+
+def layout_table(df: pd.DataFrame, spec: dict) -> pd.DataFrame:
+    """A campaign without published numbers: its rows in the scenario's own columns (old-task and
+    probe columns included, the class-IL floor marked)."""
+    columns = scenario_layout(spec["scenario"], df)["columns"]
+    rows = []
+    for row, sub in _rows_of(df, spec):
+        ok = sub[sub["status"] == "complete"]
+        out = {"Row": row["label"], "run": row_run_name(spec, row)}
+        for header, setting, metric in columns:
+            out[header] = mean_std(ok[ok["setting"] == setting][metric]) + floor_mark(ok, setting, metric)
         out["Train s / run"] = mean_std(sub.drop_duplicates("path")["train_seconds"], 0)
         out["n"] = _n(sub)
         rows.append(out)
@@ -275,29 +337,77 @@ def campaign_tables(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str, str]
         if mine.empty:
             continue
         claims = any("claim" in v for v in (spec.get("published") or {}).values())
-        table = claims_table(mine, spec) if claims else literature_table(mine, spec)
+        table = claims_table(mine, spec) if claims else literature_table(mine, spec) if references(spec) else \
+            layout_table(mine, spec)
         seeds = ", ".join(str(s) for s in sorted(mine["seed"].unique()))
         devices = ", ".join(sorted(mine["device"].unique()))
         cap = (f"Campaign `{name}` ({spec['description']}): profile {spec['profile']} (settings and their sources in "
                f"scenarios/{spec['scenario']}.yaml), seeds {seeds}, device {devices}; accuracies in %, mean ± sample "
                f"std over seeds and a 95% Student-t interval (none with one seed). Times and images/s were measured "
                f"while other runs of the campaign shared the device (bench.py campaign --jobs), so they are upper "
-               f"bounds of a run alone. Published / claimed numbers: "
-               f"{spec['source']}; they are the authors' runs, not ours. Data: "
+               f"bounds of a run alone. "
+               + (f"Published / claimed numbers: {spec['source']}; they are the authors' runs, not ours. "
+                  if claims or references(spec) else "Old-task acc: mean over tasks 1..T-1 of the last row; '(floor)': "
+                  "class-IL old-task accuracy 0 in every seed; Probe: linear probes on the frozen features "
+                  "(nlbench.probe). ")
+               + "Data: "
                + "; ".join(sorted(mine["data_source"].unique())) + ".")
         out[f"campaign-{name}"] = (table.drop(columns=["run"]), cap, f"Campaign {name}: ours beside the published numbers")
         if not claims and references(spec):
+            margin = replication_margin(spec)
             rep_cap = (f"Replication `{name}` ({spec['description']}): every published number beside ours, profile "
                        f"{spec['profile']}, seeds {seeds}, device {devices}; ours: mean ± sample std and 95% Student-t "
-                       "interval over seeds; published: value ± as printed (2se: 2·std/√runs; std: over the runs); "
-                       "'inside' = the published mean lies in our 95% interval widened by the published mean's "
-                       "own 95% half-width (2se as printed, t·std/√runs, a ± of unstated kind as printed, 0 "
-                       "without a ±); a row without a published counterpart is listed without one. Differences of "
-                       f"protocol: scenarios/{spec['scenario']}.yaml (profile {spec['profile']}) and README.")
+                       "interval over seeds; published: value ± as printed, with its kind (2se: 2·std/√runs; se; "
+                       "std: over the runs; printed: kind not stated, read as a standard error); ours − published: "
+                       "the difference with a 95% interval combining our standard error and the published one "
+                       "(Welch-Satterthwaite df; a published mean without ± counts as exact); verdict: 'replicated "
+                       f"within ±{margin:g}' where the two one-sided tests at ±{margin:g} points (declared in the "
+                       "campaign's replication_margin) give p < 0.05, else 'differs' where the interval excludes 0, "
+                       "else 'not shown either way'; a row without a published counterpart is listed without one. "
+                       f"Differences of protocol: scenarios/{spec['scenario']}.yaml (profile {spec['profile']}) and "
+                       "README. Data: JPEG-75 re-encoded CIFAR-10, not the official files.")
             out[f"replication-{name}"] = (replication_table(mine, spec), rep_cap,
                                           f"Replication {name}: each published number, ours, the difference")
         out.update(campaign_comparisons(mine, spec, seeds, devices))
+        out.update(campaign_family(mine, spec, seeds, devices))
     return out
+
+
+def campaign_family(mine: pd.DataFrame, spec: dict, seeds: str, devices: str) -> dict:
+    """The campaign's declared family (``family-NAME``), if it declares one and any pair has records."""
+    table = family_table(mine, spec) if family(spec) else None
+    if table is None:
+        return {}
+    margin = family(spec)["margin"]
+    cap = (f"Campaign `{spec['name']}`, its primary comparisons (the family declared in "
+           f"scenarios/campaigns/{spec['name']}.yaml; profile {spec['profile']}, seeds {seeds}, device {devices}): "
+           f"each row minus its control in percentage points, {PAIRED_METHOD}; p: paired t test; Holm p: Holm's "
+           f"step-down adjustment over the {len(table)} comparisons with records (statsmodels multipletests); bold = "
+           f"Holm p < 0.05; TOST p: paired two one-sided tests that the difference lies inside ±{margin:g} points; "
+           "verdict: higher / lower where Holm p < 0.05, 'equivalent' where TOST p < 0.05, else inconclusive with "
+           "the pairs whose 90% interval would fit inside the margin at the observed mean and spread; old-task "
+           "acc: mean over tasks 1..T-1 of the last row; Probe: linear probes on the frozen features, fit on "
+           "held-out training images of each task (nlbench.probe); pairs across code versions: pairs whose two "
+           "records come from different git commits.")
+    return {f"family-{spec['name']}": (table, cap, f"Campaign {spec['name']}: the primary comparisons, Holm-corrected, "
+                                       "with equivalence tests")}
+
+
+def campaign_findings(df: pd.DataFrame) -> list[str]:
+    """The README's findings: every declared family's comparisons with records, one line each."""
+    lines = []
+    for name in campaign_names():
+        spec = load_campaign(name)
+        if not family(spec):
+            continue
+        mine = df[(df["profile"] == spec["profile"]) & (df["scenario"] == spec["scenario"])]
+        found = findings(mine, spec)
+        if found:
+            seeds = ", ".join(str(s) for s in sorted(mine["seed"].unique()))
+            lines.append(f"Campaign `{name}` ({spec['description']}; seeds {seeds}; table `family-{name}`; "
+                         f"equivalence margin ±{family(spec)['margin']:g} points):")
+            lines += [f"- {line}" for line in found]
+    return lines
 
 
 def campaign_comparisons(mine: pd.DataFrame, spec: dict, seeds: str, devices: str) -> dict:
@@ -309,7 +419,8 @@ def campaign_comparisons(mine: pd.DataFrame, spec: dict, seeds: str, devices: st
     setting = main_setting(scenario_layout(spec["scenario"], mine))
     cap = (f"Campaign `{spec['name']}`, each row minus its control under the same protocol (profile {spec['profile']}, "
            f"seeds {seeds}, device {devices}) on {SETTING_NAMES[setting]} metrics (percentage points), "
-           f"{PAIRED_METHOD}; bold = the interval excludes 0; forgetting: a negative difference is less forgetting. The comparisons are declared "
+           f"{PAIRED_METHOD}; {EXPLORATORY}; forgetting: a negative difference is less forgetting; '(floor: "
+           "plasticity)': a side's class-IL old-task accuracy is 0 in every seed. The comparisons are declared "
            f"in scenarios/campaigns/{spec['name']}.yaml (comparisons).")
     return {f"vs-control-campaign-{spec['name']}": (table, cap, f"Campaign {spec['name']}: each row minus its control, "
                                                     "paired by seed, 95% intervals")}

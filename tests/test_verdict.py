@@ -1,0 +1,223 @@
+"""The verdict's machinery: old-task accuracy and the class-IL floor, the linear probes on the mini set,
+the update-budget-matched control's displacement, and the family's statistics (Holm, TOST) against
+statsmodels and hand computations."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import stats
+
+from conftest import load_record
+from nlbench import metrics
+from nlbench.cli import main
+from nlbench.levels import LevelledStrategy, budget_lr_factor, build_levels
+from nlbench.registry import STRATEGIES
+from nlbench.stats import holm, paired_p, seeds_for_margin, tost_paired, verdict
+
+
+# --- old-task accuracy and the floor ---
+
+def test_old_task_accuracy_is_the_last_row_without_its_last_task():
+    R = [[90.0, 0.0, 0.0], [0.0, 80.0, 0.0], [10.0, 20.0, 70.0]]
+    assert metrics.old_task_acc(R) == 15.0
+    assert metrics.old_task_acc([[50.0]]) is None  # one task: no old task
+    assert metrics.at_floor([0.0, 0.0]) and not metrics.at_floor([0.0, 0.5]) and not metrics.at_floor([])
+
+
+def test_a_row_at_the_floor_is_marked_and_its_forgetting_called_plasticity(tmp_path):
+    from test_report import record, write
+    from nlbench.report import build_tables, load_records
+    runs = tmp_path / "runs"
+    for seed in (0, 1):
+        write(runs, record("adam", seed, [[90.0, 0.0], [0.0, 95.0]], [[90.0, 50.0], [60.0, 95.0]]))
+        write(runs, record("replay", seed, [[90.0, 0.0], [40.0 + seed, 80.0]], [[90.0, 50.0], [85.0, 80.0]]))
+    tables = build_tables(load_records(runs))
+    main_table = tables["split-cifar"][0].set_index("Strategy")
+    assert main_table.loc["Adam (fine-tune)", "Class-IL old-task acc"].endswith("(floor)")
+    assert main_table.loc["Adam (fine-tune)", "Class-IL forgetting"].endswith("(floor: plasticity)")
+    assert "floor" not in main_table.loc["Replay", "Class-IL old-task acc"]
+    assert "floor" not in main_table.loc["Adam (fine-tune)", "Task-IL old-task acc"]  # task-IL keeps 60
+    vs = tables["vs-control-split-cifar"][0].set_index("Strategy")
+    assert vs.loc["Replay", "Δ forgetting"].endswith("(floor: plasticity)")  # its control is at the floor
+
+
+# --- the linear probes (Davari et al. 2022) on the embedded mini set ---
+
+PROBE = ["data.probe_per_class=100", "data.train_per_class=300", "data.test_per_class=100"]
+
+
+def probe_run(tmp_path, scenario, sets):
+    out = tmp_path / "runs"
+    code = main(["--scenario", scenario, "--strategy", "adam", "--data", "mini", "--out", str(out), "--quiet",
+                 "--device", "cpu", "--set", *PROBE, *sets])
+    assert code == 0
+    return load_record(out, scenario, "adam")
+
+
+def test_a_probe_fit_after_training_on_a_task_beats_the_untrained_networks(tmp_path):
+    rec = probe_run(tmp_path, "split-cifar", ["backbone.width=16", "train.epochs=4"])
+    P, init = rec["probe"], rec["probe_init"]
+    assert len(P) == 5 and all(len(row) == 5 for row in P) and len(init) == 5
+    gains = [P[j][j] - init[j] for j in range(5)]
+    # training task j makes its own features more separable (measured here: +6.0 +2.0 +7.0 +1.5 +3.0 points)
+    assert sum(gains) / 5 > 1.0 and max(gains) > 3.0, gains
+    assert all(0.0 <= v <= 100.0 for row in P for v in row)
+
+
+def test_fine_tuning_on_the_permuted_stream_lowers_task_ones_probe_accuracy(tmp_path):
+    rec = probe_run(tmp_path, "permuted-cifar", ["backbone.width=128", "train.epochs=3"])
+    P = rec["probe"]
+    # later permutations overwrite task 1's features (measured here: 39.4 after task 1, 36.1 at the end)
+    assert P[-1][0] < P[0][0] - 1.0, [row[0] for row in P]
+
+
+def test_the_probe_needs_images_the_run_does_not_train_on(tmp_path, capsys):
+    code = main(["--scenario", "split-cifar", "--strategy", "adam", "--data", "mini", "--out", str(tmp_path),
+                 "--quiet", "--device", "cpu", "--set", "data.probe_per_class=100", "data.train_per_class=450"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "probe_per_class=100 needs" in err[0] and "only 50 are left" in err[0]
+    assert not list(tmp_path.rglob("seed*.json"))
+
+
+def test_probe_images_are_outside_the_training_set_and_the_same_for_every_seed():
+    from nlbench.runner import probe_images
+    labels = torch.arange(10).repeat(50)
+    trained = torch.arange(0, 300)
+    a, b = probe_images(labels, trained, 10), probe_images(labels, trained, 10)
+    assert torch.equal(a, b) and not set(a.tolist()) & set(trained.tolist())
+    assert torch.bincount(labels[a], minlength=10).tolist() == [10] * 10
+
+
+# --- the update-budget-matched control ---
+
+def displacement(period, lr, grad_reduce, kind, steps, factor=1.0, g=0.5):
+    """A one-parameter level under a constant gradient g: how far it moves in ``steps`` steps."""
+    model = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+
+    def make(params, level_lr):
+        return torch.optim.SGD(params, lr=level_lr) if kind == "sgd" else torch.optim.Adam(params, lr=level_lr)
+    schedule = build_levels(model, [("w", ["weight"])], [period], lr, "none", grad_reduce, make, None, [factor])
+    for _ in range(steps):
+        model.weight.grad = torch.full_like(model.weight, g)
+        schedule.step()
+    return -model.weight.item()
+
+
+@pytest.mark.parametrize("kind,grad_reduce", [("sgd", "sum"), ("sgd", "mean"), ("sgd", "drop"),
+                                              ("adam", "sum"), ("adam", "mean"), ("adam", "drop")])
+def test_the_budget_matched_control_moves_as_far_as_the_slow_level(kind, grad_reduce):
+    C, k, lr = 8, 5, 0.01
+    slow = displacement(C, lr, grad_reduce, kind, k * C)
+    control = displacement(1, lr, grad_reduce, kind, k * C, factor=budget_lr_factor(C, grad_reduce, kind))
+    assert control == pytest.approx(slow, rel=1e-4)
+    # by hand: SGD sum k*C*lr*g (factor 1), SGD mean/drop k*lr*g (factor 1/C), Adam k*lr (factor 1/C)
+    expected = {"sum": k * C * lr * 0.5, "mean": k * lr * 0.5, "drop": k * lr * 0.5}[grad_reduce] if kind == "sgd" \
+        else k * lr
+    assert slow == pytest.approx(expected, rel=1e-4)
+
+
+def test_the_levelled_strategies_declare_all_three_controls():
+    nested = STRATEGIES["nested"]
+    controls = nested.obj.matched_controls(nested.defaults)  # Adam levels, sum: periods 1 is also lr-matched
+    assert controls == {"every period 1 (architecture-matched, lr-matched)": {"periods": 1},
+                        "every period 1, update budget matched": {"periods": 1, "budget_of": [16, 4, 1]}}
+    sgd = nested.obj.matched_controls({**nested.defaults, "level_optimizer": "sgd"})  # SGD sum: factor 1
+    assert list(sgd) == ["every period 1 (architecture-matched, lr-matched, budget-matched)"]
+    blog = STRATEGIES["nested-blog"]
+    controls = blog.obj.matched_controls(blog.defaults)
+    assert controls["every period 1, slow lrs (lr-matched)"] == {"periods": 1, "lr_periods": "powers_of_two"}
+    assert controls["every period 1, update budget matched"] == {"periods": 1, "budget_of": "powers_of_two"}
+    cms = STRATEGIES["cms"]
+    assert cms.obj.matched_controls(cms.defaults)["every period 1, update budget matched"] == {
+        "periods": 1, "budget_of": [16, 4, 1]}
+    assert issubclass(nested.obj, LevelledStrategy)
+
+
+def test_a_budget_matched_run_steps_every_level_at_its_slow_movement(bench):
+    code, out = bench("--scenario", "split-cifar", "--strategy", "nested",
+                      sets=["scenario.n_tasks=2", "strategy.periods=1", "strategy.budget_of=[16,4,1]"])
+    assert code == 0
+    rec = load_record(out, "split-cifar", "nested@budget_of=16-4-1,periods=1")
+    levels = {lv["name"]: (lv["period"], lv["lr"]) for lv in rec["strategy_info"]["levels"]}
+    assert levels == {"slow": (1, pytest.approx(1e-3 / 16)), "middle": (1, pytest.approx(1e-3 / 4)),
+                      "fast": (1, pytest.approx(1e-3))}
+
+
+# --- the family's statistics ---
+
+def test_holm_matches_statsmodels_and_a_hand_example():
+    from statsmodels.stats.multitest import multipletests
+    # by hand: sorted 0.01, 0.03, 0.04 -> 3 x 0.01 = 0.03, 2 x 0.03 = 0.06, 1 x 0.04 = 0.04 -> max so far 0.06
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.01, None, 0.04]) == [pytest.approx(0.02), None, pytest.approx(0.04)]
+    p = [0.001, 0.2, 0.013, 0.04, 0.5]
+    assert holm(p) == pytest.approx(list(multipletests(p, method="holm")[1]))
+
+
+def test_tost_matches_statsmodels_and_the_two_one_sided_t_tests_by_hand():
+    from statsmodels.stats.weightstats import ttost_paired
+    d = np.array([0.5, -0.2, 0.3, 0.1, 0.4])
+    se = d.std(ddof=1) / math.sqrt(len(d))
+    by_hand = max(stats.t.sf((d.mean() + 1) / se, 4), stats.t.cdf((d.mean() - 1) / se, 4))
+    assert tost_paired(d, 1.0) == pytest.approx(by_hand)
+    assert tost_paired(d, 1.0) == pytest.approx(ttost_paired(d, np.zeros(5), -1.0, 1.0)[0])
+    assert paired_p(d) == pytest.approx(stats.ttest_1samp(d, 0).pvalue)
+
+
+def test_verdicts_say_higher_lower_equivalent_or_how_many_seeds_the_margin_needs():
+    assert verdict([3.0, 4.0, 5.0, 4.5], 0.01, 1.0).startswith("higher")
+    assert verdict([-3.0, -4.0, -5.0, -4.5], 0.01, 1.0).startswith("lower")
+    assert verdict([0.1, -0.1, 0.05, 0.0, -0.05, 0.1], 0.9, 1.0) == "equivalent within ±1"
+    wide = [2.0, -2.0, 1.0, -1.5]
+    need = seeds_for_margin(wide, 1.0)
+    assert verdict(wide, 0.9, 1.0) == f"inconclusive (±1 needs ~{need} pairs at this spread)"
+    # by hand: the smallest n with t(0.95, n-1) * sd / sqrt(n) < 1 - |mean|
+    sd, room = np.std(wide, ddof=1), 1 - abs(np.mean(wide))
+    assert stats.t.ppf(0.95, need - 1) * sd / math.sqrt(need) < room
+    assert stats.t.ppf(0.95, need - 2) * sd / math.sqrt(need - 1) >= room
+    assert verdict([1.5, 2.0, 2.5], 0.2, 1.0) == "inconclusive (|mean| ≥ ±1 margin)"
+
+
+def test_a_family_table_corrects_within_the_family_and_bolds_only_survivors(tmp_path):
+    """verdict-permuted's 8 comparisons: Nested minus its every-period-1 twin differs by 3, 4, 5 points in
+    domain-IL old-task accuracy (raw p 0.0189 < 0.05, Holm over the 2 comparisons with records doubles it:
+    0.038, bold); CMS minus its twin by +0.1, -0.2, 0.1, ... (equivalent within ±1)."""
+    from test_report import write
+    from nlbench.replication import campaign_tables
+    base = {"scenario": "permuted-cifar", "profile": "retention", "tasks": [[0], [1]], "settings": ["domain_il"],
+            "config": {"scenario": {}, "backbone": {"name": "mlp", "width": 8},
+                       "train": {"epochs": 1, "batch_size": 16, "optimizer": "adam", "lr": 0.001}},
+            "acc_init": {"domain_il": [10.0, 10.0]}, "train_seconds": 1.0, "images_per_second": 1.0,
+            "peak_memory_mb": 1.0, "device": "cpu", "data_source": "synthetic", "status": "complete"}
+
+    def rec(strategy, run, seed, old, commit="abc"):
+        acc = {"domain_il": [[50.0, 10.0], [old, 50.0]]}
+        return {**base, "strategy": strategy, "run_name": run, "seed": seed, "acc": acc,
+                "metrics": {"domain_il": metrics.summarize(acc["domain_il"], [10.0, 10.0])},
+                "versions": {"git_commit": commit}}
+    runs = tmp_path / "runs"
+    cms_d = [0.1, -0.2, 0.1, 0.0, 0.1, -0.1]
+    for seed in range(6):
+        write(runs, rec("nested", "nested", seed, 30.0 + [3, 4, 5, 3, 4, 5][seed]))
+        write(runs, rec("nested", "nested@periods=1", seed, 30.0, commit="abc" if seed else "def"))
+        write(runs, rec("cms", "cms", seed, 30.0 + cms_d[seed]))
+        write(runs, rec("cms", "cms@periods=1", seed, 30.0))
+    table, cap, _ = campaign_tables(__import__("nlbench.report", fromlist=["load_records"]).load_records(runs))[
+        "family-verdict-permuted"]
+    rows = {(r["Row"], r["Control"]): r for _, r in table.iterrows()}
+    nested = rows[("Nested", "every period 1 (architecture- and lr-matched)")]
+    d = np.array([3, 4, 5, 3, 4, 5], dtype=float)
+    raw = stats.ttest_1samp(d, 0).pvalue
+    cms = np.array(cms_d)
+    raw_cms = stats.ttest_1samp(cms, 0).pvalue
+    from statsmodels.stats.multitest import multipletests
+    adjusted = multipletests([raw, raw_cms], method="holm")[1]
+    assert nested["Holm p"] == ("<0.001" if adjusted[0] < 0.001 else f"{adjusted[0]:.3f}")
+    assert nested["Δ [95% CI]"].startswith("**+4.00") and nested["Verdict"].startswith("higher")
+    assert nested["pairs"] == "6" and nested["pairs across code versions"] == "1"
+    cms_row = rows[("CMS", "every period 1 (architecture- and lr-matched)")]
+    assert cms_row["Verdict"] == "equivalent within ±1" and "**" not in cms_row["Δ [95% CI]"]
+    assert len(table) == 2 and "Holm" in cap  # comparisons without records are left out of the family
