@@ -103,3 +103,8 @@ python bench.py report
 $B --scenario split-cifar --strategy avalanche:Naive --seeds 3 4
 $B --scenario split-cifar --strategy avalanche:EWC --set strategy.ewc_lambda=100 --seeds 3 4
 $B --scenario split-cifar --strategy avalanche:Replay --set strategy.mem_size=500 --seeds 3 4
+# Issue 25: the Nested verdict's campaigns (profile retention = quick + linear probes; 10 seeds), from a clean
+# worktree of 29f441c, the two campaigns side by side with one torch thread each:
+OMP_NUM_THREADS=1 python bench.py campaign verdict-split --budget 9500 --out results/runs --data-root $DATA &
+OMP_NUM_THREADS=1 python bench.py campaign verdict-permuted --budget 9500 --out results/runs --data-root $DATA
+python bench.py report
