@@ -80,7 +80,15 @@ def paired_cells(sub: pd.DataFrame, run: str, ctrl: str, setting: str) -> dict:
             at_floor(by_seed(sub, r, setting, "old_acc")) for r in (run, ctrl)):
         cells["Δ forgetting"] += PLASTICITY_MARK
     cells["pairs"] = str(max((r["n"] for r in results if r), default=0))
+    cells["pairs across code versions"] = str(mixed_pairs(sub, run, ctrl, setting))
     return cells
+
+
+def mixed_pairs(sub: pd.DataFrame, run: str, ctrl: str, setting: str) -> int:
+    """How many seeds pair two records made by different git commits (a code change inside the pair)."""
+    commits = [by_seed(sub, name, setting, "commit") for name in (run, ctrl)]
+    both = pd.concat(commits, axis=1, join="inner")
+    return int((both.iloc[:, 0] != both.iloc[:, 1]).sum())
 
 
 def one_task_columns(table: pd.DataFrame, setting: str) -> pd.DataFrame:
@@ -125,12 +133,12 @@ def study_table(sub: pd.DataFrame, scenario: str, spec: dict) -> pd.DataFrame | 
         cells = paired_cells(sub, run, control, setting)
         if cells["pairs"] == "0":
             continue
-        pairs = cells.pop("pairs")
+        pairs, mixed = cells.pop("pairs"), cells.pop("pairs across code versions")
         row = {"Row": label, "Control": what, **cells}
         mine = sub[(sub["run"] == run) & (sub["setting"] == setting) & (sub["status"] == "complete")]
         row["Row: final acc"] = cell(mine["avg_acc"])
         row["Row: learning acc"] = cell(mine["learning_acc"])
-        row["pairs"] = pairs
+        row["pairs"], row["pairs across code versions"] = pairs, mixed
         rows.append(row)
     if not rows:
         return None
