@@ -113,7 +113,10 @@ def family_results(df: pd.DataFrame, spec: dict) -> list[dict]:
     for comp in fam["comparisons"]:
         pairs = paired_differences(df, comp["run"], comp["control"], comp["setting"], comp["metric"])
         found.append({**comp, "pairs": pairs, "p": paired_p(pairs["d"])})
-    for item, adjusted in zip(found, holm([c["p"] for c in found])):
+    # the family is what was declared: a comparison without records counts as p = 1 in the correction
+    adjusted_all = holm([1.0 if c["p"] is None else c["p"] for c in found])
+    for item, adjusted in zip(found, adjusted_all):
+        adjusted = adjusted if item["p"] is not None else None
         item["p_holm"] = adjusted
         item["p_tost"] = tost_paired(item["pairs"]["d"], fam["margin"])
         item["verdict"] = verdict(item["pairs"]["d"], adjusted, fam["margin"])
@@ -382,7 +385,8 @@ def campaign_family(mine: pd.DataFrame, spec: dict, seeds: str, devices: str) ->
     cap = (f"Campaign `{spec['name']}`, its primary comparisons (the family declared in "
            f"scenarios/campaigns/{spec['name']}.yaml; profile {spec['profile']}, seeds {seeds}, device {devices}): "
            f"each row minus its control in percentage points, {PAIRED_METHOD}; p: paired t test; Holm p: Holm's "
-           f"step-down adjustment over the {len(table)} comparisons with records (statsmodels multipletests); bold = "
+           f"step-down adjustment over the family's {len(family(spec)['comparisons'])} declared comparisons (statsmodels "
+           "multipletests; one without records counts as p = 1); bold = "
            f"Holm p < 0.05; TOST p: paired two one-sided tests that the difference lies inside ±{margin:g} points; "
            "verdict: higher / lower where Holm p < 0.05, 'equivalent' where TOST p < 0.05, else inconclusive with "
            "the pairs whose 90% interval would fit inside the margin at the observed mean and spread; old-task "
