@@ -449,6 +449,11 @@ def write_readme(out: pathlib.Path, df: pd.DataFrame, written, args) -> None:
               "Holm-adjusted p within the family (bold only where it is below 0.05), paired TOST at the declared "
               "margin, and the verdict (higher / lower / equivalent within ±m / inconclusive with the pairs the "
               "margin needs).",
+              "- `Probe ...` columns (setting `probe`): the linear probes' accuracy matrix (a logistic regression per "
+              "task on the frozen penultimate features, fit on held-out training images of the task, scored on its "
+              "test images; Davari et al., CVPR 2022): representation retention; see docs/verdict.md.",
+              "- `(floor)`: a class-IL old-task accuracy of 0 in every seed; `(floor: plasticity)` beside that "
+              "row's class-IL forgetting (it equals the old tasks' learning accuracy there).",
               "- `class-order*`, `SS share`: share of the (class order x seed) grid's sum of squares explained by "
               "the class-order means, the seed means, and the rest.",
               "- `runtime*`: wall-clock seconds of a run (training and every evaluation)."]
