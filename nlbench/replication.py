@@ -154,7 +154,7 @@ def findings(df: pd.DataFrame, spec: dict) -> list[str]:
             continue
         ci = t_interval(d)
         ci_text = "" if ci is None else f" [{ci[0]:+.2f}, {ci[1]:+.2f}]"
-        lines.append(f"{c['row']} vs {c['control_label']} ({c['what']}), "
+        lines.append(f"{c['row']} vs `{c['control_label']}` ({c['what']}), "
                      f"{SETTING_NAMES.get(c['setting'], c['setting'])} {FAMILY_METRICS[c['metric']]}: "
                      f"Δ {d.mean():+.2f}{ci_text}, Holm p {_p(c['p_holm'])}, n={len(d)}: **{c['verdict']}**")
     return lines
