@@ -170,6 +170,8 @@ def main(argv: list[str]) -> int:
     for item in args.set:
         if "=" not in item:
             raise UserError(f"--set expects KEY=VALUE, got '{item}'")
+    if args.seeds is not None:
+        C.check_seeds(args.seeds)
     runs = [r for spec in specs for r in plan(spec, out, args.seeds, args.set)]
     if args.status:
         print("\n".join(status_lines(runs)))

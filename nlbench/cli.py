@@ -107,6 +107,7 @@ def run_main(argv: list[str]) -> int:
     if not args.scenario or not args.strategy:
         raise UserError("--scenario and --strategy are required (or --list); e.g. "
                         "python bench.py --scenario split-cifar --strategy ewc")
+    C.check_seeds(args.seeds)
     from .data import select_data
     from .runner import resolve_device  # torch-heavy imports only once we run
     device = resolve_device(args.device)

@@ -106,12 +106,13 @@ def merge(base: dict, override: dict, where: str) -> dict:
     """Copy of ``base`` with ``override`` applied; keys not in ``base`` are errors."""
     out = copy.deepcopy(base)
     for key, value in override.items():
+        path = f"{where}.{key}" if where else key  # command-line keys have no file prefix
         if key not in out:
-            raise UserError(f"unknown config key '{where}.{key}'; valid: {', '.join(sorted(out))}")
+            raise UserError(f"unknown config key '{path}'; valid: {', '.join(sorted(out))}")
         if isinstance(out[key], dict) and isinstance(value, dict):
-            out[key] = merge(out[key], value, f"{where}.{key}")
+            out[key] = merge(out[key], value, path)
         else:
-            out[key] = coerce(value, out[key], f"{where}.{key}")
+            out[key] = coerce(value, out[key], path)
     return out
 
 
@@ -193,6 +194,16 @@ def resolve(scenario: str, strategy: str, profile: str, sets: dict) -> dict:
             raise UserError(f"strategy '{strategy}' rejected its settings in check(): {type(exc).__name__}: {exc} "
                             "(raise nlbench.require / UserError there for a message of your own)") from exc
     return cfg
+
+
+MAX_SEED = 2 ** 63 - 1  # torch.manual_seed takes a signed 64-bit integer's range on every device
+
+
+def check_seeds(seeds: list[int]) -> None:
+    """--seeds: integers a generator takes (a negative one would also name a record seed-1.json)."""
+    bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
+    if bad:
+        raise UserError(f"--seeds must be integers from 0 to 2^63 - 1, got {bad[0]}")
 
 
 def _positive(value, key: str, kind=int, allow_none=False):

@@ -17,6 +17,7 @@ import io
 import os
 import pathlib
 import pickle
+import shutil
 import socket
 from dataclasses import dataclass
 from functools import lru_cache
@@ -55,7 +56,10 @@ def default_root() -> pathlib.Path:
 def ensure_cifar10(root: str | os.PathLike | None, download: bool) -> pathlib.Path:
     """Return the ``cifar-10-batches-py`` folder under ``root``, downloading it if allowed."""
     root = pathlib.Path(root).expanduser() if root else default_root()
+    if (root / "test_batch").is_file() and (root / "data_batch_1").is_file():
+        return root  # the cifar-10-batches-py folder itself was given
     folder = root / FOLDER
+    existed = root.exists()
     if not folder.is_dir() and download:
         from torchvision.datasets.utils import download_and_extract_archive  # lazy: only when needed
         previous = socket.getdefaulttimeout()
@@ -63,6 +67,8 @@ def ensure_cifar10(root: str | os.PathLike | None, download: bool) -> pathlib.Pa
         try:
             download_and_extract_archive(URL, str(root), md5=ARCHIVE_MD5)
         except Exception as exc:
+            if not existed:  # leave no empty (or half-downloaded) folder behind, e.g. under a typo'd path
+                shutil.rmtree(root, ignore_errors=True)
             raise UserError(f"could not download CIFAR-10 to {root} ({type(exc).__name__}: {exc}); {HOW_TO}") from exc
         finally:
             socket.setdefaulttimeout(previous)
@@ -199,6 +205,9 @@ def select_data(choice: str, root: str | os.PathLike | None, download: bool) -> 
     except UserError as exc:  # not found and not downloadable; a corrupt full set still fails loudly later
         if choice == "full":
             raise
+        if root is not None:  # a folder the user named: a typo must not silently mean the mini set
+            raise UserError(f"--data-root {root} holds no CIFAR-10 ({str(exc).split(';')[0]}); give the folder that "
+                            "contains cifar-10-batches-py/, or --data mini for the embedded subset") from exc
         why = str(exc).split(";")[0]
         return DataChoice("mini", reason=f"{why}; for the full set {FULL_HOW_TO}")
 

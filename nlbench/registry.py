@@ -57,11 +57,24 @@ def register_strategy(name: str, description: str | None = None, *, label: str |
         if chosen_group not in GROUPS:
             raise UserError(f"strategy '{name}': group must be one of {', '.join(GROUPS)}, got {chosen_group!r}")
         chosen_label = pick(label, "label", name)
+        taken = STRATEGIES.get(name)
+        if taken is not None and _defined_in(taken.obj) != _defined_in(cls):
+            raise UserError(f"strategy name '{name}' is already registered by {_defined_in(taken.obj)}; register "
+                            f"yours ({_defined_in(cls)}) under another name")
         STRATEGIES[name] = Entry(name, cls, description or _first_line(cls),
                                  {**getattr(cls, "defaults", {}), **default_overrides}, chosen_label, chosen_group,
                                  pick(order, "order", 100), pick(standard_label, "standard_label", chosen_label))
         return cls
     return wrap
+
+
+def _defined_in(cls) -> str:
+    """The file that defines a class (a plugin re-registering its own names is no clash)."""
+    import inspect
+    try:
+        return str(pathlib.Path(inspect.getsourcefile(cls)).resolve())
+    except (TypeError, OSError):
+        return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def register_backbone(name: str):

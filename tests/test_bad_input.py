@@ -19,7 +19,11 @@ BAD = [
     ("unknown strategy", ["--scenario", "split-cifar", "--strategy", "sgdx"], [], "unknown strategy 'sgdx'; valid: adam"),
     ("unknown backbone", ["--scenario", "split-cifar", "--strategy", "adam"], ["backbone.name=vgg"], "unknown backbone 'vgg'; valid: cnn, mlp, resnet18"),
     ("unknown plugin file", ["--scenario", "split-cifar", "--strategy", "adam", "--plugin", "nope.py"], [], "plugin file not found: nope.py"),
-    ("unknown train key", ["--scenario", "split-cifar", "--strategy", "adam"], ["train.epoch=3"], "unknown config key '.train.epoch'; valid: amp, augment, batch_size"),
+    ("unknown train key", ["--scenario", "split-cifar", "--strategy", "adam"], ["train.epoch=3"], "unknown config key 'train.epoch'; valid: amp, augment, batch_size"),
+    ("negative seed", ["--scenario", "split-cifar", "--strategy", "adam", "--seeds", "-1"], [], "--seeds must be integers from 0 to 2^63 - 1, got -1"),
+    ("seed over 2^64", ["--scenario", "split-cifar", "--strategy", "adam", "--seeds", str(2 ** 64)], [], "--seeds must be integers from 0 to 2^63 - 1"),
+    ("a --data-root without CIFAR-10", ["--scenario", "split-cifar", "--strategy", "adam", "--data-root", "{empty}/typo"], [],
+     "holds no CIFAR-10 (CIFAR-10 not found at"),
     ("unknown strategy key", ["--scenario", "split-cifar", "--strategy", "ewc"], ["strategy.lambda=3"], "strategy 'ewc' has no hyperparameter lambda (its keys: fisher, fisher_chunk"),
     ("key only some strategies know", ["--scenario", "split-cifar", "--strategy", "ewc", "adam"], ["strategy.lam=3"],
      "strategy 'adam' has no hyperparameter lam (its keys: none); to set a key for some strategies of a sweep only, "
@@ -57,6 +61,24 @@ def test_bad_input_is_a_one_line_error_exit_2_and_nothing_written(case, cifar_ro
     assert err.startswith("error: ") and "\n" not in err
     assert fragment in err
     assert _files(out) == []
+    assert not (empty / "typo").exists()  # a typo'd --data-root is not created
+
+
+def test_the_batches_folder_itself_is_a_data_root(cifar_root):
+    from nlbench.data import select_data
+    assert select_data("auto", cifar_root / "cifar-10-batches-py", False).kind == "full"
+
+
+def test_a_plugin_cannot_take_a_built_in_strategy_name(tmp_path, capsys):
+    from nlbench.cli import main
+    plugin = tmp_path / "clash.py"
+    plugin.write_text("from nlbench import PlainStrategy, register_strategy\n"
+                      "@register_strategy('ewc')\nclass Mine(PlainStrategy):\n    pass\n")
+    assert main(["--list", "--plugin", str(plugin)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "strategy name 'ewc' is already registered by" in err and "baselines/ewc.py" in err and "\n" not in err
+    from nlbench.registry import STRATEGIES
+    assert STRATEGIES["ewc"].obj.__name__ != "Mine"
 
 
 def test_seeds_must_be_integers(capsys):

@@ -61,10 +61,12 @@ def _run(argv, tmp_path, capsys):
     return code, capsys.readouterr().out
 
 
-def test_auto_falls_back_to_the_mini_set_and_says_so(tmp_path, capsys):
+def test_auto_falls_back_to_the_mini_set_and_says_so(tmp_path, capsys, monkeypatch):
+    """Without --data-root the default folder ($NLBENCH_DATA here) may lack the set: the mini set then."""
     empty = tmp_path / "no-cifar"
     empty.mkdir()
-    code, out = _run(["--scenario", "split-cifar", "--strategy", "adam", "--data-root", str(empty), "--no-download",
+    monkeypatch.setenv("NLBENCH_DATA", str(empty))
+    code, out = _run(["--scenario", "split-cifar", "--strategy", "adam", "--no-download",
                       "--set", "train.epochs=1", "data.train_per_class=50"], tmp_path, capsys)
     assert code == 0
     lines = out.splitlines()
