@@ -2,7 +2,11 @@
 """nlbench command line: see README.md, or `python bench.py --help`."""
 import sys
 
-from nlbench.cli import main
+try:
+    from nlbench.cli import main
+except KeyboardInterrupt:  # Ctrl-C while the libraries load (the first seconds): nothing has been written yet
+    print("\ninterrupted while starting; nothing was written", file=sys.stderr)
+    sys.exit(130)
 
 if __name__ == "__main__":
     sys.exit(main())

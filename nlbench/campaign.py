@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from . import config as C
 from .errors import UserError
-from .records import read_record, record_path
+from .records import check_out_folder, read_record, record_path
 
 CAMPAIGN_DIR = C.SCENARIO_DIR / "campaigns"
 BENCH = pathlib.Path(__file__).resolve().parent.parent / "bench.py"
@@ -172,6 +172,7 @@ def main(argv: list[str]) -> int:
             raise UserError(f"--set expects KEY=VALUE, got '{item}'")
     if args.seeds is not None:
         C.check_seeds(args.seeds)
+    check_out_folder(out)
     runs = [r for spec in specs for r in plan(spec, out, args.seeds, args.set)]
     if args.status:
         print("\n".join(status_lines(runs)))

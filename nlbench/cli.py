@@ -13,7 +13,7 @@ import time
 
 from . import config as C
 from .errors import UserError
-from .records import record_path
+from .records import check_out_folder, record_path
 from .sweep import check_existing, finish_record, run_lock
 from .plugins import AVALANCHE_PREFIX, load
 from .registry import BACKBONES, STRATEGIES, ordered
@@ -64,8 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
 def print_list() -> None:
     print("scenarios:")
     for name in C.scenario_names():
-        print(f"  {name:16s} {C.load_scenario_file(name).get('description', '')} "
-              f"(profiles: {', '.join(C.profile_names(name))})")
+        try:
+            spec = C.load_scenario_file(name)
+        except UserError as exc:  # one broken file (e.g. in $NLBENCH_SCENARIOS) must not hide the others
+            print(f"  {name:16s} UNUSABLE: {exc}")
+            continue
+        print(f"  {name:16s} {spec.get('description', '')} (profiles: {', '.join(spec['profiles'] or {})})")
     print("strategies:")
     for name in ordered_strategies():
         print(f"  {name:16s} {STRATEGIES[name].description}")
@@ -94,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:  # outside a run's training loop: nothing half-written to keep
-        print("\ninterrupted; no record was written for the run in progress: rerun the same command", file=sys.stderr)
+        what = ("every table and figure is written whole or not at" if argv[:1] == ["report"]
+                else "no record was written for the run in progress:")
+        print(f"\ninterrupted; {what} rerun the same command", file=sys.stderr)
         return 130
 
 
@@ -108,6 +114,7 @@ def run_main(argv: list[str]) -> int:
         raise UserError("--scenario and --strategy are required (or --list); e.g. "
                         "python bench.py --scenario split-cifar --strategy ewc")
     C.check_seeds(args.seeds)
+    check_out_folder(args.out)
     from .data import select_data
     from .runner import resolve_device  # torch-heavy imports only once we run
     device = resolve_device(args.device)

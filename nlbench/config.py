@@ -13,7 +13,7 @@ import pathlib
 import yaml
 
 from .errors import UserError
-from .registry import BACKBONES, ROOT, STRATEGIES, lookup
+from .registry import BACKBONES, BUILDERS, ROOT, STRATEGIES, lookup
 
 SCENARIO_DIR = ROOT / "scenarios"
 PROFILES = ("quick", "gpu-short")  # every scenario has these two; a scenario file may name more (e.g. der)
@@ -183,7 +183,9 @@ def resolve(scenario: str, strategy: str, profile: str, sets: dict) -> dict:
     own["strategy"] = strategy_overrides(sets, strategy)
     cfg = merge(cfg, own, "")
     validate(cfg)
+    check_scenario_params(scenario, spec["builder"], cfg["scenario"])
     lookup(BACKBONES, "backbone", cfg["backbone"]["name"])
+    check_observes(strategy, entry.obj)
     check = getattr(entry.obj, "check", None)
     if check:
         try:
@@ -204,6 +206,30 @@ def check_seeds(seeds: list[int]) -> None:
     bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
     if bad:
         raise UserError(f"--seeds must be integers from 0 to 2^63 - 1, got {bad[0]}")
+
+
+def check_scenario_params(scenario: str, builder: str, params: dict) -> None:
+    """Every scenario.* parameter must be one its builder takes (a misspelling names the valid ones)."""
+    import inspect
+    entry = BUILDERS.get(builder)
+    if entry is None:
+        return  # an unknown builder is reported where the scenario is built, with the valid names
+    accepted = [n for n in inspect.signature(entry.obj).parameters if n not in ("data", "seed")]
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise UserError(f"scenario '{scenario}' has no parameter {', '.join(unknown)} (builder {builder} takes: "
+                        f"{', '.join(accepted)}); check the YAML's params and --set scenario.*")
+
+
+def check_observes(name: str, cls) -> None:
+    """A strategy must train: ``observe`` (or, with ``own_loop``, ``train_task``) of its own."""
+    from .strategy import Strategy  # torch: only when resolving a run
+    if not issubclass(cls, Strategy):
+        return
+    own = cls.train_task is not Strategy.train_task if cls.own_loop else cls.observe is not Strategy.observe
+    if not own:
+        raise UserError(f"strategy '{name}' ({cls.__name__}) defines no {'train_task' if cls.own_loop else 'observe'}"
+                        "; a strategy's observe(batch) does the whole update and returns the detached loss")
 
 
 def _positive(value, key: str, kind=int, allow_none=False):

@@ -24,6 +24,16 @@ def record_path(out: str | os.PathLike, scenario: str, run_name: str, seed: int)
     return pathlib.Path(out) / scenario / folder / f"seed{seed}.json"
 
 
+def check_out_folder(out: str | os.PathLike) -> None:
+    """--out must be a folder we can write in (or can create), checked before any run starts."""
+    path = pathlib.Path(out)
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise UserError(f"--out {out}: {existing} is a file, not a folder; give a folder for the records")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out}: {existing} is not writable; give a folder you can write in")
+
+
 def atomic_write_text(path: pathlib.Path, text: str) -> None:
     """Write to a temporary file in the same folder, then rename: readers never see half a file,
     and two writers of the same path leave one whole version."""

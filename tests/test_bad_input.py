@@ -40,6 +40,7 @@ BAD = [
     ("bad profile value", ["--scenario", "split-cifar", "--strategy", "adam"], ["data.train_per_class=-5"], "data.train_per_class must be a positive int"),
     ("missing data with --data full", ["--scenario", "split-cifar", "--strategy", "adam", "--data", "full", "--data-root", "{empty}"], [],
      "CIFAR-10 not found at"),
+    ("--out is a file", ["--scenario", "split-cifar", "--strategy", "adam", "--out", "{file}"], [], "is a file, not a folder"),
     ("unknown data choice", ["--scenario", "split-cifar", "--strategy", "adam", "--data", "tiny"], [], "unknown --data 'tiny'; valid: auto, full, mini"),
 ]
 
@@ -51,17 +52,49 @@ def test_bad_input_is_a_one_line_error_exit_2_and_nothing_written(case, cifar_ro
     empty = tmp_path / "empty"
     empty.mkdir()
     out = tmp_path / "out"
-    argv = [a.replace("{empty}", str(empty)) for a in argv]
+    (tmp_path / "file").write_text("not a folder")
+    argv = [a.replace("{empty}", str(empty)).replace("{file}", str(tmp_path / "file")) for a in argv]
     if "--data-root" not in argv:
         argv += ["--data-root", str(cifar_root)]
-    code = main([*argv, "--out", str(out), "--no-download", "--quiet", "--device", "cpu",
-                 "--set", "train.epochs=1", *sets])
+    code = main([*argv, *([] if "--out" in argv else ["--out", str(out)]), "--no-download", "--quiet", "--device",
+                 "cpu", "--set", "train.epochs=1", *sets])
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert err.startswith("error: ") and "\n" not in err
     assert fragment in err
     assert _files(out) == []
     assert not (empty / "typo").exists()  # a typo'd --data-root is not created
+
+
+def test_a_plugin_without_observe_is_refused_before_it_runs(tmp_path, cifar_root, capsys):
+    from nlbench.cli import main
+    plugin = tmp_path / "lazy.py"
+    plugin.write_text("from nlbench import Strategy, register_strategy\n"
+                      "@register_strategy('lazy-plugin')\nclass Lazy(Strategy):\n    pass\n")
+    code = main(["--scenario", "split-cifar", "--strategy", "lazy-plugin", "--plugin", str(plugin), "--data-root",
+                 str(cifar_root), "--out", str(tmp_path / "o"), "--no-download", "--quiet", "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "strategy 'lazy-plugin' (Lazy) defines no observe" in err and "\n" not in err
+    assert _files(tmp_path / "o") == []
+
+
+def test_a_misspelled_parameter_in_a_scenario_file_names_the_valid_ones(tmp_path, monkeypatch, capsys):
+    from nlbench.cli import main
+    (tmp_path / "my-split.yaml").write_text("builder: split\nparams: {n_task: 3}\nprofiles: {quick: {}}\n")
+    monkeypatch.setenv("NLBENCH_SCENARIOS", str(tmp_path))
+    assert main(["--scenario", "my-split", "--strategy", "adam", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "scenario 'my-split' has no parameter n_task (builder split takes: n_tasks, classes_per_task" in err
+    assert "\n" not in err and _files(tmp_path / "o") == []
+
+
+def test_one_broken_scenario_file_does_not_break_list(tmp_path, monkeypatch, capsys):
+    from nlbench.cli import main
+    (tmp_path / "broken.yaml").write_text("builder: split\nparams: [\n")
+    monkeypatch.setenv("NLBENCH_SCENARIOS", str(tmp_path))
+    assert main(["--list"]) == 0
+    out = capsys.readouterr().out
+    assert "broken" in out and "UNUSABLE: malformed YAML" in out and "split-cifar" in out
 
 
 def test_the_batches_folder_itself_is_a_data_root(cifar_root):
