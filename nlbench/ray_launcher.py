@@ -133,6 +133,21 @@ def plan_jobs(plan, args, data) -> list[RayRun]:
     return jobs
 
 
+def gpus_per_run(args, cluster_gpus: float) -> float:
+    """GPUs a run asks Ray for: --ray-gpus, else 1 on a cluster with GPUs (0 with --device cpu). A
+    request the cluster can never meet would wait forever: it is a one-line error instead."""
+    if args.ray_gpus is not None:
+        wanted = args.ray_gpus
+    elif args.device == "cpu" or (args.device == "auto" and cluster_gpus == 0):
+        wanted = 0.0  # auto on a CPU-only cluster: each run resolves its device to the CPU
+    else:
+        wanted = 1.0
+    if wanted > cluster_gpus:
+        raise UserError(f"each run asks {wanted:g} GPU but the Ray cluster has {cluster_gpus:g}; use --device cpu "
+                        "(or auto), or --ray-gpus with a share the cluster has")
+    return wanted
+
+
 def run_on_ray(plan, args, data) -> int:
     """Run the sweep's runs as Ray tasks; the exit code is the worst of the runs' (0 done, 1 a run
     diverged or failed, 2 a run's bad input, 130 interrupted)."""
@@ -141,15 +156,20 @@ def run_on_ray(plan, args, data) -> int:
     jobs = plan_jobs(plan, args, data)
     if not jobs:
         return 0
-    ray.init(address=args.address, include_dashboard=False, log_to_driver=not args.quiet,
-             configure_logging=False, ignore_reinit_error=True, runtime_env=code_env())
+    try:
+        ray.init(address=args.address, include_dashboard=False, log_to_driver=not args.quiet,
+                 configure_logging=False, ignore_reinit_error=True, runtime_env=code_env())
+    except ConnectionError as exc:  # --address auto (or an address) with no cluster running there
+        raise UserError(f"no Ray cluster at --address {args.address} ({str(exc).split('.')[0]}); start one with "
+                        "`ray start --head` (or on the cluster's head node), or leave --address out for a local "
+                        "one") from exc
+    gpus = gpus_per_run(args, ray.cluster_resources().get("GPU", 0))
     here = ray.get_runtime_context().get_node_id()  # the store lives and dies with the driver's node
     store = ray.remote(num_cpus=0)(CheckpointStore).options(
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False)).remote()
     for r in jobs:  # a sweep stopped earlier left checkpoints beside the records: resume from them
         if r.checkpoint.exists():
             ray.get(store.put.remote(r.key, r.checkpoint.read_bytes()))
-    gpus = args.ray_gpus if args.ray_gpus is not None else (0.0 if args.device == "cpu" else 1.0)
     task = ray.remote(execute).options(num_cpus=args.ray_cpus, num_gpus=gpus, max_retries=args.ray_retries,
                                        retry_exceptions=False)
     pending = {task.remote(r.job, store): r for r in jobs}

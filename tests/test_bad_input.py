@@ -186,3 +186,28 @@ def test_record_from_other_data_is_not_silently_skipped(bench, capsys):
     code, _ = bench("--scenario", "split-cifar", "--strategy", "adam", "--data", "mini", sets=["train.epochs=1"])
     err = capsys.readouterr().err
     assert code == 2 and "holds a run on the full data set; use another --out for runs on the mini set" in err
+
+
+def test_ray_never_asks_for_gpus_a_cluster_lacks():
+    """--launcher ray on a CPU-only cluster used to ask 1 GPU per run and wait forever."""
+    from types import SimpleNamespace
+    from nlbench.errors import UserError
+    from nlbench.ray_launcher import gpus_per_run
+    auto = SimpleNamespace(ray_gpus=None, device="auto")
+    assert gpus_per_run(auto, 0) == 0.0 and gpus_per_run(auto, 4) == 1.0
+    assert gpus_per_run(SimpleNamespace(ray_gpus=None, device="cpu"), 4) == 0.0
+    assert gpus_per_run(SimpleNamespace(ray_gpus=0.25, device="cuda"), 1) == 0.25
+    with pytest.raises(UserError, match="each run asks 1 GPU but the Ray cluster has 0"):
+        gpus_per_run(SimpleNamespace(ray_gpus=None, device="cuda"), 0)
+
+
+def test_ray_address_auto_without_a_cluster_is_a_one_line_error(cifar_root, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("ray")
+    from nlbench.cli import main
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    code = main(["--scenario", "split-cifar", "--strategy", "adam", "--launcher", "ray", "--address", "auto",
+                 "--data-root", str(cifar_root), "--out", str(tmp_path / "o"), "--no-download", "--quiet",
+                 "--device", "cpu", "--set", "train.epochs=1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("error: no Ray cluster at --address auto") and "ray start --head" in err[-1]
+    assert _files(tmp_path / "o") == []
