@@ -32,6 +32,7 @@ def test_permuted_replay_keeps_each_samples_own_permutation(bench):
     assert code == 0
 
 
+@pytest.mark.slow
 def test_adam_and_avalanche_naive_agree(bench):
     """Same backbone, initialisation (seed), optimizer, batch size, epochs and augmentation; only the
     sample order and the augmentation draws differ (Avalanche's DataLoader shuffles with its own

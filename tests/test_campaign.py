@@ -32,6 +32,7 @@ def _run(path, cifar_root, out, *extra):
                  "--no-download", *extra])
 
 
+@pytest.mark.slow
 def test_campaign_writes_records_only_in_the_profile_layout(cifar_root, tmp_path, capsys):
     path, out = _campaign(tmp_path), tmp_path / "out"
     assert _run(path, cifar_root, out, "--budget", "600", "--jobs", "2") == 0
@@ -46,6 +47,7 @@ def test_campaign_writes_records_only_in_the_profile_layout(cifar_root, tmp_path
     assert "0 of 4 left; complete" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_campaign_does_not_start_a_run_that_cannot_finish(cifar_root, tmp_path, capsys):
     path, out = _campaign(tmp_path, seeds=(0,), runs=[{"label": "FT", "strategy": "adam"}]), tmp_path / "out"
     assert _run(path, cifar_root, out, "--budget", "600") == 0
@@ -61,6 +63,7 @@ def test_campaign_does_not_start_a_run_that_cannot_finish(cifar_root, tmp_path, 
     assert not (out / "quick/split-cifar/adam/seed1.json").exists()
 
 
+@pytest.mark.slow
 def test_campaign_checkpoints_at_the_deadline_and_resumes(cifar_root, tmp_path):
     """A run longer than the budget is stopped with a checkpoint; the same command finishes it."""
     path = _campaign(tmp_path, seeds=(0,), sets=["train.epochs=200"], runs=[{"label": "FT", "strategy": "adam"}])
@@ -93,6 +96,7 @@ def _wait_until_training(lock, timeout=120):
     raise AssertionError(f"the run never started training ({lock})")
 
 
+@pytest.mark.slow
 def test_campaign_sigterm_stops_its_runs_with_a_checkpoint(cifar_root, tmp_path):
     """SIGTERM (a batch system's end of job) to the campaign: its run saves a checkpoint and ends with
     it, no record, no run left going on its own; exit 143 (128 + SIGTERM)."""
@@ -131,6 +135,7 @@ def test_campaign_status_lists_every_run(capsys, tmp_path):
     assert "der/split-cifar/replay@buffer_size=200/seed0.json" in "\n".join(lines)
 
 
+@pytest.mark.slow
 def test_campaign_refuses_a_record_of_another_config(cifar_root, tmp_path, capsys):
     path, out = _campaign(tmp_path, seeds=(0,), runs=[{"label": "FT", "strategy": "adam"}]), tmp_path / "out"
     assert _run(path, cifar_root, out, "--budget", "600") == 0
