@@ -239,7 +239,9 @@ def scenario_table(sub: pd.DataFrame, scenario: str, suffix: str) -> dict:
                       ". The blog columns are the source blog post's claimed numbers (ResNet, its own unstated "
                       "protocol), unverified and not comparable")
         return {f"{layout['table']}{suffix}": (standard_table(sub), cap, layout["summary"])}
-    cap = caption(sub, f"{layout['title']}; whether a difference is real: the -vs-control table")
+    pointer = (f"; paired differences to {label_of(layout['control'])}: the vs-control table (exploratory)"
+               if layout["control"] in set(sub["run"]) else "")
+    cap = caption(sub, f"{layout['title']}{pointer}")
     return {f"{layout['table']}{suffix}": (metric_table(sub, layout["columns"], label_of), cap, layout["summary"])}
 
 
