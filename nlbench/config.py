@@ -46,7 +46,7 @@ DEFAULTS = {
         "channels_last": "auto",  # auto = on for CUDA
         "compile": False,
         "levels": None,           # multi-timescale levels for any strategy's optimizer: null | nested | nested-blog |
-                                  # {preset: nested, periods: ..., grad_reduce: ..., ...} (see README "Nested Learning")
+                                  # {preset: nested, periods: ..., grad_reduce: ..., ...} (see docs/nested-learning.md)
     },
 }
 SECTIONS = ("scenario", "backbone", "data", "train", "strategy")

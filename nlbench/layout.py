@@ -27,7 +27,7 @@ def scenario_layout(scenario: str, records: pd.DataFrame) -> dict:
     default_columns = [[f"{SETTING_NAMES.get(s, s)} {what}", s, metric] for s in settings
                        for what, metric in (("acc", "avg_acc"), ("forgetting", "forgetting"),
                                             ("learning acc", "learning_acc"), ("FWT", "fwt"))
-                       if metric != "fwt" or s not in ("class_il", "standard")]  # class-IL FWT: see README
+                       if metric != "fwt" or s not in ("class_il", "standard")]  # class-IL FWT: see metrics.MEANINGS
     columns = [tuple(c) for c in layout.get("columns") or default_columns]
     if "setting" in records and (records["setting"] == "probe").any():  # runs with the linear probes
         columns += PROBE_COLUMNS

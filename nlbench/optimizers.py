@@ -6,7 +6,7 @@
   never skips a slow update (so as published it is per-layer Adam); ``slow_period`` P makes v
   update on calls 1, 1 + P, 1 + 2P, ... (the first call always, so v is never 0 when used).
 - ``M3``: the paper's multi-scale momentum Muon (Alg. 1, Eq. 75), with exponential moving
-  averages where the paper writes plain sums (as community versions do; stated in the README):
+  averages where the paper writes plain sums (as community versions do; stated in docs/nested-learning.md):
   every step M1 <- b1 M1 + (1 - b1) g and V <- b2 V + (1 - b2) g^2, and the chunk's gradients are
   summed; every ``period`` steps M2 <- b3 M2 + (1 - b3) (that sum). The step is
   theta <- theta - lr (NS(M1_hat) + alpha NS(M2)) / (sqrt(V_hat) + eps), with Adam's bias

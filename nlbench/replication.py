@@ -368,7 +368,7 @@ def campaign_tables(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str, str]
                        "campaign's replication_margin) give p < 0.05, else 'differs' where the interval excludes 0, "
                        "else 'not shown either way'; a row without a published counterpart is listed without one. "
                        f"Differences of protocol: scenarios/{spec['scenario']}.yaml (profile {spec['profile']}) and "
-                       "README. Data: JPEG-75 re-encoded CIFAR-10, not the official files.")
+                       "docs/protocols.md. Data: JPEG-75 re-encoded CIFAR-10, not the official files.")
             out[f"replication-{name}"] = (replication_table(mine, spec), rep_cap,
                                           f"Replication {name}: each published number, ours, the difference")
         out.update(campaign_comparisons(mine, spec, seeds, devices))
@@ -408,8 +408,8 @@ def campaign_findings(df: pd.DataFrame) -> list[str]:
         found = findings(mine, spec)
         if found:
             seeds = ", ".join(str(s) for s in sorted(mine["seed"].unique()))
-            lines.append(f"Campaign `{name}` ({spec['description']}; seeds {seeds}; table `family-{name}`; "
-                         f"equivalence margin ±{family(spec)['margin']:g} points):")
+            lines += ["", f"Campaign `{name}` ({spec['description']}; seeds {seeds}; table `family-{name}`; "
+                          f"equivalence margin ±{family(spec)['margin']:g} points):", ""]
             lines += [f"- {line}" for line in found]
     return lines
 
