@@ -69,12 +69,13 @@ def register_strategy(name: str, description: str | None = None, *, label: str |
 
 
 def _defined_in(cls) -> str:
-    """The file that defines a class (a plugin re-registering its own names is no clash)."""
-    import inspect
-    try:
-        return str(pathlib.Path(inspect.getsourcefile(cls)).resolve())
-    except (TypeError, OSError):
-        return f"{cls.__module__}.{cls.__qualname__}"
+    """The file that defines a class (a plugin re-registering its own names is no clash), read from
+    its methods' code: a file loaded by path under another module name is still the same file."""
+    for value in vars(cls).values():
+        code = getattr(value, "__code__", None) or getattr(getattr(value, "__func__", None), "__code__", None)
+        if code is not None:
+            return str(pathlib.Path(code.co_filename).resolve())
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def register_backbone(name: str):
