@@ -185,7 +185,6 @@ def resolve(scenario: str, strategy: str, profile: str, sets: dict) -> dict:
     validate(cfg)
     check_scenario_params(scenario, spec["builder"], cfg["scenario"])
     lookup(BACKBONES, "backbone", cfg["backbone"]["name"])
-    check_observes(strategy, entry.obj)
     check = getattr(entry.obj, "check", None)
     if check:
         try:
@@ -195,6 +194,7 @@ def resolve(scenario: str, strategy: str, profile: str, sets: dict) -> dict:
         except Exception as exc:  # a plugin's own bug or plain raise: still one line, exit 2, named
             raise UserError(f"strategy '{strategy}' rejected its settings in check(): {type(exc).__name__}: {exc} "
                             "(raise nlbench.require / UserError there for a message of your own)") from exc
+    check_observes(strategy, entry.obj)
     return cfg
 
 

@@ -57,8 +57,9 @@ def register_strategy(name: str, description: str | None = None, *, label: str |
         if chosen_group not in GROUPS:
             raise UserError(f"strategy '{name}': group must be one of {', '.join(GROUPS)}, got {chosen_group!r}")
         chosen_label = pick(label, "label", name)
-        taken = STRATEGIES.get(name)
-        if taken is not None and _defined_in(taken.obj) != _defined_in(cls):
+        taken = STRATEGIES.get(name)  # a built-in name is not a plugin's to replace
+        if taken is not None and _defined_in(taken.obj).startswith(str(ROOT) + "/") and \
+                _defined_in(taken.obj) != _defined_in(cls):
             raise UserError(f"strategy name '{name}' is already registered by {_defined_in(taken.obj)}; register "
                             f"yours ({_defined_in(cls)}) under another name")
         STRATEGIES[name] = Entry(name, cls, description or _first_line(cls),
