@@ -111,6 +111,6 @@ python bench.py report
 # Issue 25, the same session, on the core the permuted campaign freed (one torch thread, beside verdict-split), from
 # the same clean worktree of 29f441c: MIR's ER rows at seed 4 (the published rows' fifth seed), then EWC's control
 # (fine-tune at EWC's lr 0.03), as two copies of scenarios/campaigns/mir-online.yaml holding those rows (seeds [4]
-# and [0, 1, 2]); the same runs as these commands make (they skip what exists):
+# and [0, 1, 2]); these commands make them too, with the seeds of the other rows (they skip what exists):
 python bench.py campaign mir-online --out results/runs --seeds 4 --budget 5000 --data-root $DATA
 python bench.py campaign mir-online --out results/runs --seeds 0 1 2 --budget 5000 --data-root $DATA
