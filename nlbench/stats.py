@@ -167,4 +167,4 @@ def verdict(d, p_adjusted: float | None, margin: float) -> str:
         return f"equivalent within ±{margin:g}"
     need = seeds_for_margin(d, margin)
     return (f"inconclusive (±{margin:g} needs ~{need} pairs at this spread)" if need is not None
-            else f"inconclusive (|Δ| beyond ±{margin:g}: no number of pairs would show equivalence)")
+            else f"inconclusive (Δ beyond ±{margin:g}: no number of pairs would show equivalence)")
