@@ -17,7 +17,7 @@ import pandas as pd
 from scipy import stats as st
 
 from .campaign import campaign_names, load_campaign, row_run_name
-from .comparisons import floor_mark, main_setting, study_table
+from .comparisons import by_seed, floor_mark, main_setting, study_table
 from .errors import UserError
 from .layout import SETTING_NAMES, scenario_layout
 from .stats import (EXPLORATORY, PAIRED_METHOD, holm, interval_text, mean_std, paired_p, paired_text, t_interval,
@@ -96,13 +96,10 @@ def family(spec: dict) -> dict | None:
 def paired_differences(df: pd.DataFrame, run: str, control: str, setting: str, metric: str) -> pd.DataFrame:
     """Per seed both have: the difference run - control and whether the two records' code versions
     (git commits) differ."""
-    cols = []
-    for name in (run, control):
-        ok = df[(df["run"] == name) & (df["setting"] == setting) & (df["status"] == "complete")]
-        cols.append(ok.drop_duplicates("seed").set_index("seed")[[metric, "commit"]])
-    both = cols[0].merge(cols[1], left_index=True, right_index=True, suffixes=("_row", "_control")).dropna(
-        subset=[f"{metric}_row", f"{metric}_control"])
-    return pd.DataFrame({"d": both[f"{metric}_row"].astype(float) - both[f"{metric}_control"].astype(float),
+    both = pd.concat([by_seed(df, name, setting, key) for key in (metric, "commit") for name in (run, control)],
+                     axis=1, join="inner", keys=["row", "control", "commit_row", "commit_control"])
+    both = both.dropna(subset=["row", "control"])
+    return pd.DataFrame({"d": both["row"].astype(float) - both["control"].astype(float),
                          "mixed": both["commit_row"] != both["commit_control"]})
 
 
@@ -116,10 +113,9 @@ def family_results(df: pd.DataFrame, spec: dict) -> list[dict]:
     # the family is what was declared: a comparison without records counts as p = 1 in the correction
     adjusted_all = holm([1.0 if c["p"] is None else c["p"] for c in found])
     for item, adjusted in zip(found, adjusted_all):
-        adjusted = adjusted if item["p"] is not None else None
-        item["p_holm"] = adjusted
+        item["p_holm"] = adjusted if item["p"] is not None else None
         item["p_tost"] = tost_paired(item["pairs"]["d"], fam["margin"])
-        item["verdict"] = verdict(item["pairs"]["d"], adjusted, fam["margin"])
+        item["verdict"] = verdict(item["pairs"]["d"], item["p_holm"], fam["margin"])
     return found
 
 
@@ -378,14 +374,15 @@ def campaign_tables(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str, str]
 
 def campaign_family(mine: pd.DataFrame, spec: dict, seeds: str, devices: str) -> dict:
     """The campaign's declared family (``family-NAME``), if it declares one and any pair has records."""
-    table = family_table(mine, spec) if family(spec) else None
+    fam = family(spec)
+    table = family_table(mine, spec) if fam else None
     if table is None:
         return {}
-    margin = family(spec)["margin"]
+    margin = fam["margin"]
     cap = (f"Campaign `{spec['name']}`, its primary comparisons (the family declared in "
            f"scenarios/campaigns/{spec['name']}.yaml; profile {spec['profile']}, seeds {seeds}, device {devices}): "
            f"each row minus its control in percentage points, {PAIRED_METHOD}; p: paired t test; Holm p: Holm's "
-           f"step-down adjustment over the family's {len(family(spec)['comparisons'])} declared comparisons (statsmodels "
+           f"step-down adjustment over the family's {len(fam['comparisons'])} declared comparisons (statsmodels "
            "multipletests; one without records counts as p = 1); bold = "
            f"Holm p < 0.05; TOST p: paired two one-sided tests that the difference lies inside ±{margin:g} points; "
            "verdict: higher / lower where Holm p < 0.05, 'equivalent' where TOST p < 0.05, else inconclusive with "
@@ -402,14 +399,15 @@ def campaign_findings(df: pd.DataFrame) -> list[str]:
     lines = []
     for name in campaign_names():
         spec = load_campaign(name)
-        if not family(spec):
+        fam = family(spec)
+        if not fam:
             continue
         mine = df[(df["profile"] == spec["profile"]) & (df["scenario"] == spec["scenario"])]
         found = findings(mine, spec)
         if found:
             seeds = ", ".join(str(s) for s in sorted(mine["seed"].unique()))
             lines += ["", f"Campaign `{name}` ({spec['description']}; seeds {seeds}; table `family-{name}`; "
-                          f"equivalence margin ±{family(spec)['margin']:g} points):", ""]
+                          f"equivalence margin ±{fam['margin']:g} points):", ""]
             lines += [f"- {line}" for line in found]
     return lines
 
