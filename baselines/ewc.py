@@ -65,6 +65,7 @@ class EWC(Strategy):
 
     # lambda chosen on the quick profile (see README): large enough to move task-IL accuracy.
     graph_safe = True
+    seed_parallel = True  # the penalty is elementwise; the Fisher is computed per seed (after_task)
     defaults = {"lam": 100.0, "mode": "separate", "gamma": 1.0, "fisher": "empirical", "fisher_samples": None,
                 "fisher_chunk": 128}
 

@@ -49,29 +49,43 @@ class Replay(Strategy):
     def graph_safe_for(cls, hp):
         return hp.get("replay_loss", "joint") == "joint"  # separate skips the replay pass on a host-side test
 
+    @classmethod
+    def seed_parallel_for(cls, hp):
+        if hp.get("replay_loss", "joint") != "joint":
+            return "replay_loss separate skips the replay pass per model on a host-side test"
+        return None
+
     def __init__(self, ctx, buffer_size, replay_batch_size, replay_current_task=True, replay_loss="joint"):
         super().__init__(ctx, buffer_size=buffer_size, replay_batch_size=replay_batch_size,
                          replay_current_task=replay_current_task, replay_loss=replay_loss)
         self.optimizer = ctx.make_optimizer(self.model.parameters())
         self.size = buffer_size
         self.replay_bs = min(replay_batch_size or ctx.train["batch_size"], buffer_size)
-        dev = ctx.device
         # One spare row at index `size`: the write target of samples that do not enter the buffer.
-        self.images = torch.zeros(buffer_size + 1, 3, 32, 32, dtype=torch.uint8, device=dev)
-        self.labels = torch.zeros(buffer_size + 1, dtype=torch.long, device=dev)
-        self.task_ids = torch.zeros(buffer_size + 1, dtype=torch.long, device=dev)
-        self.seen = torch.zeros((), dtype=torch.long, device=dev)  # on the device: no host sync
-        self.slots = torch.arange(buffer_size, device=dev)
+        # Per-model state (nlbench.strategy: a seed-parallel group stacks K of them in front).
+        self.images = ctx.model_state(buffer_size + 1, 3, 32, 32, dtype=torch.uint8)
+        self.labels = ctx.model_state(buffer_size + 1, dtype=torch.long)
+        self.task_ids = ctx.model_state(buffer_size + 1, dtype=torch.long)
+        self.seen = torch.zeros((), dtype=torch.long, device=ctx.device)  # on the device: no host sync; the
+        self.slots = torch.arange(buffer_size, device=ctx.device)        # same count for every model of a group
+
+    def _per_model(self, t):
+        """A state tensor with the models first: (K, ...) in a group, (1, ...) for one seed."""
+        return t if self.ctx.group_size > 1 else t.unsqueeze(0)
 
     def observe(self, batch):
         pick, valid = self._draw(None if self.hp["replay_current_task"] else batch.task[0])
         if self.hp["replay_loss"] == "separate":
-            return self._observe_separate(batch, pick, valid)
-        replay_x = self.ctx.prepare(self.images[pick], self.task_ids[pick])
+            return self._observe_separate(batch, pick[0], valid[0])
+        models = torch.arange(len(pick), device=pick.device)[:, None]
+        replay_x = self.ctx.prepare(self.ctx.batch_rows(self._per_model(self.images)[models, pick]),
+                                    self.ctx.batch_rows(self._per_model(self.task_ids)[models, pick]))
         logits = self.model(torch.cat([batch.x, replay_x]))
-        per_sample = self.ctx.loss(logits, torch.cat([batch.y, self.labels[pick]]), reduction="none")
-        weight = torch.cat([torch.ones_like(batch.y, dtype=per_sample.dtype), valid.to(per_sample.dtype)])
-        loss = (per_sample * weight).sum() / weight.sum()
+        replay_y = self.ctx.batch_rows(self._per_model(self.labels)[models, pick])
+        per_sample = self.ctx.loss(logits, torch.cat([batch.y, replay_y]), reduction="none")
+        weight = torch.cat([torch.ones_like(batch.y, dtype=per_sample.dtype),
+                            self.ctx.batch_rows(valid).to(per_sample.dtype)])
+        loss = ((per_sample * weight).sum(0) / weight.sum(0)).sum()  # each model's own weighted mean
         out = self.update(loss, self.optimizer)
         self._reservoir_add(batch)
         return out
@@ -92,34 +106,39 @@ class Replay(Strategy):
         return loss.detach()
 
     def _draw(self, exclude_task=None):
-        """replay_bs distinct filled slots (of tasks other than ``exclude_task``, if given),
-        uniformly at random (mammoth's and MIR's np.random.choice without replacement); ``valid``
-        is False for the draws beyond the eligible count."""
-        eligible = self.slots < torch.clamp(self.seen, max=self.size)
+        """Per model, replay_bs distinct filled slots (of tasks other than ``exclude_task``, if
+        given), uniformly at random (mammoth's and MIR's np.random.choice without replacement);
+        ``valid`` is False for the draws beyond the eligible count. Both (models, replay_bs)."""
+        eligible = (self.slots < torch.clamp(self.seen, max=self.size)).expand(len(self._per_model(self.labels)), -1)
         if exclude_task is not None:
-            eligible = eligible & (self.task_ids[:self.size] != exclude_task)
-        scores = torch.rand(self.size, generator=self.ctx.step_generator, device=self.seen.device)
+            eligible = eligible & (self._per_model(self.task_ids)[:, :self.size] != exclude_task.reshape(-1, 1))
+        scores = self._per_model(self.ctx.per_model(
+            lambda ctx: torch.rand(self.size, generator=ctx.step_generator, device=self.seen.device)))
         scores = torch.where(eligible, scores, torch.full_like(scores, 2.0))
         pick = scores.topk(self.replay_bs, largest=False).indices   # sorted: eligible slots come first
-        valid = torch.arange(self.replay_bs, device=pick.device) < eligible.sum()
+        valid = torch.arange(self.replay_bs, device=pick.device) < eligible.sum(1, keepdim=True)
         return pick, valid
 
     def _reservoir_add(self, batch):
         """Reservoir sampling (Vitter's algorithm R): sample n of the stream (0-based) takes slot n
         while the buffer is not full, else a uniform slot in [0, n], kept if that slot < size.
-        Within a batch the later of two samples drawn to one slot wins, as in a sequential loop."""
+        Within a batch the later of two samples drawn to one slot wins, as in a sequential loop.
+        Each model of a group draws its own slots."""
         b = len(batch.y)
         order = torch.arange(b, device=batch.y.device)
         n = self.seen + order
-        draw = (torch.rand(b, generator=self.ctx.step_generator, device=n.device) * (n + 1).float()).long()
-        draw = torch.minimum(draw, n)  # float rounding at the top end
-        slot = torch.where(n < self.size, n, draw)
+        draw = self._per_model(self.ctx.per_model(lambda ctx: torch.rand(b, generator=ctx.step_generator,
+                                                                         device=n.device)))
+        draw = torch.minimum((draw * (n + 1).float()).long(), n)  # float rounding at the top end
+        slot = torch.where(n < self.size, n, draw)                 # (models, b)
         keep = slot < self.size
-        later_same = (slot[:, None] == slot[None, :]) & keep[None, :] & (order[None, :] > order[:, None])
-        dest = torch.where(keep & ~later_same.any(1), slot, torch.full_like(slot, self.size))
-        self.images.index_copy_(0, dest, batch.raw)
-        self.labels.index_copy_(0, dest, batch.y)
-        self.task_ids.index_copy_(0, dest, batch.task)
+        later_same = (slot[:, :, None] == slot[:, None, :]) & keep[:, None, :] & (order[None, None, :] > order[None, :, None])
+        dest = torch.where(keep & ~later_same.any(2), slot, torch.full_like(slot, self.size))
+        rows = (dest + torch.arange(len(dest), device=dest.device)[:, None] * (self.size + 1)).flatten()
+        for table, new in ((self.images, batch.raw), (self.labels, batch.y), (self.task_ids, batch.task)):
+            per_model = new.unsqueeze(1) if self.ctx.group_size == 1 else new   # a batch's (b, K, ...)
+            table.view(-1, *table.shape[2 if self.ctx.group_size > 1 else 1:]).index_copy_(
+                0, rows, per_model.transpose(0, 1).reshape(-1, *new.shape[2 if self.ctx.group_size > 1 else 1:]))
         self.seen += b
 
     def extra_state(self):

@@ -6,6 +6,7 @@ Exit codes: 0 done, 1 a run diverged, 2 bad input (one-line message), 130/143 in
 from __future__ import annotations
 
 import argparse
+import contextlib
 import pathlib
 import signal
 import sys
@@ -56,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "one (e.g. 0.25); default 0 with --device cpu, else 1")
     p.add_argument("--ray-retries", type=int, default=3, help="with --launcher ray: times a run whose worker died is "
                    "retried from its last checkpoint (default 3)")
+    p.add_argument("--seed-parallel", type=int, default=1, metavar="K", help="train up to K seeds of one "
+                   "configuration at once in one process, stacked (nlbench.group; each still writes its own record); "
+                   "default 1. Faster on CUDA; on the CPU one seed at a time is faster (bench.py speed --seed-parallel)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (recorded in the run record)")
     p.add_argument("--shard", help=argparse.SUPPRESS)  # i/N: internal, set by --jobs
     return p
@@ -149,15 +153,86 @@ def run_main(argv: list[str]) -> int:
         return run_on_ray(plan, args, data)
     if args.address or args.launcher != "local":
         raise UserError("--address needs --launcher ray")
-    if args.jobs > 1 and len(plan) > 1 and not args.shard:
-        return run_sharded([*argv, "--data", data.kind], min(args.jobs, len(plan)))  # children skip auto's search
+    if args.seed_parallel < 1:
+        raise UserError(f"--seed-parallel must be a positive integer, got {args.seed_parallel}")
+    units = group_plan(plan, args.seed_parallel)
+    if args.jobs > 1 and len(units) > 1 and not args.shard:
+        return run_sharded([*argv, "--data", data.kind], min(args.jobs, len(units)))  # children skip auto's search
     if args.shard:
         i, n = (int(v) for v in args.shard.split("/"))
-        plan = plan[i::n]
+        units = units[i::n]
     worst = 0
-    for scenario, strategy, name, cfg, seed, profile in plan:
-        worst = max(worst, run_one(args, scenario, strategy, name, cfg, seed, profile, device, data))
+    for unit in units:
+        worst = max(worst, run_unit(args, unit, device, data))
     return worst
+
+
+def group_plan(plan: list[tuple], k: int) -> list[list[tuple]]:
+    """The plan's runs in units: up to ``k`` seeds of one (scenario, run name, profile) together."""
+    units: list[list[tuple]] = []
+    for entry in plan:
+        last = units[-1] if units else None
+        if last and len(last) < k and last[0][:3] == entry[:3] and last[0][5] == entry[5]:
+            last.append(entry)
+        else:
+            units.append([entry])
+    return units
+
+
+def run_unit(args, unit: list[tuple], device, data) -> int:
+    """One run, or a seed-parallel group of runs (one seed per process where it cannot group)."""
+    if len(unit) > 1:
+        code = run_group_unit(args, unit, device, data)
+        if code is not None:
+            return code
+    return max(run_one(args, *entry, device, data) for entry in unit)
+
+
+def run_group_unit(args, unit: list[tuple], device, data) -> int | None:
+    """Train the unit's seeds that have no record yet as one group; None: run them one by one."""
+    from .group import unsupported
+    scenario, strategy, name, cfg, _, profile = unit[0]
+    reason = unsupported(cfg, strategy)
+    if reason:
+        print(f"seed-parallel: {name} runs one seed per process ({reason})")
+        return None
+    paths = {seed: record_path(args.out, scenario, name, seed) for *_, seed, _ in unit}
+    todo = [seed for seed, path in paths.items() if not check_existing(args, scenario, strategy, cfg, path, profile, data)]
+    if len(todo) < 2:
+        return None
+    with contextlib.ExitStack() as locks:
+        for seed in todo:
+            locks.enter_context(run_lock(paths[seed]))
+        todo = [seed for seed in todo if not check_existing(args, scenario, strategy, cfg, paths[seed], profile, data)]
+        if len(todo) >= 2:
+            return _train_and_record_group(args, scenario, strategy, name, cfg, todo, profile, device, data,
+                                           [paths[s] for s in todo])
+    return None  # the locks are released: run_one takes them again
+
+
+def _train_and_record_group(args, scenario, strategy, name, cfg, seeds, profile, device, data, paths) -> int | None:
+    from .checkpoint import Interrupted
+    from .group import GroupMismatch, run_group
+    spec = C.load_scenario_file(scenario)
+    t0 = time.perf_counter()
+    try:
+        records = run_group(cfg, scenario_name=scenario, builder=spec["builder"], strategy_name=strategy, seeds=seeds,
+                            profile=profile, device=device, data=data, checkpoints=[p.with_suffix(".ckpt") for p in paths],
+                            progress=not args.quiet)
+    except GroupMismatch as exc:
+        print(f"seed-parallel: {name} seeds {', '.join(map(str, seeds))} run one seed per process ({exc})")
+        return None
+    except Interrupted as exc:
+        print(f"\n{signal.Signals(exc.signum).name}: checkpoints saved for {name} seeds "
+              f"{', '.join(map(str, seeds))} (beside their records); rerun the same command to resume", file=sys.stderr)
+        raise SystemExit(128 + exc.signum)
+    except RuntimeError as exc:
+        if "out of memory" in str(exc).lower():
+            raise UserError(f"out of memory in {scenario}/{name} seeds {seeds} trained together; try a smaller "
+                            "--seed-parallel") from exc
+        raise
+    wall = time.perf_counter() - t0
+    return max(finish_record(record, name, wall, path) for record, path in zip(records, paths))
 
 
 def run_sharded(argv: list[str], jobs: int) -> int:

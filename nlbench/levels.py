@@ -99,6 +99,8 @@ class LevelSchedule:
         for lv, s in zip(self.levels, state["levels"]):
             lv.optimizer.load_state_dict(s["optimizer"])
             if lv.accum is not None:
+                if [a.shape for a in lv.accum] != [a.shape for a in s["accum"]]:  # a seed-parallel group's stack
+                    lv.accum = [torch.empty_like(a, device=p.device) for a, p in zip(s["accum"], lv.params)]
                 torch._foreach_copy_(lv.accum, s["accum"])
             lv.count = s["count"]
             lv.updates = s.get("updates", 0)  # checkpoints before the counter: unknown, counted from here
@@ -385,6 +387,14 @@ class LevelledStrategy(Strategy):
         self.clock_warnings = check_clock(periods, [lv.name for lv in self.levels.levels], ctx)
         for warning in self.clock_warnings:
             print(f"warning: {warning}")
+
+    seed_parallel = True
+
+    @classmethod
+    def seed_parallel_for(cls, hp):
+        if hp.get("level_optimizer") == "m3":  # Newton-Schulz of a stacked tensor would mix the models
+            return "level_optimizer m3 orthogonalises whole matrices, which a stacked group would mix"
+        return None
 
     period_keys = ("periods",)  # the keys that set update periods (all 1 in the matched controls)
 

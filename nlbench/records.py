@@ -82,6 +82,7 @@ OPTIONAL_DEFAULTS = {
     "data_source": "unknown", "peak_memory_kind": "", "wall_seconds": None, "numerics": None,
     "memory": None, "optimizers": None, "strategy_source": None, "images": None,
     "probe": None, "probe_init": None,  # records before the linear probe (nlbench.probe) have none
+    "seed_parallel": None,  # trained alone; else its seed-parallel group (nlbench.group)
 }
 
 

@@ -242,6 +242,13 @@ def train_stage(loop: Loop, who: str) -> None:
         _finish_timing(loop.ctx, state, t0, images)
     else:
         _train_task(loop, task, label=f"task {state.task + 1}/{len(stages)}")
+    finish_stage(loop, who, t0)
+
+
+def finish_stage(loop: Loop, who: str, t0: float) -> None:
+    """After a stage's training: evaluate every task, log, move on, checkpoint (a seed-parallel
+    group calls it for each of its seeds)."""
+    state, stages, scenario = loop.state, loop.stages, loop.scenario
     row, probe_row = evaluate_all(loop.strategy.model, scenario, loop.ctx, loop.amp)
     for s in scenario.settings:
         state.acc[s].append(row[s])
@@ -285,6 +292,7 @@ def build_record(loop: Loop, cfg, scenario_name, strategy_name, seed, profile, s
         "strategy_info": loop.strategy.describe(),
         "optimizers": loop.strategy.optimizer_info(),
         "strategy_source": source_of(type(loop.strategy)),
+        "seed_parallel": None,  # trained alone; a seed-parallel group (nlbench.group) says how it ran
         "versions": versions(),
     }
 

@@ -6,6 +6,14 @@ mini-batch (or, with ``own_loop``, ``train_task(task)`` once), then ``after_task
 evaluates ``strategy.model`` on every task. ``observe`` must do the whole update (forward, backward,
 optimizer step) and return the detached loss.
 
+Seed-parallel groups (nlbench.group): a strategy that sets ``seed_parallel = True`` promises that
+``observe`` also trains K models of K seeds at once, stacked. Then a batch's tensors carry the model
+as their second dimension (x: (B, K, 3, 32, 32), y: (B, K)), the model maps (B, K, ...) to
+(B, K, classes), state tensors (parameters, optimizer and strategy state) carry it as their first,
+and ``ctx.loss``, ``ctx.prepare`` and ``ctx.per_model`` keep the models apart; with one model
+(``ctx.group_size == 1``) they are the plain one-seed operations. ``before_task``, ``after_task``
+and ``state_dict`` always run on one seed's strategy: the group stacks and splits the states.
+
 CUDA graphs: a strategy that sets ``graph_safe = True`` promises that ``observe`` launches the
 same device work on every step of a task (no host syncs, no Python branches on step-dependent
 values, randomness from ``ctx.step_generator``, optimizers from ``ctx.make_optimizer``). The runner
@@ -44,6 +52,21 @@ class RunContext:
         # train.levels: the runner passes nlbench.levels.schedule_optimizer (injected: levels imports this module)
         self.level_schedule = level_schedule
         self.model: torch.nn.Module | None = None  # the last backbone built (train.levels partitions it)
+
+    group_size = 1  # models trained at once (nlbench.group.GroupContext: K seeds)
+
+    def per_model(self, draw):
+        """``draw(ctx)`` once per model of the group, each with that seed's context (its generator,
+        scenario), stacked on a new first dimension; with one model, the draw itself."""
+        return draw(self)
+
+    def model_state(self, *shape, dtype=torch.float32) -> torch.Tensor:
+        """Zeros for a strategy's per-model state: ``shape``, with the group's models first in a group."""
+        return torch.zeros(*shape, dtype=dtype, device=self.device)
+
+    def batch_rows(self, state_rows: torch.Tensor) -> torch.Tensor:
+        """Rows gathered from per-model state, (models, n, ...) -> a batch's layout (n, ...) or (n, K, ...)."""
+        return state_rows[0]
 
     @property
     def step_generator(self) -> torch.Generator | None:
@@ -118,6 +141,7 @@ class Strategy:
 
     defaults: dict = {}
     graph_safe = False  # True: observe() may be captured in a CUDA graph (see the module docstring)
+    seed_parallel = False  # True: observe() can train a seed-parallel group (see the module docstring)
     own_loop = False    # True: train_task() trains a whole stage with the strategy's own loop
     # How reports show it (register_strategy's arguments of the same names win; see nlbench.registry):
     label: str | None = None           # row label; None: the registered name
@@ -139,6 +163,11 @@ class Strategy:
     def graph_safe_for(cls, hp: dict) -> bool:
         """Whether ``observe`` may be recorded in a CUDA graph with these hyperparameters."""
         return bool(cls.graph_safe)
+
+    @classmethod
+    def seed_parallel_for(cls, hp: dict) -> str | None:
+        """None when these hyperparameters let K seeds train as one group, else why not (one line)."""
+        return None if cls.seed_parallel else f"{cls.__name__} does not declare seed_parallel"
 
     @classmethod
     def matched_controls(cls, hp: dict) -> dict[str, dict]:
@@ -219,6 +248,7 @@ class PlainStrategy(Strategy):
     strategies that differ from it only in what data they see (joint) or which optimizer they use."""
 
     graph_safe = True
+    seed_parallel = True  # elementwise optimizers on stacked parameters: each model steps as alone
     optimizer_kind: str | None = None  # None: train.optimizer
 
     def __init__(self, ctx: RunContext, **hp):

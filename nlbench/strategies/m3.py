@@ -11,6 +11,11 @@ class M3(PlainStrategy):
 
     label, group, order = "M3", "nested", 50
     graph_safe = False  # its slow memory branches on the step count in Python
+    seed_parallel = False
+
+    @classmethod
+    def seed_parallel_for(cls, hp):
+        return "M3's Newton-Schulz step orthogonalises whole matrices, which a stacked group would mix"
     defaults = {"period": 16, "alpha": 1.0, "beta3": 0.9}
 
     @classmethod

@@ -12,6 +12,11 @@ class Muon(PlainStrategy):
 
     label, group, order = "Muon", "nested", 55
     graph_safe = False  # two optimizers, one of them ours (not captured)
+    seed_parallel = False
+
+    @classmethod
+    def seed_parallel_for(cls, hp):
+        return "Muon's Newton-Schulz step orthogonalises whole matrices, which a stacked group would mix"
     # KellerJordan/Muon, muon.py: the reference implementation's defaults
     defaults = {"muon_lr": 0.02, "muon_momentum": 0.95, "nesterov": True}
 

@@ -1,0 +1,197 @@
+"""Seed-parallel groups (nlbench.group): K seeds trained stacked equal the K one-seed runs."""
+import json
+
+import pytest
+import torch
+
+from conftest import TINY
+from nlbench import config as C, group as G, runner
+from nlbench.checkpoint import Interrupted
+from nlbench.data import DataChoice
+
+SEEDS = [0, 1, 2]
+# A first task of exactly 20 steps: 2 classes x 60 synthetic training images, batches of 6.
+TWENTY_STEPS = ["backbone.width=8", "train.epochs=1", "train.batch_size=6", "train.log_every=5",
+                "scenario.n_tasks=2", "scenario.shuffle_classes=true"]
+
+
+def resolve(strategy, sets):
+    return C.resolve("split-cifar", strategy, "quick", C.parse_sets(sets))
+
+
+def capture_models(monkeypatch):
+    """Every seed's parameters and buffers at the end of every stage, keyed by (seed, stage)."""
+    seen = {}
+    real = runner.finish_stage
+
+    def spy(loop, who, t0):
+        seed = int(who.rsplit(" ", 1)[1])
+        seen[(seed, loop.state.task)] = {k: v.detach().clone() for k, v in loop.strategy.model.state_dict().items()}
+        return real(loop, who, t0)
+    monkeypatch.setattr(runner, "finish_stage", spy)
+    monkeypatch.setattr(G, "finish_stage", spy)
+    return seen
+
+
+def one_seed_runs(cfg, strategy, data, seeds=SEEDS):
+    return [runner.run(cfg, scenario_name="split-cifar", builder="split", strategy_name=strategy, seed=s,
+                       profile="quick", device=torch.device("cpu"), data=data, progress=False, log=lambda *a: None)
+            for s in seeds]
+
+
+def group_run(cfg, strategy, data, seeds=SEEDS, checkpoints=None):
+    return G.run_group(cfg, scenario_name="split-cifar", builder="split", strategy_name=strategy, seeds=seeds,
+                       profile="quick", device=torch.device("cpu"), data=data,
+                       checkpoints=checkpoints or [None] * len(seeds), progress=False, log=lambda *a: None)
+
+
+def relative_difference(a, b) -> float:
+    """||a - b|| / ||a|| over every floating-point parameter and buffer of a model's state."""
+    names = [n for n, x in a.items() if x.is_floating_point()]
+    diff = torch.cat([(a[n] - b[n]).double().flatten() for n in names]).norm()
+    return float(diff / torch.cat([a[n].double().flatten() for n in names]).norm())
+
+
+STRATEGIES = [("adam", []), ("finetune", ["train.optimizer=sgd", "train.lr=0.05"]),
+              ("replay", ["strategy.buffer_size=40"]), ("ewc", []), ("nested", ["strategy.periods=[4,2,1]"]),
+              ("cms", ["strategy.periods=[4,2,1]"]), ("adam", ["train.levels=nested-blog"]), ("joint", [])]
+
+
+def compare_with_one_seed_runs(cifar_root, monkeypatch, strategy, sets, seeds):
+    """(one-seed runs' records, the group's records, per (seed, stage) the relative parameter difference)."""
+    data = DataChoice("full", cifar_root / "cifar-10-batches-py")
+    cfg = resolve(strategy, TWENTY_STEPS + sets)
+    seen = capture_models(monkeypatch)
+    alone = one_seed_runs(cfg, strategy, data, seeds)
+    alone_models = dict(seen)
+    seen.clear()
+    together = group_run(cfg, strategy, data, seeds)
+    assert set(seen) == set(alone_models)
+    return alone, together, {key: relative_difference(alone_models[key], seen[key]) for key in alone_models}
+
+
+@pytest.fixture
+def float64(monkeypatch):
+    """Models, states and network inputs in float64: rounding no longer hides a difference."""
+    from nlbench.scenarios import Scenario
+    real = Scenario.prepare
+    monkeypatch.setattr(Scenario, "prepare", lambda self, x, t, augment, dtype=None: real(self, x, t, augment,
+                                                                                          torch.float64))
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(torch.float32)
+
+
+@pytest.mark.parametrize("strategy,extra", STRATEGIES)
+def test_each_seed_of_a_group_trains_exactly_as_its_one_seed_run(cifar_root, monkeypatch, float64, strategy, extra):
+    """In float64, every seed of a group of 3 (its own class order, data order, augmentation, replay
+    draws, EWC Fisher, level state, BatchNorm statistics) ends each task with the parameters and
+    buffers of its one-seed run to 1e-9 relative, and with the same record."""
+    alone, together, differences = compare_with_one_seed_runs(cifar_root, monkeypatch, strategy, extra, SEEDS)
+    assert max(differences.values()) < 1e-9, differences
+    for a, b in zip(alone, together):
+        assert b["seed_parallel"]["group_size"] == 3 and a["seed_parallel"] is None
+        assert a["acc"] == b["acc"] and a["config"] == b["config"] and a["tasks"] == b["tasks"]
+        assert a["strategy_info"] == b["strategy_info"] and a["optimizers"] == b["optimizers"]
+    assert len({json.dumps(r["tasks"]) for r in together}) > 1  # the seeds really had their own class orders
+
+
+@pytest.mark.parametrize("strategy,extra", STRATEGIES[:-1])  # joint's first stage is 100 steps
+def test_first_twenty_steps_in_float32_within_1e_5(cifar_root, monkeypatch, strategy, extra):
+    """fp32, the suite's arithmetic: after the first 20 steps (the first task) each seed's parameters
+    are its one-seed run's within 1e-5 relative (measured: at most 1.3e-6). The stacked kernels sum
+    in another order, and Adam divides near-zero gradients by sqrt(v) + eps, which can turn that
+    rounding into differences of order 1e-4 within a few steps on other seeds (measured up to 8e-5 on
+    seed 2 of replay): why the exact check above runs in float64, and why a real run is compared
+    with its one-seed runs within seed noise (test_mini_set_run_within_seed_noise)."""
+    _, _, differences = compare_with_one_seed_runs(cifar_root, monkeypatch, strategy, extra, [0, 1])
+    first_task = {seed: d for (seed, stage), d in differences.items() if stage == 0}
+    assert max(first_task.values()) <= 1e-5, first_task
+
+
+def test_the_models_of_a_group_never_mix(cifar_root, monkeypatch):
+    """One model made non-finite mid-run diverges alone: its record says so, the others equal their runs."""
+    data = DataChoice("full", cifar_root / "cifar-10-batches-py")
+    cfg = resolve("adam", TWENTY_STEPS)
+    alone = one_seed_runs(cfg, "adam", data, seeds=[0, 2])
+    real = G.build_group
+
+    def poisoned(members, seeds):
+        if len(seeds) == 3:  # seed 1's model, from the group's first step on
+            with torch.no_grad():
+                next(members[1].strategy.model.parameters()).fill_(float("nan"))
+        return real(members, seeds)
+    monkeypatch.setattr(G, "build_group", poisoned)
+    together = group_run(cfg, "adam", data)
+    assert [r["status"] for r in together] == ["complete", "diverged", "complete"]
+    assert "not finite" in together[1]["diverged_at"]
+    assert together[0]["acc"] == alone[0]["acc"] and together[2]["acc"] == alone[1]["acc"]
+
+
+def test_an_interrupted_group_resumes_to_the_uninterrupted_records(cifar_root, tmp_path, monkeypatch):
+    data = DataChoice("full", cifar_root / "cifar-10-batches-py")
+    cfg = resolve("replay", TINY + ["scenario.n_tasks=3", "strategy.buffer_size=40"])
+    reference = group_run(cfg, "replay", data)
+    ckpts = [tmp_path / f"seed{s}.ckpt" for s in SEEDS]
+    real = G._check_group_loss
+    calls = {"n": 0}
+
+    def stop_in_task_2(group, *args):  # SIGINT arriving at a step of the second task
+        calls["n"] += 1
+        if group.members[0].state.task == 1 and group.guard.signum is None:
+            group.guard.signum = 2
+        return real(group, *args)
+    monkeypatch.setattr(G, "_check_group_loss", stop_in_task_2)
+    with pytest.raises(Interrupted):
+        group_run(cfg, "replay", data, checkpoints=ckpts)
+    assert all(p.exists() for p in ckpts)
+    states = [torch.load(p, weights_only=False)["state"] for p in ckpts]
+    assert {(s["task"], s["step"]) for s in states} == {(1, states[0]["step"])} and states[0]["step"] > 0
+    monkeypatch.setattr(G, "_check_group_loss", real)
+    resumed = group_run(cfg, "replay", data, checkpoints=ckpts)
+    assert [r["acc"] for r in resumed] == [r["acc"] for r in reference]
+
+
+def test_checkpoints_at_different_points_do_not_group(cifar_root, tmp_path):
+    data = DataChoice("full", cifar_root / "cifar-10-batches-py")
+    cfg = resolve("adam", TINY + ["scenario.n_tasks=3"])
+    ckpt = tmp_path / "seed1.ckpt"  # a finished run leaves its last stage's checkpoint (task 3 of 3)
+    runner.run(cfg, scenario_name="split-cifar", builder="split", strategy_name="adam", seed=1, profile="quick",
+               device=torch.device("cpu"), data=data, checkpoint=ckpt, progress=False, log=lambda *a: None)
+    with pytest.raises(G.GroupMismatch, match="different points"):
+        group_run(cfg, "adam", data, seeds=[0, 1], checkpoints=[tmp_path / "seed0.ckpt", ckpt])
+
+
+def test_cli_groups_seeds_keeps_finished_ones_and_says_what_cannot_group(bench, tmp_path, capsys):
+    out = tmp_path / "runs"
+    bench("--scenario", "split-cifar", "--strategy", "adam", "--seeds", "1", out=out)
+    done = out / "split-cifar" / "adam" / "seed1.json"
+    before = done.read_text()
+    capsys.readouterr()
+    bench("--scenario", "split-cifar", "--strategy", "adam", "m3", "--seeds", "0", "1", "2", "--seed-parallel", "3",
+          out=out)
+    printed = capsys.readouterr().out
+    assert done.read_text() == before  # a group never overwrites a finished seed
+    assert "skip" in printed and "m3 runs one seed per process (M3's Newton-Schulz" in printed
+    for seed in (0, 2):
+        record = json.loads((out / "split-cifar" / "adam" / f"seed{seed}.json").read_text())
+        assert record["seed_parallel"]["seeds"] == [0, 2]
+    assert json.loads((out / "split-cifar" / "m3" / "seed0.json").read_text())["seed_parallel"] is None
+
+
+def test_stack_and_unstack_states_round_trip():
+    states = [{"model": {"w": torch.full((2,), float(k)), "n": torch.tensor(3)},
+               "optimizers": {"opt": {"state": {0: {"step": torch.tensor(5.0), "exp_avg": torch.ones(2) * k}},
+                                      "param_groups": [{"lr": 0.1, "params": [0]}]}},
+               "extra": {"seen": torch.tensor(7), "per_model": torch.tensor(float(k))}} for k in range(3)]
+    stacked = {"model": G.stack_states([s["model"] for s in states], always=True),
+               "optimizers": G.stack_states([s["optimizers"] for s in states]),
+               "extra": G.stack_states([s["extra"] for s in states])}
+    assert stacked["model"]["n"].shape == (3,)  # a model's buffers always stack
+    assert stacked["optimizers"]["opt"]["state"][0]["step"].dim() == 0  # equal counters stay shared
+    assert stacked["extra"]["per_model"].shape == (3,)  # unequal scalars stack
+    for k in range(3):
+        back = G.unstack_state(stacked, k)
+        for part in states[k]:
+            assert json.dumps(back[part], default=lambda t: t.tolist()) == \
+                json.dumps(states[k][part], default=lambda t: t.tolist())
