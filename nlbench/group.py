@@ -80,7 +80,10 @@ class GroupContext(RunContext):
     def prepare(self, raw: torch.Tensor, task: torch.Tensor, augment: bool = True) -> torch.Tensor:
         """(B, K, 3, 32, 32) uint8 -> network input, each model's images through its own seed's
         augmentation and scenario (e.g. its permutation)."""
-        return torch.stack([m.prepare(raw[:, k], task[:, k], augment) for k, m in enumerate(self.members)], 1)
+        x = torch.stack([m.prepare(raw[:, k], task[:, k], augment) for k, m in enumerate(self.members)], 1)
+        # contiguous: the augmentation's output has channels-last strides, which the convolutions pass on,
+        # and vmap has no batching rule for the pooling of such a tensor (a per-model loop instead)
+        return x.contiguous()
 
 
 def stack_models(model: torch.nn.Module, members: list[torch.nn.Module]) -> None:

@@ -6,7 +6,9 @@
 2. dataloader: a plain PyTorch loop over a torchvision-style Dataset and DataLoader with the usual
    per-sample PIL transforms (RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor,
    Normalize), same model, optimizer and numerics as native;
-3. avalanche: Avalanche's ``Naive`` strategy (its own loop, fp32) on the same Dataset.
+3. avalanche: Avalanche's ``Naive`` strategy (its own loop, fp32) on the same Dataset;
+4. ``--seed-parallel K ...``: a seed-parallel group of K models (nlbench.group, strategy adam)
+   against K separate runs one after another (whose images/s in sum is one run's), in sum and per model.
 Each is timed over the same number of training images after a short warm-up.
 """
 from __future__ import annotations
@@ -129,6 +131,57 @@ def worker(argv: list[str]) -> dict:
     time_native(cfg, device, data, int(n_images), graphs=device.type == "cuda", start_at=float(start_at))
     # a worker that was late to start ends late: the aggregate then counts its delay against it
     return {"images": max(1, int(n_images) // int(bs)) * int(bs), "end": time.time()}
+
+
+def time_seed_parallel(cfg, device, data, k: int, n_images: int) -> float:
+    """Images/s in sum of a seed-parallel group of ``k`` models (strategy adam, seeds 0..k-1), timed
+    over about ``n_images`` images in all after warm-up; eager, as groups run."""
+    from types import SimpleNamespace
+
+    from .group import build_group
+    scenario = build_scenario("cifar10", "standard", cfg, 0, device, data)
+    backbone = BACKBONES[cfg["backbone"]["name"]].obj
+    members = []
+    for seed in range(k):
+        torch.manual_seed(seed)
+        g = torch.Generator(device=device).manual_seed(seed)
+        ctx = RunContext(cfg, scenario, device, g, lambda: backbone(num_classes=10, width=cfg["backbone"]["width"]),
+                         Augmenter(g))
+        members.append(SimpleNamespace(strategy=STRATEGIES["adam"].obj(ctx), ctx=ctx, amp=amp_context(device, cfg)))
+    group = build_group(members, list(range(k)))
+    bs, pool = cfg["train"]["batch_size"], scenario.tasks[0].train_idx
+    g = torch.Generator(device=device).manual_seed(0)
+    zeros = torch.zeros(bs, k, dtype=torch.long, device=device)
+
+    def steps(n):
+        for _ in range(n):
+            pick = pool[torch.randint(0, len(pool), (bs, k), generator=g, device=device)]
+            group.stepper.step(scenario.train_x[pick], scenario.train_y[pick], zeros)
+
+    steps(3)
+    _sync(device)
+    n_steps = max(3, n_images // (bs * k))
+    t0 = time.perf_counter()
+    steps(n_steps)
+    _sync(device)
+    return n_steps * bs * k / (time.perf_counter() - t0)
+
+
+def measure_seed_parallel(cfg, device, data, ks: list[int], n_images: int) -> dict:
+    """A group of each size K against K separate runs one after another (one run's images/s)."""
+    bs = cfg["train"]["batch_size"]
+    one, _ = time_native(cfg, device, data, n_images, graphs=device.type == "cuda")
+    print(f"  batch {bs:4d}  one run{' (CUDA graph)' if device.type == 'cuda' else ''}: {one:10.0f} images/s "
+          "(K separate runs one after another: the same in sum)", flush=True)
+    rows = []
+    for k in ks:
+        total = time_seed_parallel(cfg, device, data, k, n_images)
+        rows.append({"k": k, "images_per_s": total, "images_per_s_per_model": total / k,
+                     "over_separate_runs": total / one})
+        print(f"  batch {bs:4d}  group of {k:2d}: {total:10.0f} images/s in sum, {total / k:8.0f} per model, "
+              f"{total / one:5.2f}x K separate runs", flush=True)
+    return {"batch_size": bs, "backbone": cfg["backbone"]["name"], "width": cfg["backbone"]["width"],
+            "one_run_images_per_s": one, "groups": rows}
 
 
 def _model(cfg, device):
@@ -277,6 +330,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--images", type=int, help="training images timed per loop (default 5000 CPU, 50000 CUDA)")
     ap.add_argument("--parallel", nargs="+", type=int, default=[], metavar="N",
                     help="also time N runs at once on the device at the first batch size (aggregate images/s)")
+    ap.add_argument("--seed-parallel", nargs="+", type=int, default=[], metavar="K",
+                    help="also time seed-parallel groups of K models against K separate runs, at every batch size")
+    ap.add_argument("--only-seed-parallel", action="store_true", help="time only the seed-parallel groups")
     ap.add_argument("--workers", type=int, help="DataLoader workers (default: the number of CPU cores, at most 8)")
     ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides (train.lr=...)")
     ap.add_argument("--data", default="auto", choices=DATA_CHOICES, help="as for a run (default auto)")
@@ -309,11 +365,18 @@ def main(argv: list[str]) -> int:
     flops = flops_per_image(base, device) if device.type == "cuda" else None
     peak_tflops = bf16_peak(device) if device.type == "cuda" else None
     result = result_header(device, profile, base, len(y), workers, data.kind, arrays.source, flops, peak_tflops)
+    if any(k < 1 for k in args.seed_parallel):
+        raise UserError(f"--seed-parallel takes positive group sizes, got {args.seed_parallel}")
+    result["seed_parallel"] = []
     for bs in sizes:  # the file is rewritten after each measurement: a job cut short keeps what it measured
         cfg = C.resolve("cifar10", "adam", profile, {**sets, "train": {**sets.get("train", {}), "batch_size": bs}})
-        result["batches"].append(measure_batch(cfg, device, data, x, y, n_images, workers, args.skip_avalanche,
-                                               peak_tflops, flops, args.eager_only))
-        atomic_write_text(out, json.dumps(result, indent=1) + "\n")
+        if not args.only_seed_parallel:
+            result["batches"].append(measure_batch(cfg, device, data, x, y, n_images, workers, args.skip_avalanche,
+                                                   peak_tflops, flops, args.eager_only))
+            atomic_write_text(out, json.dumps(result, indent=1) + "\n")
+        if args.seed_parallel:
+            result["seed_parallel"].append(measure_seed_parallel(cfg, device, data, args.seed_parallel, n_images))
+            atomic_write_text(out, json.dumps(result, indent=1) + "\n")
     for n in args.parallel:
         result["parallel_batch_size"] = sizes[0]
         result["parallel_images_per_s"] = {**(result["parallel_images_per_s"] or {}),
