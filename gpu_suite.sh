@@ -4,7 +4,8 @@
 #   2. graph capture checked against eager steps (if that fails, graphs are switched off); the other
 #      CUDA tests run beside the campaign;
 #   3. `bench.py speed` at batch 32 / 128 / 512 (ours eager and graph-replayed, DataLoader, Avalanche)
-#      and 1 vs PARALLEL runs at once at batch 32 -> results/speed.json;
+#      and 1 vs PARALLEL runs at once at batch 32 -> results/speed.json; seed-parallel groups of
+#      SEED_PARALLEL models (ResNet-18, batch 32 each) against separate runs -> results/speed-seed-parallel-cuda.json;
 #   4. the campaigns (cifar10-converge, der-table2; seed 0 first) for whatever time is left, JOBS at a
 #      time; runs that cannot finish are checkpointed on the machine and reported, never half-written.
 # Brings back (to $OUT) only small files: logs, speed.json and a tarball of the run records (no checkpoints).
@@ -74,6 +75,11 @@ log "speed"
 timeout 150 $PY bench.py speed $SPEED_ARGS $PARALLEL_ARGS --data full --no-download $AVALANCHE_FLAG \
   --out results/speed.json > "$OUT/speed.log" 2>&1
 grep -v -i warn "$OUT/speed.log" | tail -20 | tee -a "$OUT/suite.log"
+log "seed-parallel speed (K = ${SEED_PARALLEL:=1 2 4 8 16})"
+timeout 150 $PY bench.py speed $SPEED_ARGS --only-seed-parallel --seed-parallel $SEED_PARALLEL --batch-sizes 32 \
+  --data full --no-download ${DRY_RUN:+--set backbone.name=cnn backbone.width=8} \
+  --out results/speed-seed-parallel-$DEV.json > "$OUT/speed-seed-parallel.log" 2>&1
+grep -v -i warn "$OUT/speed-seed-parallel.log" | tail -8 | tee -a "$OUT/suite.log"
 
 BUDGET=$(( $(left) - 25 ))
 log "campaigns: $CAMPAIGNS, seed 0, budget ${BUDGET}s, $JOBS at a time"
@@ -90,5 +96,5 @@ wait
 tail -3 "$OUT/pytest_cuda.log" 2>/dev/null | tee -a "$OUT/suite.log"
 $PY bench.py campaign $CAMPAIGNS --status --seeds 0 --out results/runs 2>&1 | tee -a "$OUT/suite.log"
 tar czf "$OUT/records.tgz" --exclude="*.ckpt" --exclude="*.tmp" results/runs/converge results/runs/der results/speed.json 2>/dev/null
-cp results/speed.json "$OUT/" 2>/dev/null
+cp results/speed.json results/speed-seed-parallel-$DEV.json "$OUT/" 2>/dev/null
 log "done"

@@ -11,6 +11,9 @@ yet, seed by seed in the file's order, up to ``--jobs`` at a time (processes, on
 - ``--grace`` seconds before the budget ends, asks the runs still going to stop (SIGTERM): each
   saves a checkpoint at the end of its current step, which the same command resumes later, on
   this machine or on another that has the output folder;
+- with ``--seed-parallel K``, starts up to K seeds of one row as one child process, a seed-parallel
+  group (nlbench.group: one record per seed as always; a group's expected time is that of a group
+  of the same size, else a one-seed run's times K);
 - finished runs are ordinary run records (``OUT/PROFILE/SCENARIO/RUN/seedK.json``, a few kB each):
   what a short GPU job brings back. Checkpoints stay where they are written.
 
@@ -109,22 +112,50 @@ def plan(spec: dict, out: pathlib.Path, seeds: list[int] | None = None, extra: l
     return runs
 
 
-def expected_seconds(run: PlannedRun, runs: list[PlannedRun]) -> float | None:
-    """The longest recorded wall time of the same row (any seed), or None if it never ran."""
-    times = []
+def expected_seconds(run: PlannedRun, runs: list[PlannedRun], group_size: int = 1) -> float | None:
+    """The longest recorded wall time of the same row (any seed) for a unit of ``group_size`` seeds:
+    that of a group of the same size, else a one-seed run's times the size; None if it never ran."""
+    times: dict[int, list[float]] = {}
     for other in runs:
         if other.key() == run.key() and other.path.exists():
             try:
-                times.append(json.loads(other.path.read_text())["wall_seconds"])
-            except (OSError, ValueError, KeyError):
+                record = json.loads(other.path.read_text())
+                size = (record.get("seed_parallel") or {}).get("group_size", 1)
+                times.setdefault(size, []).append(record["wall_seconds"])
+            except (OSError, ValueError, KeyError, TypeError):
                 continue
-    return max(times) if times else None
+    if times.get(group_size):
+        return max(times[group_size])
+    return max(times[1]) * group_size if times.get(1) else None
 
 
-def child_command(run: PlannedRun, args) -> list[str]:
+def units_of(runs: list[PlannedRun], k: int) -> list[list[PlannedRun]]:
+    """The runs in start order, up to ``k`` seeds of one row together: a seed-parallel group
+    (nlbench.group) trained by one child process; k = 1: one run each."""
+    units: list[list[PlannedRun]] = []
+    open_units: dict[tuple, list[PlannedRun]] = {}
+    for run in runs:
+        unit = open_units.get(run.key())
+        if unit is not None and len(unit) < k:
+            unit.append(run)
+            continue
+        open_units[run.key()] = [run]
+        units.append(open_units[run.key()])
+    return units
+
+
+def unit_name(unit: list[PlannedRun]) -> str:
+    seeds = ", ".join(str(r.seed) for r in unit)
+    return f"{unit[0].label} seed{'s' if len(unit) > 1 else ''} {seeds}"
+
+
+def child_command(unit: list[PlannedRun], args) -> list[str]:
+    run = unit[0]
     cmd = [sys.executable, str(BENCH), "--scenario", run.scenario, "--strategy", run.strategy,
-           "--profile", run.profile, "--seeds", str(run.seed), "--out", str(run.out), "--quiet",
+           "--profile", run.profile, "--seeds", *(str(r.seed) for r in unit), "--out", str(run.out), "--quiet",
            "--device", args.device, "--data", args.data_kind]
+    if len(unit) > 1:
+        cmd += ["--seed-parallel", str(len(unit))]
     if args.data_root:
         cmd += ["--data-root", args.data_root]
     if args.no_download:
@@ -157,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-download", action="store_true")
     ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                     help="overrides for every run (e.g. train.cuda_graph=false); strategy.* ones rename the runs")
+    ap.add_argument("--seed-parallel", type=int, default=1, metavar="K", help="train up to K seeds of a row in "
+                    "one child process, as a seed-parallel group (default 1; faster on CUDA, slower on the CPU)")
     ap.add_argument("--status", action="store_true", help="list done / checkpointed / missing runs and exit")
     return ap
 
@@ -181,6 +214,8 @@ def main(argv: list[str]) -> int:
         raise UserError("campaign needs --budget SECONDS (a positive number: the time this job may spend)")
     if args.jobs < 1:
         raise UserError(f"--jobs must be a positive integer, got {args.jobs}")
+    if args.seed_parallel < 1:
+        raise UserError(f"--seed-parallel must be a positive integer, got {args.seed_parallel}")
     if args.grace < 0 or args.grace >= args.budget:
         raise UserError(f"--grace must be from 0 to below --budget, got {args.grace}")
     from .data import select_data
@@ -199,8 +234,8 @@ class Scheduler:
 
     def __init__(self, runs: list[PlannedRun], args):
         self.runs, self.args = runs, args
-        self.pending = [r for r in runs if not r.path.exists()]
-        self.running: dict[subprocess.Popen, tuple[PlannedRun, float]] = {}
+        self.pending = units_of([r for r in runs if not r.path.exists()], args.seed_parallel)
+        self.running: dict[subprocess.Popen, tuple[list[PlannedRun], float]] = {}
         self.finished, self.stopped, self.failed, self.skipped = [], [], [], set()
         threads = max(1, (os.cpu_count() or 1) // args.jobs)
         self.env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads))}
@@ -208,8 +243,10 @@ class Scheduler:
     def run(self) -> int:
         t0 = time.monotonic()
         deadline = t0 + self.args.budget
-        print(f"campaign: {len(self.runs)} runs, {len(self.runs) - len(self.pending)} done, "
-              f"{len(self.pending)} to do; budget {self.args.budget:.0f} s, {self.args.jobs} at a time")
+        todo = sum(len(u) for u in self.pending)
+        grouped = f" in {len(self.pending)} seed-parallel units" if len(self.pending) < todo else ""
+        print(f"campaign: {len(self.runs)} runs, {len(self.runs) - todo} done, {todo} to do{grouped}; "
+              f"budget {self.args.budget:.0f} s, {self.args.jobs} at a time")
         # SIGTERM is how a batch system (SLURM at the time limit, `kill`) ends a job: stop the runs with
         # their checkpoints as at the deadline, rather than dying and leaving them running unwatched
         previous = signal.signal(signal.SIGTERM, self._terminated)
@@ -245,36 +282,38 @@ class Scheduler:
 
     def _start_fitting(self, usable: float) -> bool:
         started = False
-        for run in list(self.pending):
+        for unit in list(self.pending):
             if len(self.running) >= self.args.jobs:
                 break
-            expected = expected_seconds(run, self.runs)
-            if expected is not None and expected > usable and not run.checkpoint.exists():
-                if run not in self.skipped:
-                    print(f"  not started: {run.label} seed {run.seed} (expected {expected:.0f} s, {usable:.0f} s left)")
-                    self.skipped.add(run)
+            expected = expected_seconds(unit[0], self.runs, len(unit))
+            resuming = any(r.checkpoint.exists() for r in unit)
+            if expected is not None and expected > usable and not resuming:
+                if unit[0] not in self.skipped:
+                    print(f"  not started: {unit_name(unit)} (expected {expected:.0f} s, {usable:.0f} s left)")
+                    self.skipped.add(unit[0])
                 continue
-            proc = subprocess.Popen(child_command(run, self.args), env=self.env)
-            self.running[proc] = (run, time.monotonic())
-            self.pending.remove(run)
+            proc = subprocess.Popen(child_command(unit, self.args), env=self.env)
+            self.running[proc] = (unit, time.monotonic())
+            self.pending.remove(unit)
             started = True
-            print(f"  start {run.label} seed {run.seed}" + (f" (expected {expected:.0f} s)" if expected else "")
-                  + (" (resuming its checkpoint)" if run.checkpoint.exists() else ""), flush=True)
+            print(f"  start {unit_name(unit)}" + (f" (expected {expected:.0f} s)" if expected else "")
+                  + (" (resuming its checkpoint)" if resuming else ""), flush=True)
         return started
 
     def _reap(self) -> None:
         for proc in [p for p in self.running if p.poll() is not None]:
-            run, start = self.running.pop(proc)
+            unit, start = self.running.pop(proc)
             took = time.monotonic() - start
-            if run.path.exists():  # complete, or diverged (exit 1): either way its record is the result
-                self.finished.append(run)
-                status = json.loads(run.path.read_text()).get("status")
-                print(f"  done {run.label} seed {run.seed} ({status}) in {took:.0f} s -> {run.path}", flush=True)
-            elif proc.returncode in (128 + signal.SIGTERM, 128 + signal.SIGINT):
-                self.stopped.append(run)
-            else:
-                self.failed.append(run)
-                print(f"  FAILED {run.label} seed {run.seed} (exit {proc.returncode})", flush=True)
+            for run in unit:
+                if run.path.exists():  # complete, or diverged (exit 1): either way its record is the result
+                    self.finished.append(run)
+                    status = json.loads(run.path.read_text()).get("status")
+                    print(f"  done {run.label} seed {run.seed} ({status}) in {took:.0f} s -> {run.path}", flush=True)
+                elif proc.returncode in (128 + signal.SIGTERM, 128 + signal.SIGINT):
+                    self.stopped.append(run)
+                else:
+                    self.failed.append(run)
+                    print(f"  FAILED {run.label} seed {run.seed} (exit {proc.returncode})", flush=True)
 
     def _stop_all(self, deadline: float) -> None:
         for proc in self.running:

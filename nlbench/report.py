@@ -351,6 +351,12 @@ def main(argv: list[str]) -> int:
         atomic_write_text(out / "tables" / "speed.md", speed)
         written.append(("tables/speed.md", "Training throughput side by side (from the speed JSON files)"))
         tables["speed"] = speed
+    grouped = seed_parallel_table(out)
+    if grouped is not None:
+        atomic_write_text(out / "tables" / "speed-seed-parallel.md", grouped)
+        written.append(("tables/speed-seed-parallel.md", "Seed-parallel groups against separate runs "
+                                                        "(from the speed JSON files)"))
+        tables["speed-seed-parallel"] = grouped
     if not args.no_figures:
         from .figures import make_figures
         written += make_figures(list(groups(generic(df))), out / "figures")
@@ -383,6 +389,8 @@ def speed_rows(path: pathlib.Path, d: dict) -> list[dict]:
         return "n/a" if v is None else f"{v * scale:.{digits}f}"
     head = {"File": path.name, "Device": d["device"], "Data": d.get("data_set", "full"),
             "Backbone": f"{d['backbone']} (width {d.get('width')})"}
+    if "batches" in d and not d["batches"]:  # a file of seed-parallel groups only (seed_parallel_table)
+        return []
     batches = d.get("batches") or [{**d, "best_over_dataloader": d.get("native_over_dataloader"),
                                     "best_over_avalanche": d.get("native_over_avalanche")}]
     rows = []
@@ -422,6 +430,31 @@ def speed_table(out: pathlib.Path) -> str | None:
             "on CUDA, Avalanche its default fp32 loop; Adam). TFLOP/s and % of the dense bf16 peak count "
             "the training FLOPs of our fastest loop. Data: training images of the CIFAR-10 set named in the Data "
             "column (files without it predate the mini set and used the full set).\n\n"
+            f"{pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)}\n")
+
+
+def seed_parallel_table(out: pathlib.Path) -> str | None:
+    """``bench.py speed --seed-parallel`` results in ``out``'s speed files: each group size against
+    K separate runs one after another, as one Markdown table."""
+    import json
+    rows = []
+    for path in sorted(out.glob("speed*.json")):
+        d = json.loads(path.read_text())
+        for block in d.get("seed_parallel") or []:
+            for g in block["groups"]:
+                rows.append({"File": path.name, "Device": d["device"], "Data": d.get("data_set", "full"),
+                             "Backbone": f"{block['backbone']} (width {block['width']})",
+                             "Batch per model": str(block["batch_size"]), "K": str(g["k"]),
+                             "One run img/s": f"{block['one_run_images_per_s']:.0f}",
+                             "Group img/s (sum)": f"{g['images_per_s']:.0f}",
+                             "Per model img/s": f"{g['images_per_s_per_model']:.0f}",
+                             "Group / K separate runs": f"{g['over_separate_runs']:.2f}"})
+    if not rows:
+        return None
+    return ("Seed-parallel groups (`python bench.py speed --seed-parallel K ...`, nlbench.group): K models of "
+            "seeds 0..K-1 trained stacked in one process (strategy adam, eager), against K separate runs one "
+            "after another, whose images/s in sum is one run's (on CUDA that run replays a CUDA graph). A ratio "
+            "below 1 means separate runs are faster there.\n\n"
             f"{pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)}\n")
 
 
@@ -502,6 +535,8 @@ def update_project_readme(tables, found: list[str]) -> None:
             parts += ["", f"## {name}", "", to_markdown(table, cap).rstrip("\n") + published_block(name)]
     if "speed" in tables:
         parts += ["", "## speed", "", tables["speed"].rstrip("\n")]
+    if "speed-seed-parallel" in tables:
+        parts += ["", "## speed-seed-parallel", "", tables["speed-seed-parallel"].rstrip("\n")]
     page = root / "docs" / "results.md"
     text = "\n".join(parts) + "\n"
     if not page.exists() or page.read_text() != text:
