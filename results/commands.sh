@@ -114,3 +114,6 @@ python bench.py report
 # and [0, 1, 2]); these commands make them too, with the seeds of the other rows (they skip what exists):
 python bench.py campaign mir-online --out results/runs --seeds 4 --budget 5000 --data-root $DATA
 python bench.py campaign mir-online --out results/runs --seeds 0 1 2 --budget 5000 --data-root $DATA
+# Seed-parallel groups against separate runs on the CPU (issue 27; results/speed-seed-parallel-cpu-*.json):
+python bench.py speed --device cpu --data full --only-seed-parallel --seed-parallel 1 2 4 8 16 --batch-sizes 10 --images 2000 --set backbone.name=resnet18 backbone.width=20 --out results/speed-seed-parallel-cpu-online.json
+python bench.py speed --device cpu --data full --only-seed-parallel --seed-parallel 1 2 4 8 16 --batch-sizes 32 --images 5000 --out results/speed-seed-parallel-cpu-quick.json
