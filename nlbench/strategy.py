@@ -68,6 +68,12 @@ class RunContext:
         """Rows gathered from per-model state, (models, n, ...) -> a batch's layout (n, ...) or (n, K, ...)."""
         return state_rows[0]
 
+    @staticmethod
+    def weighted_mean(per_sample: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Each model's own weighted mean over the batch, summed over a group's models (0 for a model
+        whose weights are all 0): per-sample values of a batch, (n,) or (n, K)."""
+        return ((per_sample * weight).sum(0) / weight.sum(0).clamp(min=1e-12)).sum()
+
     @property
     def step_generator(self) -> torch.Generator | None:
         """The generator for randomness inside ``observe``. Under CUDA-graph capture it is the

@@ -66,9 +66,9 @@ def test_device_reservoir_equals_sequential_algorithm_r(cifar_root):
         uniforms += torch.rand(8, generator=g).tolist()
         g.set_state(state)
         raw = ids.view(-1, 1, 1, 1).expand(-1, 3, 32, 32).to(torch.uint8)
-        strat._reservoir_add(Batch(None, ids, raw, torch.zeros_like(ids)))
+        strat.buffer.add(Batch(None, ids, raw, torch.zeros_like(ids)))
     expected = _algorithm_r(96, 20, uniforms)
-    assert strat.images[:20, 0, 0, 0].tolist() == expected and int(strat.seen) == 96
+    assert strat.buffer["images"][:20, 0, 0, 0].tolist() == expected and int(strat.buffer.seen) == 96
 
 
 def test_reservoir_keeps_every_sample_with_equal_probability(cifar_root):
@@ -76,12 +76,12 @@ def test_reservoir_keeps_every_sample_with_equal_probability(cifar_root):
     counts = torch.zeros(100)
     for trial in range(300):
         ctx.generator = torch.Generator().manual_seed(trial)
-        strat.seen.zero_()
+        strat.buffer.seen.zero_()
         for b in range(10):
             ids = torch.arange(b * 10, (b + 1) * 10)
-            strat._reservoir_add(Batch(None, ids, ids.view(-1, 1, 1, 1).expand(-1, 3, 32, 32).to(torch.uint8),
+            strat.buffer.add(Batch(None, ids, ids.view(-1, 1, 1, 1).expand(-1, 3, 32, 32).to(torch.uint8),
                                        torch.zeros_like(ids)))
-        counts[strat.images[:10, 0, 0, 0].long()] += 1
+        counts[strat.buffer["images"][:10, 0, 0, 0].long()] += 1
     rate = counts / 300  # expected 10/100 for every sample; 300 trials: sd about 0.017
     assert (rate - 0.1).abs().max() < 0.08 and abs(rate[:50].mean() - rate[50:].mean()) < 0.02
 
@@ -90,8 +90,8 @@ def test_replay_draws_distinct_filled_slots_and_masks_the_rest(cifar_root):
     ctx, scenario, strat = _context(cifar_root, "replay", ["strategy.buffer_size=50", "strategy.replay_batch_size=16"],
                                     graph_capture=False)
     for filled, n_valid in ((0, 0), (5, 5), (40, 16)):
-        strat.seen.fill_(filled)
-        pick, valid = strat._draw()
+        strat.buffer.seen.fill_(filled)
+        pick, valid = strat.buffer.draw(strat.replay_bs)
         assert int(valid.sum()) == n_valid
         chosen = pick[valid]
         assert len(set(chosen.tolist())) == n_valid and all(i < filled for i in chosen.tolist())
@@ -105,7 +105,7 @@ def test_replay_with_an_empty_buffer_is_plain_finetuning_on_the_stream(cifar_roo
     idx = scenario.tasks[0].train_idx[:16]
     raw, y = scenario.train_x[idx], scenario.train_y[idx]
     x = ctx.prepare(raw, torch.zeros_like(idx))
-    empty_x, empty_y = ctx.prepare(strat.images[:16], strat.task_ids[:16]), strat.labels[:16].clone()
+    empty_x, empty_y = ctx.prepare(strat.buffer["images"][:16], strat.buffer["task_ids"][:16]), strat.buffer["labels"][:16].clone()
     strat.observe(Batch(x, y, raw, torch.zeros_like(idx)))
     reference = torch.optim.SGD(model.parameters(), lr=ctx.train["lr"])
     model.train()

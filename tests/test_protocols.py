@@ -31,10 +31,10 @@ def test_mir_replay_starts_at_task_two_and_never_replays_the_current_task(cifar_
     ctx, scenario, strat = _context(cifar_root, "replay", MIR, graph_capture=False)
     assert feed(ctx, scenario, strat, 0, 5) == [8] * 5  # task 1: the stream's forward only, no replay pass
     for _ in range(20):  # task 2: every replay draw holds task-1 samples only, though task 2 fills the buffer
-        pick, valid = strat._draw(exclude_task=torch.tensor(1))
-        assert valid.all() and (strat.task_ids[pick] == 0).all()
+        pick, valid = strat.buffer.draw(strat.replay_bs, exclude_task=torch.tensor(1))
+        assert valid.all() and (strat.buffer["task_ids"][pick] == 0).all()
         feed(ctx, scenario, strat, 1, 1)
-    assert (strat.task_ids[:40] == 1).any()  # task-2 samples did enter the buffer
+    assert (strat.buffer["task_ids"][:40] == 1).any()  # task-2 samples did enter the buffer
 
 
 def test_mir_step_is_the_sum_of_the_stream_and_replay_mean_losses(cifar_root):
@@ -44,14 +44,14 @@ def test_mir_step_is_the_sum_of_the_stream_and_replay_mean_losses(cifar_root):
     torch.manual_seed(3)
     state = torch.get_rng_state()
     gen_state = ctx.generator.get_state()
-    pick = strat._draw(exclude_task=torch.tensor(1))[0][0]  # the one model's draw
+    pick = strat.buffer.draw(strat.replay_bs, exclude_task=torch.tensor(1))[0][0]  # the one model's draw
     ctx.generator.set_state(gen_state)
     torch.set_rng_state(state)
     idx = scenario.tasks[1].train_idx[:8]
     raw, y, t = scenario.train_x[idx], scenario.train_y[idx], torch.ones_like(idx)
     x = ctx.prepare(raw, t)
-    replay_x = ctx.prepare(strat.images[pick], strat.task_ids[pick])
-    replay_y = strat.labels[pick].clone()
+    replay_x = ctx.prepare(strat.buffer["images"][pick], strat.buffer["task_ids"][pick])
+    replay_y = strat.buffer["labels"][pick].clone()
     strat.observe(Batch(x, y, raw, t))
     ref = torch.optim.SGD(model.parameters(), lr=ctx.train["lr"])
     model.train()

@@ -54,7 +54,9 @@ def relative_difference(a, b) -> float:
 
 STRATEGIES = [("adam", []), ("finetune", ["train.optimizer=sgd", "train.lr=0.05"]),
               ("replay", ["strategy.buffer_size=40"]), ("ewc", []), ("nested", ["strategy.periods=[4,2,1]"]),
-              ("cms", ["strategy.periods=[4,2,1]"]), ("adam", ["train.levels=nested-blog"]), ("joint", [])]
+              ("cms", ["strategy.periods=[4,2,1]"]), ("adam", ["train.levels=nested-blog"]), ("joint", []),
+              ("der", ["strategy.buffer_size=40"]), ("derpp", ["strategy.buffer_size=40"]),
+              ("er-ace", ["strategy.buffer_size=40"])]
 
 
 def compare_with_one_seed_runs(cifar_root, monkeypatch, strategy, sets, seeds):

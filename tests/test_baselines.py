@@ -1,0 +1,110 @@
+"""The rehearsal baselines' updates are the authors': one step of DER, DER++ and ER-ACE on a tiny
+model equals the step written out by hand from aimagelab/mammoth models/der.py, models/derpp.py
+and pclucas14/AML methods/er_ace.py."""
+import copy
+
+import torch
+import torch.nn.functional as F
+
+from nlbench.strategy import Batch
+
+from test_fast_path import _context
+
+SGD = ["train.optimizer=sgd", "train.momentum=0", "train.lr=0.05", "train.augment=false", "strategy.buffer_size=30"]
+
+
+def fill(ctx, scenario, strat, task_index, steps, bs=8, **extras):
+    """Put ``steps`` batches of a task into the buffer (with extras computed from each batch)."""
+    task = scenario.tasks[task_index]
+    for s in range(steps):
+        idx = task.train_idx[s * bs:(s + 1) * bs]
+        raw, y, t = scenario.train_x[idx], scenario.train_y[idx], torch.full_like(idx, task_index)
+        batch = Batch(ctx.prepare(raw, t), y, raw, t)
+        strat.buffer.add(batch, **{k: f(batch) for k, f in extras.items()})
+
+
+def next_batch(ctx, scenario, task_index, start=40, bs=8):
+    idx = scenario.tasks[task_index].train_idx[start:start + bs]
+    raw, y, t = scenario.train_x[idx], scenario.train_y[idx], torch.full_like(idx, task_index)
+    return Batch(ctx.prepare(raw, t), y, raw, t)
+
+
+def sgd_step(model, loss, lr):
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            p -= lr * p.grad
+
+
+def assert_same_parameters(a, b):
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.allclose(p, q, atol=1e-6), (p - q).abs().max()
+
+
+def test_der_and_derpp_steps_are_mammoths(cifar_root):
+    """Stream CE, + alpha * MSE(logits of a replay draw, its stored logits), + (DER++) beta * CE of a
+    second, independent draw with its stored labels; separate forward passes, one SGD step; the
+    stream's logits of that step then stored with its images."""
+    for name, alpha, beta in (("der", 0.3, 0.0), ("derpp", 0.1, 0.5)):
+        ctx, scenario, strat = _context(cifar_root, name, SGD + ["strategy.minibatch_size=6", "strategy.buffer_size=40"],
+                                        graph_capture=False)
+        fill(ctx, scenario, strat, 0, 3, logits=lambda b: torch.randn(len(b.y), 10))
+        model, batch = copy.deepcopy(strat.model), next_batch(ctx, scenario, 1)
+        state = ctx.generator.get_state()
+        first, _ = strat.buffer.draw(6)
+        second, _ = strat.buffer.draw(6)
+        ctx.generator.set_state(state)
+        images, labels, logits = strat.buffer["images"], strat.buffer["labels"], strat.buffer["logits"]
+        model.train()
+        stream_logits = model(batch.x)
+        loss = F.cross_entropy(stream_logits, batch.y)
+        loss = loss + alpha * F.mse_loss(model(ctx.prepare(images[first[0]], strat.buffer["task_ids"][first[0]])),
+                                         logits[first[0]])
+        if beta:
+            loss = loss + beta * F.cross_entropy(model(ctx.prepare(images[second[0]], strat.buffer["task_ids"][second[0]])),
+                                                 labels[second[0]])
+        before = stream_logits.detach().clone()
+        sgd_step(model, loss, 0.05)
+        strat.observe(batch)
+        assert_same_parameters(model, strat.model)
+        # 24 samples were in the 40 slots: the batch took slots 24..31, with its logits of this step
+        assert torch.allclose(strat.buffer["logits"][24:32], before, atol=1e-6)
+
+
+def test_der_replay_terms_vanish_while_the_buffer_is_empty(cifar_root):
+    """mammoth skips them (``if not buffer.is_empty()``): here the masked draws give exactly the
+    stream's cross-entropy step."""
+    ctx, scenario, strat = _context(cifar_root, "derpp", SGD, graph_capture=False)
+    model, batch = copy.deepcopy(strat.model), next_batch(ctx, scenario, 0)
+    model.train()
+    sgd_step(model, F.cross_entropy(model(batch.x), batch.y), 0.05)
+    strat.observe(batch)
+    assert_same_parameters(model, strat.model)
+
+
+def test_er_ace_masks_the_incoming_logits_asymmetrically(cifar_root):
+    """Incoming loss over the batch's classes and every class at or above the largest seen so far;
+    replay loss over all classes; one step on the sum."""
+    ctx, scenario, strat = _context(cifar_root, "er-ace", SGD + ["strategy.replay_batch_size=6"], graph_capture=False)
+    fill(ctx, scenario, strat, 0, 3)
+    strat.seen_classes[:2] = True                 # task 1's classes {0, 1} were seen
+    batch = next_batch(ctx, scenario, 1)          # task 2: classes {2, 3}
+    assert set(batch.y.tolist()) == {2, 3}
+    model = copy.deepcopy(strat.model)
+    state = ctx.generator.get_state()
+    pick, valid = strat.buffer.draw(6)
+    ctx.generator.set_state(state)
+    assert valid.all()
+    keep = torch.tensor([False, False] + [True] * 8)  # 2 and 3 present; 3..9 at or above the largest seen (3)
+    model.train()
+    incoming = F.cross_entropy(model(batch.x).masked_fill(~keep, -1e9), batch.y)
+    replay = F.cross_entropy(model(ctx.prepare(strat.buffer["images"][pick[0]], strat.buffer["task_ids"][pick[0]])),
+                             strat.buffer["labels"][pick[0]])
+    sgd_step(model, incoming + replay, 0.05)
+    strat.observe(batch)
+    assert_same_parameters(model, strat.model)
+    assert strat.seen_classes.tolist() == [True] * 4 + [False] * 6
+    # a batch of an old class and a new one: the classes in between stay masked
+    assert strat.incoming_mask(torch.tensor([0, 7])).tolist() == [True, False, False, False, False, False, False,
+                                                                   True, True, True]
