@@ -223,7 +223,7 @@ def prepare(cfg, scenario_name, builder, strategy_name, seed, device, data, chec
     if checkpoint is not None and checkpoint.exists():
         state = load_checkpoint(checkpoint, strategy, generator, ctx, log)
     if state.acc_init is None:
-        state.acc_init, state.probe_init = evaluate_all(strategy.model, scenario, ctx, amp)
+        state.acc_init, state.probe_init = evaluate_all(strategy.evaluation_model(), scenario, ctx, amp)
         state.acc = {s: [] for s in scenario.settings}
         state.probe = [] if state.probe_init is not None else None
     loop = Loop(strategy, ctx, scenario, StepRunner(strategy, ctx, amp, graphs), amp, generator, state,
@@ -249,7 +249,7 @@ def finish_stage(loop: Loop, who: str, t0: float) -> None:
     """After a stage's training: evaluate every task, log, move on, checkpoint (a seed-parallel
     group calls it for each of its seeds)."""
     state, stages, scenario = loop.state, loop.stages, loop.scenario
-    row, probe_row = evaluate_all(loop.strategy.model, scenario, loop.ctx, loop.amp)
+    row, probe_row = evaluate_all(loop.strategy.evaluation_model(), scenario, loop.ctx, loop.amp)
     for s in scenario.settings:
         state.acc[s].append(row[s])
     if state.probe is not None:

@@ -3,8 +3,8 @@
 A strategy owns its model and its training step. The runner calls, per stage of
 ``stages(tasks)`` (by default one per task), ``before_task(task)``, then ``observe(batch)`` once per
 mini-batch (or, with ``own_loop``, ``train_task(task)`` once), then ``after_task(task)``, and
-evaluates ``strategy.model`` on every task. ``observe`` must do the whole update (forward, backward,
-optimizer step) and return the detached loss.
+evaluates ``strategy.evaluation_model()`` (by default ``strategy.model``) on every task.
+``observe`` must do the whole update (forward, backward, optimizer step) and return the detached loss.
 
 Seed-parallel groups (nlbench.group): a strategy that sets ``seed_parallel = True`` promises that
 ``observe`` also trains K models of K seeds at once, stacked. Then a batch's tensors carry the model
@@ -207,6 +207,11 @@ class Strategy:
         loss.backward()                        # allocates the gradients from the graph's own pool
         optimizer.step()
         return loss.detach()
+
+    def evaluation_model(self) -> torch.nn.Module:
+        """The network the runner evaluates (and probes) after each stage: the trained model, unless a
+        strategy predicts with another (CLS-ER: its stable EMA model)."""
+        return self.model
 
     def describe(self) -> dict:
         """Extra facts for the run record (e.g. the levels that ran; those of train.levels by default)."""

@@ -108,3 +108,38 @@ def test_er_ace_masks_the_incoming_logits_asymmetrically(cifar_root):
     # a batch of an old class and a new one: the classes in between stay masked
     assert strat.incoming_mask(torch.tensor([0, 7])).tolist() == [True, False, False, False, False, False, False,
                                                                    True, True, True]
+
+
+def test_clser_step_and_memories_are_the_authors(cifar_root):
+    """NeurAI-Lab/CLS-ER models/clser.py: per replayed sample the memory giving its label the higher
+    probability supplies the targets of reg_weight * MSE; cross-entropy over stream + replay in one
+    forward pass; one SGD step; then each memory, on its coin flip, moves to alpha * memory +
+    (1 - alpha) * model with alpha = min(1 - 1 / (step + 1), its alpha). The stable one is evaluated."""
+    ctx, scenario, strat = _context(cifar_root, "clser", SGD + ["strategy.minibatch_size=6", "strategy.reg_weight=0.5",
+                                                                "strategy.stable_update_freq=1.0",
+                                                                "strategy.plastic_update_freq=0.0"], graph_capture=False)
+    fill(ctx, scenario, strat, 0, 3)
+    with torch.no_grad():  # two different memories, so the selection matters
+        for p in strat.plastic.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    model, batch = copy.deepcopy(strat.model), next_batch(ctx, scenario, 1)
+    stable, plastic = copy.deepcopy(strat.stable), copy.deepcopy(strat.plastic)
+    state = ctx.generator.get_state()
+    pick, _ = strat.buffer.draw(6)
+    ctx.generator.set_state(state)
+    x = ctx.prepare(strat.buffer["images"][pick[0]], strat.buffer["task_ids"][pick[0]])
+    y = strat.buffer["labels"][pick[0]]
+    with torch.no_grad():
+        s_logits, p_logits = stable(x), plastic(x)
+    chosen = torch.stack([s_logits[i] if F.softmax(s_logits[i], 0)[y[i]] > F.softmax(p_logits[i], 0)[y[i]]
+                          else p_logits[i] for i in range(len(y))])
+    model.train()
+    loss = 0.5 * F.mse_loss(model(x), chosen) + F.cross_entropy(model(torch.cat([batch.x, x])), torch.cat([batch.y, y]))
+    sgd_step(model, loss, 0.05)
+    strat.observe(batch)
+    assert_same_parameters(model, strat.model)
+    assert strat.evaluation_model() is strat.stable
+    for kept, before, now in zip(strat.stable.parameters(), stable.parameters(), model.parameters()):
+        assert torch.allclose(kept, 0.5 * before + 0.5 * now, atol=1e-6)  # step 1: alpha = min(1 - 1/2, 0.999)
+    for kept, before in zip(strat.plastic.parameters(), plastic.parameters()):
+        assert torch.equal(kept, before)  # update frequency 0: never moves

@@ -1,0 +1,109 @@
+"""CLS-ER (Arani et al., "Learning Fast, Learning Slow: A General Continual Learning Method based
+on Complementary Learning System", ICLR 2022), as the authors' code runs it (NeurAI-Lab/CLS-ER
+``models/clser.py``, ``utils/training.py``, ``utils/best_args.py``): the fast/slow-weights method
+that any multi-timescale (Nested, CMS) claim has to beat.
+
+- Two semantic memories, copies of the working model made at the start: a plastic and a stable
+  one, each an exponential moving average of the working model's parameters, updated after a
+  step with probability ``plastic_update_freq`` / ``stable_update_freq``, with rate
+  alpha = min(1 - 1 / (step + 1), ``*_alpha``) (step counted from 1). Their BatchNorm statistics
+  move only with their own forward passes (they stay in training mode, as in the authors' code).
+- Each step: a replay draw from the reservoir buffer; for each replayed sample the memory whose
+  softmax gives its label the higher probability (the stable one if strictly higher) supplies
+  target logits; consistency loss reg_weight * MSE(working model's logits, those targets) (its
+  own forward pass); plus the cross-entropy of the stream and the replayed samples in one forward
+  pass; one step; the stream's images enter the buffer.
+- The stable model is what is evaluated (``evaluation_model``).
+
+While the buffer is empty (the first step) the replay draws are masked (weight 0) instead of
+skipped. The memory updates' coin flips use the run's generator (the authors': torch's global one).
+"""
+import copy
+
+import torch
+import torch.nn.functional as F
+
+from nlbench import Strategy, register_strategy, require
+from nlbench.buffer import ReservoirBuffer
+
+
+@register_strategy("clser")
+class CLSER(Strategy):
+    """CLS-ER: replay plus consistency with a plastic and a stable EMA model; the stable one predicts."""
+
+    label, group, order = "CLS-ER", "baseline", 48
+    skip_on_one_task = True
+    # NeurAI-Lab/CLS-ER utils/best_args.py, seq-cifar10, buffer 500 (buffer 200: plastic_update_freq 0.3)
+    defaults = {"buffer_size": 500, "minibatch_size": None, "reg_weight": 0.15, "stable_update_freq": 0.1,
+                "stable_alpha": 0.999, "plastic_update_freq": 0.9, "plastic_alpha": 0.999}
+
+    @classmethod
+    def check(cls, hp):
+        require(isinstance(hp["buffer_size"], int) and hp["buffer_size"] > 0,
+                f"strategy.buffer_size must be a positive integer, got {hp['buffer_size']!r}")
+        mb = hp["minibatch_size"]
+        require(mb is None or (isinstance(mb, int) and mb > 0),
+                f"strategy.minibatch_size must be a positive integer or null, got {mb!r}")
+        require(isinstance(hp["reg_weight"], (int, float)) and hp["reg_weight"] >= 0,
+                f"strategy.reg_weight must be a number >= 0, got {hp['reg_weight']!r}")
+        for key in ("stable_update_freq", "stable_alpha", "plastic_update_freq", "plastic_alpha"):
+            require(isinstance(hp[key], (int, float)) and 0 <= hp[key] <= 1,
+                    f"strategy.{key} must be in [0, 1], got {hp[key]!r}")
+
+    def __init__(self, ctx, **hp):
+        super().__init__(ctx, **hp)
+        self.optimizer = ctx.make_optimizer(self.model.parameters())
+        self.minibatch = min(hp["minibatch_size"] or ctx.train["batch_size"], hp["buffer_size"])
+        self.buffer = ReservoirBuffer(ctx, hp["buffer_size"])
+        self.plastic, self.stable = copy.deepcopy(self.model), copy.deepcopy(self.model)
+        for memory in (self.plastic, self.stable):
+            memory.requires_grad_(False)
+        self.global_step = 0
+
+    def evaluation_model(self):
+        return self.stable
+
+    def memory_targets(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per sample, the logits of the memory (stable or plastic) that gives its label the higher probability."""
+        with torch.no_grad():
+            stable, plastic = self.stable(x), self.plastic(x)
+        prob_stable = F.softmax(stable, -1).gather(-1, y.unsqueeze(-1))
+        prob_plastic = F.softmax(plastic, -1).gather(-1, y.unsqueeze(-1))
+        return torch.where(prob_stable > prob_plastic, stable, plastic)
+
+    def observe(self, batch):
+        pick, valid = self.buffer.draw(self.minibatch)
+        replay_x = self.ctx.prepare(self.buffer.rows("images", pick), self.buffer.rows("task_ids", pick))
+        replay_y = self.buffer.rows("labels", pick)
+        weight = self.ctx.batch_rows(valid).float()
+        targets = self.memory_targets(replay_x, replay_y)
+        consistency = (self.model(replay_x).float() - targets.float()).pow(2).mean(-1)
+        loss = self.hp["reg_weight"] * self.ctx.weighted_mean(consistency, weight)
+        per_sample = self.ctx.loss(self.model(torch.cat([batch.x, replay_x])), torch.cat([batch.y, replay_y]),
+                                   reduction="none")
+        loss = loss + self.ctx.weighted_mean(per_sample, torch.cat([torch.ones_like(batch.y, dtype=weight.dtype),
+                                                                    weight]))
+        out = self.update(loss, self.optimizer)
+        self.buffer.add(batch)
+        self.global_step += 1
+        for memory, freq, alpha in ((self.plastic, "plastic_update_freq", "plastic_alpha"),
+                                    (self.stable, "stable_update_freq", "stable_alpha")):
+            if torch.rand(1, generator=self.ctx.step_generator, device=self.ctx.device).item() < self.hp[freq]:
+                self.update_memory(memory, min(1 - 1 / (self.global_step + 1), self.hp[alpha]))
+        return out
+
+    @torch.no_grad()
+    def update_memory(self, memory: torch.nn.Module, alpha: float) -> None:
+        """theta_memory <- alpha theta_memory + (1 - alpha) theta (parameters only, as the authors')."""
+        for kept, current in zip(memory.parameters(), self.model.parameters()):
+            kept.mul_(alpha).add_(current, alpha=1 - alpha)
+
+    def extra_state(self):
+        return {**self.buffer.state_dict(), "plastic": self.plastic.state_dict(), "stable": self.stable.state_dict(),
+                "global_step": self.global_step}
+
+    def load_extra_state(self, state):
+        self.buffer.load_state_dict(state)
+        self.plastic.load_state_dict(state["plastic"])
+        self.stable.load_state_dict(state["stable"])
+        self.global_step = state["global_step"]
