@@ -143,3 +143,43 @@ def test_clser_step_and_memories_are_the_authors(cifar_root):
         assert torch.allclose(kept, 0.5 * before + 0.5 * now, atol=1e-6)  # step 1: alpha = min(1 - 1/2, 0.999)
     for kept, before in zip(strat.plastic.parameters(), plastic.parameters()):
         assert torch.equal(kept, before)  # update frequency 0: never moves
+
+
+def test_agem_projects_only_a_conflicting_gradient(cifar_root):
+    """mammoth models/agem.py: g - (g . g_ref / g_ref . g_ref) g_ref where g . g_ref < 0, else g."""
+    import sys
+
+    from nlbench.registry import STRATEGIES
+    project = sys.modules[STRATEGIES["agem"].obj.__module__].project  # baselines/agem.py, loaded as a plugin
+    g_ref = [torch.tensor([1.0, 0.0]), torch.tensor([1.0])]
+    conflicting = project([torch.tensor([-1.0, 2.0]), torch.tensor([0.0])], g_ref)  # dot -1, |g_ref|^2 2
+    assert [t.tolist() for t in conflicting] == [[-0.5, 2.0], [0.5]]
+    assert sum((a * b).sum() for a, b in zip(conflicting, g_ref)) == 0  # no longer increases the memory's loss
+    agreeing = project([torch.tensor([1.0, 2.0]), torch.tensor([3.0])], g_ref)
+    assert [t.tolist() for t in agreeing] == [[1.0, 2.0], [3.0]]
+
+
+def test_agem_step_and_memory_are_mammoths(cifar_root):
+    ctx, scenario, strat = _context(cifar_root, "agem", SGD + ["strategy.minibatch_size=6"], graph_capture=False)
+    strat.after_task(scenario.tasks[0])  # one batch of task 1 enters the memory
+    assert int(strat.buffer.seen) == ctx.train["batch_size"] and strat.has_memory
+    assert set(strat.buffer["task_ids"][:16].tolist()) == {0}
+    model, batch = copy.deepcopy(strat.model), next_batch(ctx, scenario, 1)
+    state = ctx.generator.get_state()
+    pick, _ = strat.buffer.draw(6)
+    ctx.generator.set_state(state)
+    model.train()
+    params = list(model.parameters())
+    g = torch.autograd.grad(F.cross_entropy(model(batch.x), batch.y), params)
+    x = ctx.prepare(strat.buffer["images"][pick[0]], strat.buffer["task_ids"][pick[0]])
+    g_ref = torch.autograd.grad(F.cross_entropy(model(x), strat.buffer["labels"][pick[0]]), params)
+    flat, flat_ref = torch.cat([t.flatten() for t in g]), torch.cat([t.flatten() for t in g_ref])
+    dot = flat @ flat_ref
+    step = flat - dot / (flat_ref @ flat_ref) * flat_ref if dot < 0 else flat
+    with torch.no_grad():
+        start = 0
+        for p in params:
+            p -= 0.05 * step[start:start + p.numel()].view_as(p)
+            start += p.numel()
+    strat.observe(batch)
+    assert_same_parameters(model, strat.model)
