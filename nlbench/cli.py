@@ -144,6 +144,9 @@ def run_main(argv: list[str]) -> int:
     if not args.shard:
         print(data.announce())
     if args.launcher == "ray":
+        if args.seed_parallel > 1:  # not built yet: say so rather than run one seed per task silently
+            raise UserError("--seed-parallel is not supported with --launcher ray yet (each Ray task trains one seed); "
+                            "use the local launcher (--jobs) for seed-parallel groups")
         if args.jobs > 1:
             raise UserError("--jobs is the local launcher's process count; with --launcher ray, Ray schedules the "
                             "runs (set --ray-cpus / --ray-gpus per run)")
