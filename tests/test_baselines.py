@@ -10,7 +10,8 @@ from nlbench.strategy import Batch
 
 from test_fast_path import _context
 
-SGD = ["train.optimizer=sgd", "train.momentum=0", "train.lr=0.05", "train.augment=false", "strategy.buffer_size=30"]
+SGD = ["train.optimizer=sgd", "train.momentum=0", "train.lr=0.05", "train.augment=false",
+       "strategy.buffer_size=30"]  # the last: for the rehearsal strategies
 
 
 def fill(ctx, scenario, strat, task_index, steps, bs=8, **extras):
@@ -181,5 +182,35 @@ def test_agem_step_and_memory_are_mammoths(cifar_root):
         for p in params:
             p -= 0.05 * step[start:start + p.numel()].view_as(p)
             start += p.numel()
+    strat.observe(batch)
+    assert_same_parameters(model, strat.model)
+
+
+def test_lwf_warm_up_and_step_are_mammoths(cifar_root):
+    """mammoth models/lwf.py: before a new task only the classifier's rows of the new classes train
+    (the rest of the network unchanged); each step: cross-entropy over the classes seen so far plus
+    alpha x -mean sum q log p over the previous classes, q and p the old and current softmax raised
+    to 1/2 (its smooth(., 2)) and renormalised."""
+    ctx, scenario, strat = _context(cifar_root, "lwf", SGD[:-1] + ["strategy.alpha=3.0"], graph_capture=False)
+    strat.before_task(scenario.tasks[0])
+    before = copy.deepcopy(strat.model)
+    strat.before_task(scenario.tasks[1])  # task 2: classes {2, 3}
+    for (name, p), q in zip(strat.model.named_parameters(), before.parameters()):
+        if not name.startswith("head."):
+            assert torch.equal(p, q), name
+    head, old_head = strat.model.head.weight, before.head.weight
+    assert torch.equal(head[[0, 1, 4, 5, 6, 7, 8, 9]], old_head[[0, 1, 4, 5, 6, 7, 8, 9]])
+    assert not torch.equal(head[[2, 3]], old_head[[2, 3]])
+    batch = next_batch(ctx, scenario, 1)
+    model, old = copy.deepcopy(strat.model), copy.deepcopy(strat.old)
+    model.train()
+    out = model(batch.x)
+    ce = F.cross_entropy(out[:, :4], batch.y)  # classes 0..3 seen; labels 2, 3 keep their positions
+    with torch.no_grad():
+        q = F.softmax(old(ctx.prepare(batch.raw, batch.task, augment=False))[:, :2], 1).sqrt()
+    q = q / q.sum(1, keepdim=True)
+    p = F.softmax(out[:, :2], 1).sqrt()
+    p = p / p.sum(1, keepdim=True)
+    sgd_step(model, ce + 3.0 * -(q * p.log()).sum(1).mean(), 0.05)
     strat.observe(batch)
     assert_same_parameters(model, strat.model)
