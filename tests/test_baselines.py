@@ -214,3 +214,35 @@ def test_lwf_warm_up_and_step_are_mammoths(cifar_root):
     sgd_step(model, ce + 3.0 * -(q * p.log()).sum(1).mean(), 0.05)
     strat.observe(batch)
     assert_same_parameters(model, strat.model)
+
+
+def test_mir_replays_the_candidates_whose_loss_a_virtual_step_raises_most(cifar_root):
+    """optimass/Maximally_Interfered_Retrieval mir.py retrieve_replay_update: subsample candidates of
+    earlier tasks, a virtual SGD step with the stream's gradient, scores = loss after - loss before,
+    the top replay_batch_size replayed in their own forward pass; one step on the summed gradients."""
+    ctx, scenario, strat = _context(cifar_root, "mir", SGD + ["strategy.subsample=12", "strategy.replay_batch_size=4"],
+                                    graph_capture=False)
+    fill(ctx, scenario, strat, 0, 3)
+    model, batch = copy.deepcopy(strat.model), next_batch(ctx, scenario, 1)
+    state = ctx.generator.get_state()
+    pick, valid = strat.buffer.draw(12, exclude_task=torch.tensor(1))
+    ctx.generator.set_state(state)
+    assert valid.all()
+    x = ctx.prepare(strat.buffer["images"][pick[0]], strat.buffer["task_ids"][pick[0]])
+    y = strat.buffer["labels"][pick[0]]
+    model.train()
+    stream = F.cross_entropy(model(batch.x), batch.y)
+    grads = torch.autograd.grad(stream, list(model.parameters()))
+    virtual = copy.deepcopy(model)
+    with torch.no_grad():
+        for p, g in zip(virtual.parameters(), grads):
+            p -= 0.05 * g
+        pre = F.cross_entropy(model(x), y, reduction="none")
+        post = F.cross_entropy(virtual(x), y, reduction="none")
+    chosen = (post - pre).argsort(descending=True)[:4]
+    replay_grads = torch.autograd.grad(F.cross_entropy(model(x[chosen]), y[chosen]), list(model.parameters()))
+    with torch.no_grad():
+        for p, g, r in zip(model.parameters(), grads, replay_grads):
+            p -= 0.05 * (g + r)
+    strat.observe(batch)
+    assert_same_parameters(model, strat.model)
