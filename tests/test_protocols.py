@@ -130,12 +130,16 @@ def test_the_der_protocol_dry_runs_on_the_cpu(bench):
             "backbone.width=8", "train.eval_batch_size=64"]
     for strategy, extra, name in (("finetune", [], "finetune"), ("ewc", [], "ewc"),
                                   ("replay", ["strategy.buffer_size=200"], "replay@buffer_size=200"),
-                                  ("joint", [], "joint")):
+                                  ("joint", [], "joint"), ("der", [], "der"), ("derpp", [], "derpp"),
+                                  ("agem", [], "agem"), ("lwf", [], "lwf"), ("clser", [], "clser")):
         code, out = bench("--scenario", "split-cifar", "--strategy", strategy, "--profile", "der", tiny=False,
                           sets=[*sets, *extra])
         rec = load_record(out, "split-cifar", name)
         assert code == 0 and rec["profile"] == "der" and rec["status"] == "complete"
-        assert rec["config"]["train"]["lr"] == (0.03 if strategy == "ewc" else 0.1)
+        # mammoth utils/best_args.py seq-cifar10 (CLS-ER: its own repository's): each method's lr
+        lrs = {"ewc": 0.03, "der": 0.03, "derpp": 0.03, "agem": 0.03, "lwf": 0.01}
+        assert rec["config"]["train"]["lr"] == lrs.get(strategy, 0.1)
+        assert rec["config"]["train"]["weight_decay"] == (0.0005 if strategy == "lwf" else 0.0)
         assert rec["config"]["train"]["momentum"] == 0.0 and rec["config"]["backbone"]["name"] == "resnet18"
         if strategy == "ewc":  # mammoth's models/ewc_on.py: online, lambda 10 (x2 for our 1/2), p(y|x)-weighted Fisher
             hp = rec["config"]["strategy"]
