@@ -53,6 +53,19 @@ def default_root() -> pathlib.Path:
     return pathlib.Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "nlbench"
 
 
+def torchvision_module(name: str):
+    """Import ``torchvision.<name>``, or say in one line why it cannot be: torch and torchvision from
+    different builds (another index, another version) fail at import with an operator error."""
+    import importlib
+    try:
+        return importlib.import_module(f"torchvision.{name}")
+    except (ImportError, RuntimeError) as exc:
+        import torch
+        raise UserError(f"torchvision does not import with this torch {torch.__version__} ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else ''}); install the two from the same index, e.g. "
+                        "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu") from exc
+
+
 def ensure_cifar10(root: str | os.PathLike | None, download: bool) -> pathlib.Path:
     """Return the ``cifar-10-batches-py`` folder under ``root``, downloading it if allowed."""
     root = pathlib.Path(root).expanduser() if root else default_root()
@@ -61,7 +74,7 @@ def ensure_cifar10(root: str | os.PathLike | None, download: bool) -> pathlib.Pa
     folder = root / FOLDER
     existed = root.exists()
     if not folder.is_dir() and download:
-        from torchvision.datasets.utils import download_and_extract_archive  # lazy: only when needed
+        download_and_extract_archive = torchvision_module("datasets.utils").download_and_extract_archive  # lazy
         previous = socket.getdefaulttimeout()
         socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # torchvision's urlopen has no timeout of its own
         try:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from . import config as C
-from .data import DATA_CHOICES, MEAN, STD, Augmenter, load_data, select_data
+from .data import DATA_CHOICES, MEAN, STD, Augmenter, load_data, select_data, torchvision_module
 from .errors import UserError
 from .records import atomic_write_text, versions
 from .plugins import load_builtins
@@ -52,7 +52,7 @@ class UInt8Cifar(torch.utils.data.Dataset):
 
 
 def standard_transform():
-    from torchvision import transforms as T
+    T = torchvision_module("transforms")
     return T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(MEAN, STD)])
 
 

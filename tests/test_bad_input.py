@@ -211,3 +211,21 @@ def test_ray_address_auto_without_a_cluster_is_a_one_line_error(cifar_root, tmp_
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith("error: no Ray cluster at --address auto") and "ray start --head" in err[-1]
     assert _files(tmp_path / "o") == []
+
+
+def test_a_torchvision_of_another_build_is_a_one_line_error(monkeypatch):
+    """torch and torchvision from different indexes: torchvision fails at import with an operator error."""
+    import importlib
+
+    from nlbench.data import torchvision_module
+    from nlbench.errors import UserError
+    real = importlib.import_module
+
+    def broken(name, *args):
+        if name.startswith("torchvision"):
+            raise RuntimeError("operator torchvision::nms does not exist")
+        return real(name, *args)
+    monkeypatch.setattr(importlib, "import_module", broken)
+    with pytest.raises(UserError, match="install the two from the same index") as err:
+        torchvision_module("transforms")
+    assert "\n" not in str(err.value) and "torchvision::nms" in str(err.value)
