@@ -117,3 +117,14 @@ python bench.py campaign mir-online --out results/runs --seeds 0 1 2 --budget 50
 # Seed-parallel groups against separate runs on the CPU (issue 27; results/speed-seed-parallel-cpu-*.json):
 python bench.py speed --device cpu --data full --only-seed-parallel --seed-parallel 1 2 4 8 16 --batch-sizes 10 --images 2000 --set backbone.name=resnet18 backbone.width=20 --out results/speed-seed-parallel-cpu-online.json
 python bench.py speed --device cpu --data full --only-seed-parallel --seed-parallel 1 2 4 8 16 --batch-sizes 32 --images 5000 --out results/speed-seed-parallel-cpu-quick.json
+# 2026-11-29. verdict-split's M3 pair (a clean worktree of d7e5f07), then its DER++ and ER-ACE rows (a clean
+# worktree of 1a1c274), each from /work/wt with OMP_NUM_THREADS=1; the campaign skips every row that has its records:
+python bench.py campaign verdict-split --budget 5400 --jobs 1 --out results/runs --data-root $DATA
+python bench.py campaign verdict-split --budget 3000 --jobs 2 --out results/runs --data-root $DATA
+# The replay rows of verdict-split rerun at 1a1c274, so that every primary pair comes from one commit: a copy of
+# verdict-split.yaml holding only Replay, Replay + Nested levels (and its budget-matched twin), Replay + CMS head (and
+# its period-1 twin), into a fresh folder, then the records moved over the 29f441c ones (their matrices compared first):
+python bench.py campaign verdict-replay-rerun.yaml --budget 4200 --jobs 1 --out /tmp/replayrerun --data-root $DATA
+# mir-online's EWC and its control (fine-tune at lr 0.03) rerun at 1a1c274, seeds 0-4, likewise into a fresh folder
+# (a copy of mir-online.yaml holding those two rows) and moved over the records of 74f6705 / 29f441c:
+python bench.py campaign mir-ewc-control.yaml --budget 6000 --grace 60 --jobs 2 --out /tmp/ewc --data-root $DATA
