@@ -11,8 +11,8 @@ host and changes only between tasks, so the step stays graph-safe (a new graph p
 """
 import torch
 
-from nlbench import Strategy, register_strategy, require
-from nlbench.buffer import ReservoirBuffer
+from nlbench import Strategy, register_strategy
+from nlbench.buffer import ReservoirBuffer, check_buffer_options
 from nlbench.strategy import Batch
 
 
@@ -27,11 +27,7 @@ class AGEM(Strategy):
 
     @classmethod
     def check(cls, hp):
-        require(isinstance(hp["buffer_size"], int) and hp["buffer_size"] > 0,
-                f"strategy.buffer_size must be a positive integer, got {hp['buffer_size']!r}")
-        mb = hp["minibatch_size"]
-        require(mb is None or (isinstance(mb, int) and mb > 0),
-                f"strategy.minibatch_size must be a positive integer or null, got {mb!r}")
+        check_buffer_options(hp, "minibatch_size")
 
     def __init__(self, ctx, **hp):
         super().__init__(ctx, **hp)
@@ -49,7 +45,7 @@ class AGEM(Strategy):
             g = [p.grad.clone() for p in params]
             self.optimizer.zero_grad(set_to_none=True)
             pick, valid = self.buffer.draw(self.minibatch)
-            out = self.model(self.ctx.prepare(self.buffer.rows("images", pick), self.buffer.rows("task_ids", pick)))
+            out = self.model(self.buffer.inputs(pick))
             per_sample = self.ctx.loss(out, self.buffer.rows("labels", pick), reduction="none")
             self.ctx.weighted_mean(per_sample, self.ctx.batch_rows(valid).to(per_sample.dtype)).backward()
             g_ref = [p.grad for p in params]

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from nlbench import Strategy, register_strategy, require
-from nlbench.buffer import ReservoirBuffer
+from nlbench.buffer import ReservoirBuffer, check_buffer_options
 
 
 @register_strategy("clser")
@@ -39,11 +39,7 @@ class CLSER(Strategy):
 
     @classmethod
     def check(cls, hp):
-        require(isinstance(hp["buffer_size"], int) and hp["buffer_size"] > 0,
-                f"strategy.buffer_size must be a positive integer, got {hp['buffer_size']!r}")
-        mb = hp["minibatch_size"]
-        require(mb is None or (isinstance(mb, int) and mb > 0),
-                f"strategy.minibatch_size must be a positive integer or null, got {mb!r}")
+        check_buffer_options(hp, "minibatch_size")
         require(isinstance(hp["reg_weight"], (int, float)) and hp["reg_weight"] >= 0,
                 f"strategy.reg_weight must be a number >= 0, got {hp['reg_weight']!r}")
         for key in ("stable_update_freq", "stable_alpha", "plastic_update_freq", "plastic_alpha"):
@@ -73,7 +69,7 @@ class CLSER(Strategy):
 
     def observe(self, batch):
         pick, valid = self.buffer.draw(self.minibatch)
-        replay_x = self.ctx.prepare(self.buffer.rows("images", pick), self.buffer.rows("task_ids", pick))
+        replay_x = self.buffer.inputs(pick)
         replay_y = self.buffer.rows("labels", pick)
         weight = self.ctx.batch_rows(valid).float()
         targets = self.memory_targets(replay_x, replay_y)

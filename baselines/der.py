@@ -21,7 +21,7 @@ profile: mammoth's utils/best_args.py, seq-cifar10).
 import torch
 
 from nlbench import Strategy, register_strategy, require
-from nlbench.buffer import ReservoirBuffer
+from nlbench.buffer import ReservoirBuffer, check_buffer_options
 
 
 @register_strategy("der")
@@ -37,11 +37,7 @@ class DER(Strategy):
 
     @classmethod
     def check(cls, hp):
-        require(isinstance(hp["buffer_size"], int) and hp["buffer_size"] > 0,
-                f"strategy.buffer_size must be a positive integer, got {hp['buffer_size']!r}")
-        mb = hp["minibatch_size"]
-        require(mb is None or (isinstance(mb, int) and mb > 0),
-                f"strategy.minibatch_size must be a positive integer or null, got {mb!r}")
+        check_buffer_options(hp, "minibatch_size")
         for key in ("alpha", "beta"):
             require(isinstance(hp[key], (int, float)) and not isinstance(hp[key], bool) and hp[key] >= 0,
                     f"strategy.{key} must be a number >= 0, got {hp[key]!r}")
@@ -75,7 +71,7 @@ class DER(Strategy):
         """A fresh draw from the buffer through its own forward pass: the mean of ``per_sample_loss``
         over the draws that hold a sample (0 while none does)."""
         pick, valid = self.buffer.draw(self.minibatch)
-        out = self.model(self.ctx.prepare(self.buffer.rows("images", pick), self.buffer.rows("task_ids", pick)))
+        out = self.model(self.buffer.inputs(pick))
         per_sample = per_sample_loss(out, pick)
         return self.ctx.weighted_mean(per_sample, self.ctx.batch_rows(valid).to(per_sample.dtype))
 

@@ -15,8 +15,8 @@ still pass through BatchNorm in their own forward pass (its running statistics m
 """
 import torch
 
-from nlbench import Strategy, register_strategy, require
-from nlbench.buffer import ReservoirBuffer
+from nlbench import Strategy, register_strategy
+from nlbench.buffer import ReservoirBuffer, check_buffer_options
 
 
 @register_strategy("er-ace")
@@ -31,11 +31,7 @@ class ERACE(Strategy):
 
     @classmethod
     def check(cls, hp):
-        require(isinstance(hp["buffer_size"], int) and hp["buffer_size"] > 0,
-                f"strategy.buffer_size must be a positive integer, got {hp['buffer_size']!r}")
-        rbs = hp["replay_batch_size"]
-        require(rbs is None or (isinstance(rbs, int) and rbs > 0),
-                f"strategy.replay_batch_size must be a positive integer or null, got {rbs!r}")
+        check_buffer_options(hp, "replay_batch_size")
 
     def __init__(self, ctx, **hp):
         super().__init__(ctx, **hp)
@@ -58,7 +54,7 @@ class ERACE(Strategy):
         logits = self.model(batch.x)
         loss = self.ctx.loss(logits.masked_fill(~keep, -1e9), batch.y)
         pick, valid = self.buffer.draw(self.replay_bs)
-        replayed = self.model(self.ctx.prepare(self.buffer.rows("images", pick), self.buffer.rows("task_ids", pick)))
+        replayed = self.model(self.buffer.inputs(pick))
         per_sample = self.ctx.loss(replayed, self.buffer.rows("labels", pick), reduction="none")
         loss = loss + self.ctx.weighted_mean(per_sample, self.ctx.batch_rows(valid).to(per_sample.dtype))
         out = self.update(loss, self.optimizer)

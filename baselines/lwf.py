@@ -68,6 +68,9 @@ class LwF(Strategy):
         self.task_index = index
         self.seen = self.class_index(tasks[:index + 1])
         self.previous = self.class_index(tasks[:index]) if index > 0 else None
+        # label -> its position among the seen classes (the stream's loss is over those logits only)
+        self.seen_position = torch.full((self.ctx.num_classes,), -1, dtype=torch.long, device=self.ctx.device)
+        self.seen_position[self.seen] = torch.arange(len(self.seen), device=self.ctx.device)
 
     def warm_up_classifier(self, task):
         """The classifier alone, on the new task's classes, over the frozen network's features."""
@@ -93,9 +96,7 @@ class LwF(Strategy):
 
     def observe(self, batch):
         outputs = self.model(batch.x)
-        remap = torch.full((self.ctx.num_classes,), -1, dtype=torch.long, device=batch.y.device)
-        remap[self.seen] = torch.arange(len(self.seen), device=batch.y.device)
-        loss = self.ctx.loss(outputs[:, self.seen], remap[batch.y])
+        loss = self.ctx.loss(outputs[:, self.seen], self.seen_position[batch.y])
         if self.old is not None:
             with torch.no_grad():
                 targets = self.old(self.ctx.prepare(batch.raw, batch.task, augment=False))[:, self.previous]

@@ -19,7 +19,7 @@ import torch
 from torch.func import functional_call
 
 from nlbench import Strategy, register_strategy, require
-from nlbench.buffer import ReservoirBuffer
+from nlbench.buffer import ReservoirBuffer, check_buffer_options
 
 
 @register_strategy("mir")
@@ -32,11 +32,9 @@ class MIR(Strategy):
 
     @classmethod
     def check(cls, hp):
-        for key in ("buffer_size", "subsample"):
-            require(isinstance(hp[key], int) and hp[key] > 0, f"strategy.{key} must be a positive integer, got {hp[key]!r}")
-        rbs = hp["replay_batch_size"]
-        require(rbs is None or (isinstance(rbs, int) and rbs > 0),
-                f"strategy.replay_batch_size must be a positive integer or null, got {rbs!r}")
+        check_buffer_options(hp, "replay_batch_size")
+        require(isinstance(hp["subsample"], int) and hp["subsample"] > 0,
+                f"strategy.subsample must be a positive integer, got {hp['subsample']!r}")
 
     def __init__(self, ctx, **hp):
         super().__init__(ctx, **hp)

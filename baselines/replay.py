@@ -18,7 +18,7 @@ enters BatchNorm's batch statistics; from the second step on the buffer holds at
 import torch
 
 from nlbench import Strategy, register_strategy, require
-from nlbench.buffer import ReservoirBuffer
+from nlbench.buffer import ReservoirBuffer, check_buffer_options
 
 
 @register_strategy("replay")
@@ -35,11 +35,7 @@ class Replay(Strategy):
 
     @classmethod
     def check(cls, hp):
-        require(isinstance(hp["buffer_size"], int) and hp["buffer_size"] > 0,
-                f"strategy.buffer_size must be a positive integer, got {hp['buffer_size']!r}")
-        rbs = hp["replay_batch_size"]
-        require(rbs is None or (isinstance(rbs, int) and rbs > 0),
-                f"strategy.replay_batch_size must be a positive integer or null, got {rbs!r}")
+        check_buffer_options(hp, "replay_batch_size")
         require(isinstance(hp["replay_current_task"], bool),
                 f"strategy.replay_current_task must be true or false, got {hp['replay_current_task']!r}")
         require(hp["replay_loss"] in ("joint", "separate"),
@@ -66,7 +62,7 @@ class Replay(Strategy):
         pick, valid = self.buffer.draw(self.replay_bs, None if self.hp["replay_current_task"] else batch.task[0])
         if self.hp["replay_loss"] == "separate":
             return self._observe_separate(batch, pick[0], valid[0])
-        replay_x = self.ctx.prepare(self.buffer.rows("images", pick), self.buffer.rows("task_ids", pick))
+        replay_x = self.buffer.inputs(pick)
         logits = self.model(torch.cat([batch.x, replay_x]))
         per_sample = self.ctx.loss(logits, torch.cat([batch.y, self.buffer.rows("labels", pick)]), reduction="none")
         weight = torch.cat([torch.ones_like(batch.y, dtype=per_sample.dtype),

@@ -15,6 +15,18 @@ from __future__ import annotations
 
 import torch
 
+from .strategy import require
+
+
+def check_buffer_options(hp: dict, draw_key: str) -> None:
+    """The rehearsal strategies' shared hyperparameters: ``buffer_size`` and the size of a draw
+    (``draw_key``: null = the stream's batch size)."""
+    require(isinstance(hp["buffer_size"], int) and hp["buffer_size"] > 0,
+            f"strategy.buffer_size must be a positive integer, got {hp['buffer_size']!r}")
+    n = hp[draw_key]
+    require(n is None or (isinstance(n, int) and n > 0),
+            f"strategy.{draw_key} must be a positive integer or null, got {n!r}")
+
 
 class ReservoirBuffer:
     def __init__(self, ctx, size: int, extras: dict[str, tuple[tuple, torch.dtype]] | None = None):
@@ -57,6 +69,10 @@ class ReservoirBuffer:
         """The drawn samples' values of one field, in a batch's layout: (n, ...) or (n, K, ...)."""
         models = torch.arange(len(pick), device=pick.device)[:, None]
         return self.ctx.batch_rows(self._per_model(self.tables[name])[models, pick])
+
+    def inputs(self, pick: torch.Tensor) -> torch.Tensor:
+        """The drawn images as network input (augmented, as the stream's are), in a batch's layout."""
+        return self.ctx.prepare(self.rows("images", pick), self.rows("task_ids", pick))
 
     def add(self, batch, **extras: torch.Tensor) -> None:
         """Reservoir sampling of the stream batch (Vitter's algorithm R); within a batch the later of
