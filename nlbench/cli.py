@@ -143,10 +143,9 @@ def run_main(argv: list[str]) -> int:
     data = select_data(args.data, args.data_root, not args.no_download)
     if not args.shard:
         print(data.announce())
+    if args.seed_parallel < 1:
+        raise UserError(f"--seed-parallel must be a positive integer, got {args.seed_parallel}")
     if args.launcher == "ray":
-        if args.seed_parallel > 1:  # not built yet: say so rather than run one seed per task silently
-            raise UserError("--seed-parallel is not supported with --launcher ray yet (each Ray task trains one seed); "
-                            "use the local launcher (--jobs) for seed-parallel groups")
         if args.jobs > 1:
             raise UserError("--jobs is the local launcher's process count; with --launcher ray, Ray schedules the "
                             "runs (set --ray-cpus / --ray-gpus per run)")
@@ -156,8 +155,6 @@ def run_main(argv: list[str]) -> int:
         return run_on_ray(plan, args, data)
     if args.address or args.launcher != "local":
         raise UserError("--address needs --launcher ray")
-    if args.seed_parallel < 1:
-        raise UserError(f"--seed-parallel must be a positive integer, got {args.seed_parallel}")
     units = group_plan(plan, args.seed_parallel)
     if args.jobs > 1 and len(units) > 1 and not args.shard:
         return run_sharded([*argv, "--data", data.kind], min(args.jobs, len(units)))  # children skip auto's search

@@ -305,9 +305,11 @@ def _stop_group(group: Group) -> None:
 
 
 def run_group(cfg: dict, *, scenario_name: str, builder: str, strategy_name: str, seeds: list[int], profile: str,
-              device: torch.device, data, checkpoints: list, progress: bool = True, log=print) -> list[dict]:
+              device: torch.device, data, checkpoints: list, progress: bool = True, log=print,
+              on_checkpoint=None) -> list[dict]:
     """Run the seeds of one configuration as one seed-parallel group; their records, in seed order.
-    Raises GroupMismatch (before any training) when they cannot share a group."""
+    Raises GroupMismatch (before any training) when they cannot share a group. ``on_checkpoint(path)``
+    runs after each seed's end-of-stage checkpoint, as in runner.run (the Ray launcher ships it)."""
     reason = unsupported(cfg, strategy_name)
     if reason:
         raise GroupMismatch(reason)
@@ -319,6 +321,7 @@ def run_group(cfg: dict, *, scenario_name: str, builder: str, strategy_name: str
         torch.manual_seed(seed)  # what runner.run does first: each seed's initialisation as in its own run
         loop, memory_model = prepare(cfg, scenario_name, builder, strategy_name, seed, device, data, ckpt,
                                      progress, log)
+        loop.on_checkpoint = on_checkpoint
         members.append(loop)
         memory_models.append(memory_model)
     _check_positions(members)

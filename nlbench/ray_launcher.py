@@ -1,5 +1,6 @@
 """``bench.py ... --launcher ray [--address ADDR]``: every run of a sweep is a Ray task, scheduled on any
-node of a Ray cluster (a local one when no address is given).
+node of a Ray cluster (a local one when no address is given); with ``--seed-parallel K``, up to K seeds
+of one configuration are one task, trained as a seed-parallel group (nlbench.group) on one run's share.
 
 What travels where:
 - the driver (the machine running bench.py) plans the sweep, skips runs whose record exists, and is
@@ -72,18 +73,21 @@ def import_ray():
     return ray
 
 
-def execute(job: dict, store) -> dict:
-    """In a Ray worker: one run, resumed from the store's checkpoint if an earlier attempt left one.
-    Returns the record; the driver writes it."""
-    import ray
+def _worker_setup(job: dict):
+    """In a Ray worker: the job's plugins and thread count; its data set."""
     import torch
 
     from .data import select_data
     from .plugins import load
-    from .runner import resolve_device, run
     load(job["plugins"], [job["strategy"]])
     if job["threads"]:
         torch.set_num_threads(job["threads"])
+    return select_data(job["data_kind"], job["data_root"], download=False)
+
+
+def _restore_checkpoint(job: dict, store) -> pathlib.Path:
+    """The worker's checkpoint file for a run: the store's copy when an earlier attempt left one."""
+    import ray
     ckpt = pathlib.Path(tempfile.gettempdir()) / "nlbench-ray" / job["key"] / "run.ckpt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     ckpt.unlink(missing_ok=True)  # only the store's copy counts (another sweep may have left one here)
@@ -92,7 +96,17 @@ def execute(job: dict, store) -> dict:
     if blob is not None:
         atomic_write_bytes(ckpt, blob)
         print(f"{job['label']}: resuming from the checkpoint of an earlier attempt")
-    data = select_data(job["data_kind"], job["data_root"], download=False)
+    return ckpt
+
+
+def execute(job: dict, store) -> dict:
+    """In a Ray worker: one run, resumed from the store's checkpoint if an earlier attempt left one.
+    Returns the record; the driver writes it."""
+    import ray
+
+    from .runner import resolve_device, run
+    data = _worker_setup(job)
+    ckpt = _restore_checkpoint(job, store)
     t0 = time.perf_counter()
     record = run(job["cfg"], scenario_name=job["scenario"], builder=job["builder"], strategy_name=job["strategy"],
                  seed=job["seed"], profile=job["profile"], device=resolve_device(job["device"]), data=data,
@@ -101,6 +115,38 @@ def execute(job: dict, store) -> dict:
     record["wall_seconds"] = time.perf_counter() - t0  # as a local run measures it: around the run
     ckpt.unlink(missing_ok=True)
     return record
+
+
+def execute_unit(jobs: list[dict], store) -> list[dict]:
+    """In a Ray worker: one run, or the seeds of one configuration as a seed-parallel group (one task,
+    one device share; each seed's checkpoint goes to the store under its own key, so a retried group
+    resumes every seed). Seeds that cannot group (checkpoints at different points) run one by one."""
+    if len(jobs) == 1:
+        return [execute(jobs[0], store)]
+    import ray
+
+    from .group import GroupMismatch, run_group
+    from .runner import resolve_device
+    lead = jobs[0]
+    data = _worker_setup(lead)
+    ckpts = [_restore_checkpoint(job, store) for job in jobs]
+    key_of = {str(path): job["key"] for path, job in zip(ckpts, jobs)}
+    t0 = time.perf_counter()
+    try:
+        records = run_group(lead["cfg"], scenario_name=lead["scenario"], builder=lead["builder"],
+                            strategy_name=lead["strategy"], seeds=[job["seed"] for job in jobs],
+                            profile=lead["profile"], device=resolve_device(lead["device"]), data=data,
+                            checkpoints=ckpts, progress=False,
+                            on_checkpoint=lambda path: ray.get(store.put.remote(key_of[str(path)], path.read_bytes())))
+    except GroupMismatch as exc:
+        print(f"seed-parallel: {lead['name']} seeds {', '.join(str(job['seed']) for job in jobs)} run one seed "
+              f"per process ({exc})")
+        return [execute(job, store) for job in jobs]
+    wall = time.perf_counter() - t0  # each seed's wall time is the group's, as in a local group
+    for record, ckpt in zip(records, ckpts):
+        record["wall_seconds"] = wall
+        ckpt.unlink(missing_ok=True)
+    return records
 
 
 # Not shipped to workers: records, data, history and environments (Ray also skips what .gitignore names).
@@ -131,6 +177,29 @@ def plan_jobs(plan, args, data) -> list[RayRun]:
                "data_root": str(pathlib.Path(args.data_root).resolve()) if args.data_root else None}
         jobs.append(RayRun(job, path))
     return jobs
+
+
+def plan_units(jobs: list[RayRun], k: int) -> list[list[RayRun]]:
+    """The jobs in Ray tasks: up to ``k`` seeds of one (scenario, run name, profile) together where the
+    strategy can train them as a seed-parallel group (cli.group_plan's rule), else one per task."""
+    from .group import unsupported
+    units: list[list[RayRun]] = []
+    said = set()
+    for r in jobs:
+        last = units[-1][0].job if units else None
+        same = last is not None and all(last[f] == r.job[f] for f in ("scenario", "name", "profile"))
+        if same and len(units[-1]) < k:
+            units[-1].append(r)
+        else:
+            units.append([r])
+    grouped = []
+    for unit in units:
+        reason = unsupported(unit[0].job["cfg"], unit[0].job["strategy"]) if len(unit) > 1 else None
+        if reason and unit[0].job["name"] not in said:
+            said.add(unit[0].job["name"])
+            print(f"seed-parallel: {unit[0].job['name']} runs one seed per Ray task ({reason})")
+        grouped.extend([[r] for r in unit] if reason else [unit])
+    return grouped
 
 
 def gpus_per_run(args, cluster_gpus: float) -> float:
@@ -170,49 +239,61 @@ def run_on_ray(plan, args, data) -> int:
     for r in jobs:  # a sweep stopped earlier left checkpoints beside the records: resume from them
         if r.checkpoint.exists():
             ray.get(store.put.remote(r.key, r.checkpoint.read_bytes()))
-    task = ray.remote(execute).options(num_cpus=args.ray_cpus, num_gpus=gpus, max_retries=args.ray_retries,
-                                       retry_exceptions=False)
-    pending = {task.remote(r.job, store): r for r in jobs}
-    print(f"ray: {len(jobs)} runs on {ray.cluster_resources().get('CPU', 0):.0f} CPUs / "
-          f"{ray.cluster_resources().get('GPU', 0):.0f} GPUs; each {args.ray_cpus} CPU, {gpus:g} GPU")
+    # a seed-parallel group is one task with one run's share of the machine: that is its point
+    task = ray.remote(execute_unit).options(num_cpus=args.ray_cpus, num_gpus=gpus, max_retries=args.ray_retries,
+                                            retry_exceptions=False)
+    units = plan_units(jobs, args.seed_parallel)
+    pending = {task.remote([r.job for r in unit], store): unit for unit in units}
+    grouped = f" in {len(units)} seed-parallel tasks" if len(units) < len(jobs) else ""
+    print(f"ray: {len(jobs)} runs{grouped} on {ray.cluster_resources().get('CPU', 0):.0f} CPUs / "
+          f"{ray.cluster_resources().get('GPU', 0):.0f} GPUs; each task {args.ray_cpus} CPU, {gpus:g} GPU")
     worst = 0
     try:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
-            r = pending.pop(done[0])
-            worst = max(worst, collect(ray, done[0], r))
-            ray.get(store.drop.remote(r.key))
+            unit = pending.pop(done[0])
+            worst = max(worst, collect(ray, done[0], unit))
+            for r in unit:
+                ray.get(store.drop.remote(r.key))
     except KeyboardInterrupt:
         return stop(ray, store, pending)
     return worst
 
 
-def collect(ray, ref, r: RayRun) -> int:
-    """Write a finished run's record, or say why it has none."""
+def collect(ray, ref, unit: list[RayRun]) -> int:
+    """Write a finished task's records (one run's, or a group's), or say why they are missing."""
     try:
-        record = ray.get(ref)
+        records = ray.get(ref)
     except ray.exceptions.RayTaskError as exc:  # the run itself raised: its own message, no retry
         cause = getattr(exc, "cause", None) or exc
-        print(f"error: {r.job['label']}: {cause}")
+        for r in unit:
+            print(f"error: {r.job['label']}: {cause}")
         return 2 if isinstance(cause, UserError) else 1
     except ray.exceptions.RayError as exc:  # its worker or node died more often than --ray-retries allows
-        print(f"error: {r.job['label']}: lost ({type(exc).__name__}: its worker died more often than --ray-retries "
-              "allows); rerun the same command to resume it from its last checkpoint")
+        for r in unit:
+            print(f"error: {r.job['label']}: lost ({type(exc).__name__}: its worker died more often than "
+                  "--ray-retries allows); rerun the same command to resume it from its last checkpoint")
         return 1
     from .records import versions  # the worker's copy of the project has no .git: it ran the driver's tree
-    record["versions"] = {**record["versions"], **{k: v for k, v in versions().items() if k.startswith("git_")}}
-    return finish_record(record, r.job["name"], record.pop("wall_seconds"), r.path)
+    git = {k: v for k, v in versions().items() if k.startswith("git_")}
+    worst = 0
+    for record, r in zip(records, unit):
+        record["versions"] = {**record["versions"], **git}
+        worst = max(worst, finish_record(record, r.job["name"], record.pop("wall_seconds"), r.path))
+    return worst
 
 
 def stop(ray, store, pending: dict) -> int:
     """Ctrl-C: keep each stopped run's last checkpoint beside its record, cancel it, exit 130."""
-    kept = 0
-    for ref, r in pending.items():
-        blob = ray.get(store.get.remote(r.key))
-        if blob is not None:
-            atomic_write_bytes(r.checkpoint, blob)
-            kept += 1
+    kept = stopped = 0
+    for ref, unit in pending.items():
+        for r in unit:
+            blob = ray.get(store.get.remote(r.key))
+            if blob is not None:
+                atomic_write_bytes(r.checkpoint, blob)
+                kept += 1
+        stopped += len(unit)
         ray.cancel(ref, force=True)
-    print(f"\ninterrupted: {len(pending)} runs stopped ({kept} with a checkpoint beside its record); rerun the "
+    print(f"\ninterrupted: {stopped} runs stopped ({kept} with a checkpoint beside its record); rerun the "
           "same command to finish the sweep")
     return 130

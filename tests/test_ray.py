@@ -27,8 +27,8 @@ def cluster():
     ray.shutdown()
 
 
-def argv(cifar_root, out, sweep=SWEEP, sets=()):
-    return [*sweep, "--data-root", str(cifar_root), "--out", str(out), "--no-download", "--quiet",
+def argv(cifar_root, out, sweep=SWEEP, sets=(), extra=()):
+    return [*sweep, *extra, "--data-root", str(cifar_root), "--out", str(out), "--no-download", "--quiet",
             "--device", "cpu", "--set", *TINY, "scenario.n_tasks=2", *sets]
 
 
@@ -36,14 +36,14 @@ def records(out):
     return sorted(p.relative_to(out).as_posix() for p in pathlib.Path(out).rglob("*") if p.is_file())
 
 
-def local_reference(cifar_root, out, sweep=SWEEP, sets=()):
+def local_reference(cifar_root, out, sweep=SWEEP, sets=(), extra=()):
     """The same runs in this process with one torch thread, as each Ray worker has (--ray-cpus 1)."""
     import torch
     from nlbench.cli import main
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        assert main(argv(cifar_root, out, sweep, sets)) == 0
+        assert main(argv(cifar_root, out, sweep, sets, extra)) == 0
     finally:
         torch.set_num_threads(threads)
 
@@ -64,34 +64,59 @@ def test_a_ray_sweep_gives_the_local_records(cluster, cifar_root, tmp_path):
     assert code == 0 and len(records(tmp_path / "ray")) == 4  # all there: nothing runs twice
 
 
-def test_a_killed_worker_is_retried_from_its_checkpoint(cluster, cifar_root, tmp_path):
+@pytest.mark.parametrize("seeds", [["0"], ["0", "1"]], ids=["one run", "a seed-parallel group"])
+def test_a_killed_worker_is_retried_from_its_checkpoint(cluster, cifar_root, tmp_path, seeds):
     """SIGKILL the worker right after its first stage's checkpoint: Ray retries the task, the new
-    worker resumes from the checkpoint the driver kept, and the record equals an uninterrupted run."""
+    worker resumes from the checkpoint(s) the driver kept, and the records equal an uninterrupted
+    run's (a group: every seed's, as the same group trained locally)."""
+    import hashlib
     import tempfile
     from nlbench.cli import main
-    one = ["--scenario", "split-cifar", "--strategy", "adam", "--seeds", "0"]
+    one = ["--scenario", "split-cifar", "--strategy", "adam", "--seeds", *seeds]
     longer = ["scenario.n_tasks=4", "train.epochs=6"]  # later stages take seconds: time to kill mid-run
-    local_reference(cifar_root, tmp_path / "local", one, longer)
+    group = ["--seed-parallel", str(len(seeds))]
+    local_reference(cifar_root, tmp_path / "local", one, longer, group)
     out = tmp_path / "ray"
     result = {}
     thread = threading.Thread(target=lambda: result.update(code=main(
-        [*argv(cifar_root, out, one, longer), "--launcher", "ray", "--address", cluster])))
+        [*argv(cifar_root, out, one, longer, group), "--launcher", "ray", "--address", cluster])))
     thread.start()
-    import hashlib
-    key = hashlib.sha256(str((out / "split-cifar" / "adam" / "seed0.json").resolve()).encode()).hexdigest()[:16]
-    folder = pathlib.Path(tempfile.gettempdir()) / "nlbench-ray" / key
+    folders = [pathlib.Path(tempfile.gettempdir()) / "nlbench-ray" / hashlib.sha256(
+        str((out / "split-cifar" / "adam" / f"seed{k}.json").resolve()).encode()).hexdigest()[:16] for k in seeds]
     deadline = time.time() + 120
-    while not (folder / "run.ckpt").exists() and time.time() < deadline and thread.is_alive():
+    while not all((f / "run.ckpt").exists() for f in folders) and time.time() < deadline and thread.is_alive():
         time.sleep(0.02)
-    assert (folder / "run.ckpt").exists(), "the worker never checkpointed"
-    time.sleep(0.5)  # let it hand the checkpoint to the driver's store
-    killed = int((folder / "worker.pid").read_text())
+    assert all((f / "run.ckpt").exists() for f in folders), "the worker never checkpointed"
+    time.sleep(0.5)  # let it hand the checkpoints to the driver's store
+    killed = int((folders[0] / "worker.pid").read_text())
     os.kill(killed, signal.SIGKILL)
     thread.join(timeout=300)
     assert result.get("code") == 0
-    assert int((folder / "worker.pid").read_text()) != killed  # a second attempt ran it
-    assert records(out) == ["split-cifar/adam/seed0.json"]
-    assert load_record(out, "split-cifar", "adam")["acc"] == load_record(tmp_path / "local", "split-cifar", "adam")["acc"]
+    assert int((folders[0] / "worker.pid").read_text()) != killed  # a second attempt ran it
+    assert records(out) == [f"split-cifar/adam/seed{k}.json" for k in seeds]
+    for k in map(int, seeds):
+        ours, local = load_record(out, "split-cifar", "adam", k), load_record(tmp_path / "local", "split-cifar", "adam", k)
+        assert ours["acc"] == local["acc"]
+        assert (ours["seed_parallel"] or {}).get("group_size") == (len(seeds) if len(seeds) > 1 else None)
+
+
+def test_a_seed_parallel_ray_sweep_groups_what_can_group(cluster, cifar_root, tmp_path, capsys):
+    """--seed-parallel 2 on Ray: adam's two seeds are one task (the local group's records), M3's run one
+    seed per task (its Newton-Schulz step would mix the models), saying so in one line."""
+    from nlbench.cli import main
+    sweep = ["--scenario", "split-cifar", "--strategy", "adam", "m3", "--seeds", "0", "1"]
+    group = ["--seed-parallel", "2"]
+    local_reference(cifar_root, tmp_path / "local", sweep, extra=group)
+    capsys.readouterr()
+    assert main([*argv(cifar_root, tmp_path / "ray", sweep, extra=group), "--launcher", "ray", "--address", cluster]) == 0
+    said = capsys.readouterr().out
+    assert "m3 runs one seed per Ray task" in said and "4 runs in 3 seed-parallel tasks" in said
+    for strategy, size in (("adam", 2), ("m3", None)):
+        for seed in (0, 1):
+            ours = load_record(tmp_path / "ray", "split-cifar", strategy, seed)
+            local = load_record(tmp_path / "local", "split-cifar", strategy, seed)
+            assert ours["acc"] == local["acc"] and ours["metrics"] == local["metrics"]
+            assert (ours["seed_parallel"] or {}).get("group_size") == size
 
 
 def test_an_interrupted_driver_is_finished_by_the_same_command(cluster, cifar_root, tmp_path):

@@ -275,9 +275,3 @@ def test_a_campaign_starts_up_to_k_seeds_of_a_row_as_one_group(tmp_path):
     assert expected_seconds(units[0][0], runs, 2) == 20.0  # a one-seed run's time, times the group size
     record.write_text(json.dumps({"wall_seconds": 12.0, "seed_parallel": {"group_size": 2}}))
     assert expected_seconds(units[0][0], runs, 2) == 12.0
-
-
-def test_ray_launcher_refuses_seed_parallel_in_one_line(bench, capsys):
-    code, _ = bench("--scenario", "split-cifar", "--strategy", "adam", "--seeds", "0", "1", "--seed-parallel", "2",
-                    "--launcher", "ray")
-    assert code == 2 and "not supported with --launcher ray" in capsys.readouterr().err
