@@ -34,6 +34,7 @@ class DER(Strategy):
     seed_parallel = True
     # mammoth utils/best_args.py, seq-cifar10, buffer 200 and 500: alpha 0.3, minibatch 32 (= the batch)
     defaults = {"buffer_size": 500, "minibatch_size": None, "alpha": 0.3, "beta": 0.0}
+    search_space = {"train.lr": ["log_scale", 10.0], "strategy.alpha": ["log", 0.05, 1.0]}  # DER: the logit-matching weight  # bench.py tune
 
     @classmethod
     def check(cls, hp):

@@ -68,6 +68,7 @@ class EWC(Strategy):
     seed_parallel = True  # the penalty is elementwise; the Fisher is computed per seed (after_task)
     defaults = {"lam": 100.0, "mode": "separate", "gamma": 1.0, "fisher": "empirical", "fisher_samples": None,
                 "fisher_chunk": 128}
+    search_space = {"train.lr": ["log_scale", 10.0], "strategy.lam": ["log", 1.0, 10000.0]}  # lam: the penalty strength  # bench.py tune
 
     @classmethod
     def check(cls, hp):

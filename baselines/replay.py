@@ -32,6 +32,7 @@ class Replay(Strategy):
     defaults = {"buffer_size": 500, "replay_batch_size": None,  # None: same as the current batch
                 "replay_current_task": True,  # false: draw only samples of earlier tasks (MIR)
                 "replay_loss": "joint"}       # joint: one mean over stream + replay; separate: mean + mean (MIR)
+    search_space = {"train.lr": ["log_scale", 10.0], "strategy.replay_batch_size": ["choice", [8, 16, 32, 64]]}  # bench.py tune
 
     @classmethod
     def check(cls, hp):

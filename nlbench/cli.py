@@ -27,7 +27,8 @@ def ordered_strategies() -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench.py", description="nlbench: continual-learning benchmarks on CIFAR-10. "
-                                "Subcommands: 'report' (tables and figures), 'speed' (throughput comparison), 'campaign' (the runs of a table within a time budget).")
+                                "Subcommands: 'report' (tables and figures), 'speed' (throughput comparison), 'campaign' (the runs of a table within a time budget), "
+                                "'tune' (hyperparameters chosen on a validation stream).")
     p.add_argument("--scenario", nargs="+", help="scenario name(s); see --list")
     p.add_argument("--strategy", nargs="+", help="strategy name(s), or 'all'")
     p.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (integers), default 0")
@@ -61,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "configuration at once in one process, stacked (nlbench.group; each still writes its own record); "
                    "default 1. Faster on CUDA; on the CPU one seed at a time is faster (bench.py speed --seed-parallel)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (recorded in the run record)")
+    p.add_argument("--tuned", metavar="PROTOCOL", help="use the values bench.py tune chose under this protocol "
+                   "(held-out or first-tasks; read from OUT/tuning/); the runs are named NAME@tuned=PROTOCOL")
     p.add_argument("--shard", help=argparse.SUPPRESS)  # i/N: internal, set by --jobs
     return p
 
@@ -94,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         if argv[:1] == ["campaign"]:
             from .campaign import main as campaign_main
             return campaign_main(argv[1:])
+        if argv[:1] == ["tune"]:
+            from .tuning import main as tune_main
+            return tune_main(argv[1:])
         if argv[:1] == ["speed"]:
             from .speed import main as speed_main
             return speed_main(argv[1:])
@@ -128,19 +134,24 @@ def run_main(argv: list[str]) -> int:
     if args.epochs is not None:
         sets.setdefault("train", {})["epochs"] = args.epochs
     plan = []
+    data = select_data(args.data, args.data_root, not args.no_download) if args.tuned else None  # names the study
     for scenario in args.scenario:
         C.load_scenario_file(scenario)
         profile = args.profile or C.default_profile(scenario, device.type)
         if not args.profile and not args.shard:
             print(f"profile: {profile} for {scenario} (default on {device.type}; choose with --profile)")
         for strategy in expand_strategies(args.strategy, scenario):
-            name = C.run_name(strategy, sets)
-            cfg = C.resolve(scenario, strategy, profile, sets)  # validates before anything runs
+            name, run_sets = C.run_name(strategy, sets), sets
+            if args.tuned:
+                from .tuning import merge_sets, tuned_sets
+                chosen, name = tuned_sets(args.out, scenario, strategy, profile, data.kind, name, args.tuned)
+                run_sets = merge_sets(sets, chosen)
+            cfg = C.resolve(scenario, strategy, profile, run_sets)  # validates before anything runs
             for seed in args.seeds:
                 plan.append((scenario, strategy, name, cfg, seed, profile))
     if args.jobs < 1:
         raise UserError(f"--jobs must be a positive integer, got {args.jobs}")
-    data = select_data(args.data, args.data_root, not args.no_download)
+    data = data or select_data(args.data, args.data_root, not args.no_download)
     if not args.shard:
         print(data.announce())
     if args.seed_parallel < 1:

@@ -32,7 +32,11 @@ DEFAULTS = {
                  "cms": None},  # a CMS head for any strategy: its blocks' periods, slowest first, e.g. [16, 4, 1]
     "data": {"train_per_class": None, "test_per_class": None,
              "train_fraction": None,   # e.g. 0.95: a seeded random 95% of each class's training images (MIR)
-             "probe_per_class": None},  # linear probes (nlbench.probe) on this many held-out images a class; null: off
+             "probe_per_class": None,  # linear probes (nlbench.probe) on this many held-out images a class; null: off
+             # tuning's validation stream (nlbench.tuning): this fraction of each class's training images is held
+             # out and evaluated in place of the test set, which the run then never reads; null: the test set
+             "validation_fraction": None,
+             "tasks": None},  # [first, stop]: only these tasks of the stream (tuning's first-tasks protocol); null: all
     "train": {
         "epochs": 1, "batch_size": 32, "lr": 1e-3, "optimizer": "adam",
         "eval_batch_size": 256, "log_every": 25,
@@ -274,6 +278,14 @@ def validate(cfg: dict) -> None:
     frac = cfg["data"]["train_fraction"]
     if frac is not None and (not isinstance(frac, (int, float)) or isinstance(frac, bool) or not 0 < frac <= 1):
         raise UserError(f"data.train_fraction must be null or a number in (0, 1], got {frac!r}")
+    frac = cfg["data"]["validation_fraction"]
+    if frac is not None and (not isinstance(frac, (int, float)) or isinstance(frac, bool) or not 0 < frac < 1):
+        raise UserError(f"data.validation_fraction must be null or a number in (0, 1), got {frac!r}")
+    span = cfg["data"]["tasks"]
+    if span is not None and not (isinstance(span, list) and len(span) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in span) and 0 <= span[0] < span[1]):
+        raise UserError(f"data.tasks must be null or [first, stop] with 0 <= first < stop (e.g. [0, 2]: the first "
+                        f"two tasks), got {span!r}")
 
 
 def strategy_overrides(sets: dict, strategy: str) -> dict:

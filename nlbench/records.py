@@ -83,6 +83,7 @@ OPTIONAL_DEFAULTS = {
     "memory": None, "optimizers": None, "strategy_source": None, "images": None,
     "probe": None, "probe_init": None,  # records before the linear probe (nlbench.probe) have none
     "seed_parallel": None,  # trained alone; else its seed-parallel group (nlbench.group)
+    "tuned": None,  # settings not from bench.py tune; else the study they came from (nlbench.tuning.provenance)
 }
 
 

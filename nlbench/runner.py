@@ -46,10 +46,14 @@ def build_scenario(name: str, spec_builder: str, cfg: dict, seed: int, device: t
     tr = subset_per_class(arrays.train_y, cfg["data"]["train_per_class"])  # on the mini set: at most what it has
     if cfg["data"]["train_fraction"] is not None:  # a seeded random fraction of each class (MIR keeps 95%)
         tr = tr[fraction_per_class(arrays.train_y[tr], cfg["data"]["train_fraction"], seed)]
-    te = subset_per_class(arrays.test_y, cfg["data"]["test_per_class"])
     probe = probe_images(arrays.train_y, tr, cfg["data"]["probe_per_class"])
-    train_x, train_y, test_x, test_y = (t.to(device) for t in (arrays.train_x[tr], arrays.train_y[tr],
-                                                                arrays.test_x[te], arrays.test_y[te]))
+    if cfg["data"]["validation_fraction"] is not None:  # tuning: held-out training images stand in for the test set
+        tr, held = split_validation(arrays.train_y, tr, cfg["data"]["validation_fraction"])
+        eval_x, eval_y = arrays.train_x[held], arrays.train_y[held]  # the test set is never read
+    else:
+        te = subset_per_class(arrays.test_y, cfg["data"]["test_per_class"])
+        eval_x, eval_y = arrays.test_x[te], arrays.test_y[te]
+    train_x, train_y, test_x, test_y = (t.to(device) for t in (arrays.train_x[tr], arrays.train_y[tr], eval_x, eval_y))
     probes = {} if probe is None else {"probe_x": arrays.train_x[probe].to(device),
                                        "probe_y": arrays.train_y[probe].to(device)}
     pools = _Pools(train_y, test_y, torch.arange(len(train_y), device=device), torch.arange(len(test_y), device=device))
@@ -58,9 +62,32 @@ def build_scenario(name: str, spec_builder: str, cfg: dict, seed: int, device: t
         tasks, settings, perms, *extra = builder.obj(pools, seed, **cfg["scenario"])
     except TypeError as exc:  # an unknown parameter in the YAML or --set scenario.*
         raise UserError(f"scenario '{name}': {exc}") from exc
+    if cfg["data"]["tasks"] is not None:
+        tasks, perms = task_span(tasks, perms, cfg["data"]["tasks"])
     return Scenario(name, settings, tasks, train_x, train_y, test_x, test_y,
                     None if perms is None else perms.to(device), data_set=data.kind, data_source=arrays.source,
                     **probes, **(extra[0] if extra else {}))  # a builder may set more Scenario fields (standardize)
+
+
+VALIDATION_SEED = 3  # one held-out split for every seed and trial of a study (the trials compare on the same images)
+
+
+def split_validation(labels: torch.Tensor, trained: torch.Tensor, fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The run's training images split into (kept for training, held out for validation): a fixed
+    random ``fraction`` of each class, rounded down (MIR's make_valid_from_train holds out 5%)."""
+    held = fraction_per_class(labels[trained], fraction, seed=VALIDATION_SEED)
+    keep = torch.ones(len(trained), dtype=torch.bool)
+    keep[held] = False
+    return trained[keep], trained[held]
+
+
+def task_span(tasks: list[Task], perms, span: list[int]):
+    """``data.tasks = [first, stop]``: only those tasks, renumbered from 0 (their permutations follow)."""
+    first, stop = span
+    if stop > len(tasks):
+        raise UserError(f"data.tasks {span} asks for tasks up to {stop} but the scenario has {len(tasks)}")
+    kept = [Task(i, t.classes, t.train_idx, t.test_idx) for i, t in enumerate(tasks[first:stop])]
+    return kept, None if perms is None else perms[first:stop]
 
 
 def probe_images(labels: torch.Tensor, trained: torch.Tensor, per_class: int | None) -> torch.Tensor | None:
@@ -172,20 +199,23 @@ class Loop:
     log: Callable
     guard: SignalGuard | None = None
     on_checkpoint: Callable | None = None  # called with the path after each stage's checkpoint (Ray ships it)
+    on_stage: Callable | None = None  # called with (accuracy rows so far, tasks seen) after each stage's evaluation
 
 
 def run(cfg: dict, *, scenario_name: str, builder: str, strategy_name: str, seed: int, profile: str,
         device: torch.device, data: DataChoice, checkpoint: pathlib.Path | None = None,
-        progress: bool = True, log=print, on_checkpoint: Callable | None = None) -> dict:
+        progress: bool = True, log=print, on_checkpoint: Callable | None = None,
+        on_stage: Callable | None = None) -> dict:
     """Run one (scenario, strategy, seed) and return its run record. ``on_checkpoint(path)`` runs after
-    every checkpoint written at the end of a stage (nlbench.ray_launcher sends it to the driver)."""
+    every checkpoint written at the end of a stage (nlbench.ray_launcher sends it to the driver);
+    ``on_stage(acc, seen)`` after every stage's evaluation (nlbench.tuning reports and prunes there)."""
     torch.manual_seed(seed)
     _reset_peak_memory(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
     loop, memory_model = prepare(cfg, scenario_name, builder, strategy_name, seed, device, data, checkpoint,
                                  progress, log)
-    loop.on_checkpoint = on_checkpoint
+    loop.on_checkpoint, loop.on_stage = on_checkpoint, on_stage
     status, diverged_at = "complete", None
     try:
         with SignalGuard(immediate=loop.strategy.own_loop) as loop.guard:
@@ -257,6 +287,8 @@ def finish_stage(loop: Loop, who: str, t0: float) -> None:
     seen = len({i for stage in stages[:state.task + 1] for i in stage.task_indices})
     loop.log(f"{who} | task {state.task + 1}/{len(stages)} | {time.perf_counter() - t0:.1f}s | " +
              " | ".join(f"{s} A={sum(row[s][:seen]) / seen:.1f}" for s in scenario.settings))
+    if loop.on_stage is not None:
+        loop.on_stage(state.acc, seen)
     state.task, state.epoch, state.step, state.order = state.task + 1, 0, 0, None
     if loop.checkpoint is not None and state.task < len(stages):
         save_checkpoint(loop.checkpoint, loop.strategy, loop.generator, state, loop.ctx)
@@ -293,6 +325,7 @@ def build_record(loop: Loop, cfg, scenario_name, strategy_name, seed, profile, s
         "optimizers": loop.strategy.optimizer_info(),
         "strategy_source": source_of(type(loop.strategy)),
         "seed_parallel": None,  # trained alone; a seed-parallel group (nlbench.group) says how it ran
+        "tuned": None,  # set by the launchers for a tuned run (nlbench.tuning.provenance)
         "versions": versions(),
     }
 

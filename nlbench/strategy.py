@@ -146,6 +146,9 @@ class Strategy:
     """Base class with no-op hooks. Subclasses set ``defaults`` and implement ``observe``."""
 
     defaults: dict = {}
+    # bench.py tune's search space (nlbench.tuning: KEY -> [log|float|int, low, high], [choice, options] or
+    # [log_scale, f] around the resolved value); a strategy adds its own knobs to the learning rate
+    search_space: dict = {"train.lr": ["log_scale", 10.0]}
     graph_safe = False  # True: observe() may be captured in a CUDA graph (see the module docstring)
     seed_parallel = False  # True: observe() can train a seed-parallel group (see the module docstring)
     own_loop = False    # True: train_task() trains a whole stage with the strategy's own loop

@@ -31,8 +31,10 @@ def test_the_readme_is_a_landing_page_whose_links_resolve():
 def test_every_command_line_option_is_documented():
     from nlbench.campaign import build_parser as campaign_parser
     from nlbench.cli import build_parser
-    docs = "".join((ROOT / "docs" / name).read_text() for name in ("command-line.md", "protocols.md", "ray.md"))
-    for parser in (build_parser(), campaign_parser()):
+    from nlbench.tuning import build_parser as tune_parser
+    docs = "".join((ROOT / "docs" / name).read_text() for name in ("command-line.md", "protocols.md", "ray.md",
+                                                                   "tuning.md"))
+    for parser in (build_parser(), campaign_parser(), tune_parser()):
         options = [o for a in parser._actions for o in a.option_strings
                    if o.startswith("--") and o != "--help" and a.help != argparse.SUPPRESS]
         assert [o for o in options if o not in docs] == []

@@ -16,6 +16,8 @@ class CMS(LevelledStrategy):
     label, group, order = "CMS", "nested", 30
 
     defaults = {"periods": [16, 4, 1], "backbone_period": 1, "head_period": 1, **CMS_DEFAULTS, **LEVEL_DEFAULTS}
+    search_space = {"train.lr": ["log_scale", 10.0], "strategy.periods": ["choice", [[4, 2, 1], [8, 2, 1], [16, 4, 1], [32, 8, 1], [64, 16, 1]]],
+                    "strategy.lr_scaling": ["choice", ["none", "period"]]}  # the blocks' clocks and lr ratios  # bench.py tune
 
     @classmethod
     def check(cls, hp):

@@ -17,6 +17,7 @@ class M3(PlainStrategy):
     def seed_parallel_for(cls, hp):
         return "M3's Newton-Schulz step orthogonalises whole matrices, which a stacked group would mix"
     defaults = {"period": 16, "alpha": 1.0, "beta3": 0.9}
+    search_space = {"train.lr": ["log_scale", 10.0], "strategy.alpha": ["float", 0.0, 2.0], "strategy.period": ["choice", [4, 8, 16, 32]]}  # bench.py tune
 
     @classmethod
     def check(cls, hp):

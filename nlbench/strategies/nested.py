@@ -12,6 +12,8 @@ class Nested(LevelledStrategy):
 
     # Default levels (resnet18): slow = stem+stage1+stage2, middle = stage3+stage4, fast = head.
     defaults = {"levels": None, "periods": [16, 4, 1], **LEVEL_DEFAULTS}
+    search_space = {"train.lr": ["log_scale", 10.0], "strategy.periods": ["choice", [[4, 2, 1], [8, 2, 1], [16, 4, 1], [32, 8, 1], [64, 16, 1]]],
+                    "strategy.lr_scaling": ["choice", ["none", "period"]]}  # the levels' clocks and lr ratios  # bench.py tune
 
     @classmethod
     def check(cls, hp):

@@ -1,0 +1,505 @@
+"""``bench.py tune --scenario S --strategy X --trials N``: hyperparameters chosen on a validation
+stream, with a declared budget that is the same for every method, the test set never read.
+
+- **Search space**: each strategy declares its own next to its defaults (``Strategy.search_space``:
+  ``train.lr`` for all, plus the method's knobs); a scenario YAML may replace a strategy's under
+  ``search_spaces: {NAME: {KEY: SPEC}}``. A SPEC is ``[log, low, high]``, ``[float, low, high]``,
+  ``[int, low, high]``, ``[choice, [options]]`` or ``[log_scale, f]`` (the resolved value / f to x f,
+  on a log scale: an lr range that follows the profile's optimizer). ``--space`` prints it.
+- **Protocols** (PROTOCOLS): ``held-out``, a fraction of each class's training images held out and
+  evaluated in place of the test set (``data.validation_fraction``; MIR's make_valid_from_train
+  holds out 5%); ``first-tasks`` (Chaudhry et al. 2019, A-GEM, Section 5: hyperparameters are
+  chosen on the first tasks of the stream, then the method is trained and evaluated on the rest),
+  the trials run on tasks ``[0, k)`` with their held-out images, the tuned runs on tasks ``[k, T)``.
+  In both, a trial's run builds its evaluation set from training images only (runner.build_scenario),
+  so no test image or label enters the study (tested with shuffled test labels).
+- **The study is an Optuna study in a database**: SQLite under ``OUT/tuning/`` by default, any
+  SQLAlchemy URL with ``--storage``. TPE with a fixed seed (reseeded per trial number, so that a
+  resumed study samples as an uninterrupted one would from the same history); the median pruner
+  on the average validation accuracy reported after each task. Trials record a heartbeat: a trial
+  whose process was killed is failed when the study restarts and its parameters are tried again,
+  so a resumed study loses and repeats no finished trial. ``--jobs J`` runs J worker processes on
+  the same study (then the order of trials, and so the sampling, depends on timing).
+- **The budget** is the number of finished trials (complete, pruned or diverged), the same ``N`` for
+  every method of a comparison; the chosen values and the study's provenance go to
+  ``OUT/tuning/<study>.yaml``, which ``bench.py ... --tuned PROTOCOL`` applies (run name
+  ``NAME@tuned=PROTOCOL``; its records carry ``tuned``: study, budget, protocol, values).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+import yaml
+
+from . import config as C
+from .errors import UserError
+from .records import atomic_write_text
+
+PROTOCOLS = {
+    "held-out": "a held-out fraction of each task's training images (data.validation_fraction) stands in for the "
+                "test set; the tuned runs train and test on the whole stream",
+    "first-tasks": "Chaudhry et al. 2019 (A-GEM), Section 5: tuned on the first k tasks (their held-out images), then "
+                   "trained and evaluated on tasks k+1..T (data.tasks)",
+}
+SPEC_KINDS = ("log", "float", "int", "choice", "log_scale")
+HEARTBEAT_SECONDS = 5
+
+
+# ---------------------------------------------------------------------------------------- search spaces
+
+def search_space(scenario: str, strategy: str) -> dict[str, list]:
+    """The strategy's declared space, or the scenario YAML's replacement for it; checked."""
+    from .registry import STRATEGIES, lookup
+    entry = lookup(STRATEGIES, "strategy", strategy)
+    space = dict(getattr(entry.obj, "search_space", None) or {})
+    spaces = C.load_scenario_file(scenario).get("search_spaces") or {}
+    if strategy in spaces:
+        space = dict(spaces[strategy] or {})
+    for key, spec in space.items():
+        check_spec(key, spec, f"search space of {strategy}")
+    if not space:
+        raise UserError(f"strategy '{strategy}' declares no search space; give it one (search_space = {{KEY: SPEC}} in "
+                        f"its class, or search_spaces: {{{strategy}: ...}} in the scenario YAML)")
+    return space
+
+
+def check_spec(key: str, spec, where: str) -> None:
+    section = key.split(".")[0]
+    ok = section in C.SECTIONS and "." in key and isinstance(spec, list) and spec and spec[0] in SPEC_KINDS
+    if ok and spec[0] in ("log", "float", "int"):
+        ok = len(spec) == 3 and all(isinstance(v, (int, float)) for v in spec[1:]) and spec[1] < spec[2]
+        ok = ok and (spec[0] != "log" or spec[1] > 0)
+    elif ok and spec[0] == "choice":
+        ok = len(spec) == 2 and isinstance(spec[1], list) and len(spec[1]) >= 2
+    elif ok:
+        ok = len(spec) == 2 and isinstance(spec[1], (int, float)) and spec[1] > 1
+    if not ok:
+        raise UserError(f"{where}: {key}: {spec!r} is not a search spec; write [log, low, high], [float, low, high], "
+                        "[int, low, high], [choice, [a, b, ...]] or [log_scale, factor]")
+
+
+def _get(cfg: dict, key: str):
+    node = cfg
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise UserError(f"search space key {key} is not in the resolved config; keys start with one of "
+                            f"{', '.join(C.SECTIONS)} and name an existing setting")
+        node = node[part]
+    return node
+
+
+def suggest(trial, space: dict, cfg: dict) -> dict:
+    """One trial's values for the space (``cfg``: the resolved config without them, for log_scale)."""
+    values = {}
+    for key, spec in space.items():
+        kind = spec[0]
+        if kind == "log_scale":
+            base = _get(cfg, key)
+            values[key] = trial.suggest_float(key, base / spec[1], base * spec[1], log=True)
+        elif kind in ("log", "float"):
+            values[key] = trial.suggest_float(key, float(spec[1]), float(spec[2]), log=kind == "log")
+        elif kind == "int":
+            values[key] = trial.suggest_int(key, int(spec[1]), int(spec[2]))
+        else:  # options may be lists (periods): Optuna stores categorical values as JSON text here
+            values[key] = json.loads(trial.suggest_categorical(key, [json.dumps(o) for o in spec[1]]))
+    return values
+
+
+def as_sets(values: dict, strategy: str) -> dict:
+    """{"train.lr": 0.01, "strategy.lam": 30} -> the nested --set form (strategy keys for this strategy)."""
+    sets: dict = {}
+    for key, value in values.items():
+        section, *rest = key.split(".")
+        node = sets.setdefault(section, {})
+        if section == "strategy":
+            node = node.setdefault(strategy, {})
+        for part in rest[:-1]:
+            node = node.setdefault(part, {})
+        node[rest[-1]] = value
+    return sets
+
+
+def merge_sets(*parts: dict) -> dict:
+    out: dict = {}
+    for part in parts:
+        for key, value in part.items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = merge_sets(out[key], value)
+            else:
+                out[key] = value
+    return out
+
+
+# ---------------------------------------------------------------------------------------- protocols
+
+def n_tasks_of(cfg: dict) -> int:
+    n = cfg["scenario"].get("n_tasks")
+    if not isinstance(n, int):
+        raise UserError("--protocol first-tasks needs a scenario with n_tasks (split-cifar, permuted-cifar)")
+    return n
+
+
+def protocol_sets(protocol: str, cfg: dict, args) -> tuple[dict, dict]:
+    """(what every trial adds, what the tuned runs add) for a protocol."""
+    held = {"data": {"validation_fraction": args.validation_fraction}}
+    if protocol == "held-out":
+        return held, {}
+    k, n = args.first_tasks, n_tasks_of(cfg)
+    if not 1 <= k < n:
+        raise UserError(f"--first-tasks must be from 1 to {n - 1} (the scenario has {n} tasks), got {k}")
+    return merge_sets(held, {"data": {"tasks": [0, k]}}), {"data": {"tasks": [k, n]}}
+
+
+# ---------------------------------------------------------------------------------------- the study
+
+def study_name(scenario: str, profile: str, data_kind: str, run_name: str, protocol: str) -> str:
+    return f"{scenario}.{profile}.{data_kind}.{run_name}.{protocol}"
+
+
+def storage_url(args, name: str) -> str:
+    if args.storage:
+        return args.storage
+    folder = pathlib.Path(args.out) / "tuning"
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(folder / name).resolve()}.sqlite3"
+
+
+def shown_path(path: pathlib.Path) -> str:
+    """A path relative to the working folder when it lies below it (records stay machine-free)."""
+    path = pathlib.Path(path).resolve()
+    return str(path.relative_to(pathlib.Path.cwd())) if path.is_relative_to(pathlib.Path.cwd()) else str(path)
+
+
+def shown(url: str) -> str:
+    prefix = "sqlite:///"
+    return prefix + shown_path(pathlib.Path(url[len(prefix):])) if url.startswith(prefix) else url
+
+
+def open_study(name: str, url: str, attrs: dict):
+    """The study (created, or loaded to resume); a study of another space or protocol under the same
+    name is an error, never continued."""
+    import optuna
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+    storage = RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=4 * HEARTBEAT_SECONDS,
+                         heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=None),
+                         engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None)
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1))
+    old = {k: study.user_attrs.get(k) for k in attrs}
+    if not study.user_attrs:
+        for key, value in attrs.items():
+            study.set_user_attr(key, value)
+    elif old != attrs:
+        changed = [k for k in attrs if old[k] != attrs[k]]
+        raise UserError(f"study {name} in {url} was made with another {', '.join(changed)}; use another --storage "
+                        "(or --out), or delete that study to start over")
+    return study
+
+
+def finished(study) -> list:
+    """The trials that count against the budget: complete, pruned, or failed by divergence."""
+    from optuna.trial import TrialState
+    return [t for t in study.get_trials(deepcopy=False)
+            if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+            or (t.state == TrialState.FAIL and t.user_attrs.get("diverged"))]
+
+
+def requeue_interrupted(study) -> int:
+    """Run by the command that owns the study (one ``tune`` at a time; its --jobs workers share it):
+    trials left running by a killed earlier command are failed, and their parameters queued to be
+    tried again, so nothing finished is lost or repeated and nothing unfinished counts."""
+    from optuna.trial import TrialState
+    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for t in stale:
+        study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+    return len(stale)
+
+
+def running(study) -> int:
+    from optuna.trial import TrialState
+    return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+
+class Objective:
+    """One trial = one run of the strategy on the validation stream, at the study's seed."""
+
+    def __init__(self, scenario, strategy, profile, user_sets, trial_sets, space, metric, seed, device, data):
+        self.scenario, self.strategy, self.profile = scenario, strategy, profile
+        self.user_sets, self.trial_sets, self.space = user_sets, trial_sets, space
+        self.metric, self.seed, self.device, self.data = metric, seed, device, data
+        self.base = C.resolve(scenario, strategy, profile, merge_sets(user_sets, trial_sets))
+
+    def __call__(self, trial) -> float:
+        import optuna
+
+        from .runner import run
+        values = suggest(trial, self.space, self.base)
+        cfg = C.resolve(self.scenario, self.strategy, self.profile,
+                        merge_sets(self.user_sets, self.trial_sets, as_sets(values, self.strategy)))
+        setting, metric = self.metric
+
+        def report(acc, seen):  # the average validation accuracy so far, after each task: what the pruner sees
+            row = acc[setting][-1]
+            trial.report(sum(row[:seen]) / seen, seen)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after task {seen}")
+        spec = C.load_scenario_file(self.scenario)
+        record = run(cfg, scenario_name=self.scenario, builder=spec["builder"], strategy_name=self.strategy,
+                     seed=self.seed, profile=self.profile, device=self.device, data=self.data, progress=False,
+                     log=lambda *_: None, on_stage=report)
+        trial.set_user_attr("acc", record["acc"][setting])
+        trial.set_user_attr("train_seconds", record["train_seconds"])
+        if record["status"] == "diverged":  # a failed trial that counts against the budget (finished)
+            trial.set_user_attr("diverged", record["diverged_at"])
+            return float("nan")
+        return float(record["metrics"][setting][metric])
+
+
+def headline_metric(scenario: str, given: str | None) -> tuple[str, str]:
+    """``--metric SETTING.METRIC``; default: the scenario's first report column (split: class_il.avg_acc)."""
+    if given:
+        setting, _, metric = given.partition(".")
+        if not metric:
+            raise UserError(f"--metric is SETTING.METRIC (e.g. class_il.avg_acc), got {given!r}")
+        return setting, metric
+    _, setting, metric = C.load_scenario_file(scenario)["report"]["columns"][0]
+    return setting, metric
+
+
+def describe_trial(t, done: int, budget: int, best) -> str:
+    from optuna.trial import TrialState
+    params = " ".join(f"{k}={_fmt(v)}" for k, v in t.params.items())  # choices are JSON text (see suggest)
+    if t.state == TrialState.COMPLETE:
+        what = f"value {t.value:.2f}"
+    elif t.state == TrialState.PRUNED:
+        what = f"pruned after task {t.last_step}"
+    else:
+        what = "diverged" if t.user_attrs.get("diverged") else "failed"
+    best_s = f" (best {best.value:.2f}, trial {best.number})" if best is not None else ""
+    return f"trial {done}/{budget} (#{t.number}): {what}{best_s} | {params}"
+
+
+def _fmt(v) -> str:
+    if isinstance(v, str):
+        v = json.loads(v)
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def best_or_none(study):
+    try:
+        return study.best_trial
+    except ValueError:  # no complete trial yet
+        return None
+
+
+def work(study, objective: Objective, budget: int, base_seed: int, bar=None) -> None:
+    """Run trials until the study has ``budget`` finished ones (other workers' included)."""
+    import optuna
+    from optuna.storages import fail_stale_trials
+    fail_stale_trials(study)  # a killed process's trial: failed, its parameters queued again
+    while len(finished(study)) + running(study) < budget:
+        # reseeded per trial number: a resumed or a parallel study samples trial n from the history it has
+        study.sampler = optuna.samplers.TPESampler(seed=base_seed + len(study.get_trials(deepcopy=False)),
+                                                   n_startup_trials=5)
+        before = {t.number for t in study.get_trials(deepcopy=False)}
+        study.optimize(objective, n_trials=1, gc_after_trial=False, show_progress_bar=False)
+        now = finished(study)
+        for t in (t for t in now if t.number not in before):
+            print(describe_trial(t, len(now), budget, best_or_none(study)), flush=True)
+        if bar is not None:
+            bar.n = min(len(finished(study)), budget)
+            bar.refresh()
+
+
+def write_tuned(path: pathlib.Path, study, attrs: dict, run_sets: dict, space: dict) -> dict:
+    """The chosen values (the best complete trial) and the study's provenance, as a --tuned file."""
+    best = best_or_none(study)
+    if best is None:
+        raise UserError(f"study {study.study_name}: no trial completed (all pruned or diverged); widen the search "
+                        "space or raise --trials")
+    values = {k: best.params[k] if space[k][0] != "choice" else json.loads(best.params[k]) for k in space}
+    doc = {"study": study.study_name, **attrs, "trials_finished": len(finished(study)),
+           "best_trial": best.number, "best_value": round(best.value, 4), "values": values,
+           "run_sets": run_sets}  # what the tuned runs add besides the values (first-tasks: their tasks)
+    atomic_write_text(path, "# written by bench.py tune; bench.py ... --tuned PROTOCOL applies it\n"
+                      + yaml.safe_dump(doc, sort_keys=False))
+    return doc
+
+
+def tuned_file(out, scenario: str, profile: str, data_kind: str, run_name: str, protocol: str) -> pathlib.Path:
+    return pathlib.Path(out) / "tuning" / f"{study_name(scenario, profile, data_kind, run_name, protocol)}.yaml"
+
+
+# ---------------------------------------------------------------------------------------- runs that use it
+
+TUNED_MARK = "tuned="
+
+
+def tuned_sets(out, scenario: str, strategy: str, profile: str, data_kind: str, base_name: str,
+               protocol: str) -> tuple[dict, str]:
+    """``--tuned PROTOCOL``: the overrides a study chose for this run (and what the protocol adds), and
+    the tuned run's name."""
+    path = tuned_file(out, scenario, profile, data_kind, base_name, protocol)
+    if not path.exists():
+        raise UserError(f"no tuned values for {scenario}/{base_name} ({profile} profile, {data_kind} data, {protocol}) "
+                        f"at {path}; run bench.py tune --scenario {scenario} --strategy {strategy} --profile {profile} "
+                        f"--protocol {protocol} --out {out} first")
+    doc = yaml.safe_load(path.read_text())
+    sets = merge_sets(as_sets(doc["values"], strategy), doc.get("run_sets") or {})
+    return sets, base_name + ("," if "@" in base_name else "@") + TUNED_MARK + protocol
+
+
+def provenance(name: str, record: dict, out: pathlib.Path) -> dict | None:
+    """What a tuned run's record says about its values (None for any other run)."""
+    if TUNED_MARK not in name:
+        return None
+    base, _, protocol = name.rpartition(TUNED_MARK)
+    base = base.rstrip("@,")
+    path = tuned_file(out, record["scenario"], record["profile"], record["data_set"], base, protocol)
+    if not path.exists():
+        return {"file": shown_path(path), "missing": True}
+    doc = yaml.safe_load(path.read_text())
+    return {"file": shown_path(path), **{k: doc.get(k) for k in ("study", "protocol", "budget", "storage", "metric",
+                                                          "trials_finished", "best_trial", "best_value", "values")}}
+
+
+# ---------------------------------------------------------------------------------------- command line
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bench.py tune", description="Choose a strategy's hyperparameters on a "
+                                "validation stream (Optuna TPE, median pruning), the test set never read.")
+    p.add_argument("--scenario", required=True)
+    p.add_argument("--strategy", nargs="+", required=True, help="strategy name(s): one study each, the same budget")
+    p.add_argument("--profile", help="default: quick on the CPU, the scenario's cuda_profile on CUDA")
+    p.add_argument("--trials", type=int, default=20, help="the budget: finished trials per study (default 20)")
+    p.add_argument("--protocol", choices=sorted(PROTOCOLS), default="held-out", help="; ".join(
+        f"{k}: {v}" for k, v in PROTOCOLS.items()))
+    p.add_argument("--validation-fraction", type=float, default=0.1, help="held-out share of each class's training "
+                   "images (default 0.1)")
+    p.add_argument("--first-tasks", type=int, default=2, help="first-tasks protocol: tune on this many tasks (default 2)")
+    p.add_argument("--metric", help="SETTING.METRIC to maximise (default: the scenario's first table column, "
+                   "split-cifar: class_il.avg_acc)")
+    p.add_argument("--seed", type=int, default=0, help="the trials' run seed and the sampler's seed (default 0)")
+    p.add_argument("--storage", help="SQLAlchemy URL of the study database (default: SQLite under OUT/tuning/)")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes on the same study (default 1)")
+    p.add_argument("--out", default="runs", help="where tuning/ goes (default runs/)")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="overrides for every trial")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--data", default="auto")
+    p.add_argument("--data-root")
+    p.add_argument("--no-download", action="store_true")
+    p.add_argument("--plugin", action="append", default=[], help="a strategy plugin file (as for a run)")
+    p.add_argument("--space", action="store_true", help="print each strategy's search space and exit")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one of --jobs' processes
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    from .plugins import load
+    load(args.plugin, args.strategy)
+    for strategy in args.strategy:
+        search_space(args.scenario, strategy)  # every space checked before anything runs
+    if args.space:
+        for strategy in args.strategy:
+            print(f"{strategy}: " + ", ".join(f"{k} {v}" for k, v in search_space(args.scenario, strategy).items()))
+        return 0
+    if args.trials < 1 or args.jobs < 1:
+        raise UserError("--trials and --jobs must be positive integers")
+    if not 0 < args.validation_fraction < 1:
+        raise UserError(f"--validation-fraction must be in (0, 1), got {args.validation_fraction}")
+    try:
+        import optuna
+    except ImportError:
+        raise UserError('bench.py tune needs Optuna: pip install "optuna>=4.9"') from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    import warnings  # heartbeats and fail_stale_trials are marked experimental; the suite pins optuna>=4.9
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    from .data import select_data
+    from .runner import resolve_device
+    device = resolve_device(args.device)
+    data = select_data(args.data, args.data_root, not args.no_download)
+    profile = args.profile or C.default_profile(args.scenario, device.type)
+    user_sets = C.parse_sets(args.set)
+    metric = headline_metric(args.scenario, args.metric)
+    if not args.worker:
+        print(data.announce())
+    for strategy in args.strategy:
+        tune_one(args, strategy, profile, user_sets, metric, device, data, argv)
+    return 0
+
+
+def tune_one(args, strategy, profile, user_sets, metric, device, data, argv) -> None:
+    from tqdm import tqdm
+    name = C.run_name(strategy, user_sets)
+    base_cfg = C.resolve(args.scenario, strategy, profile, user_sets)
+    trial_sets, run_sets = protocol_sets(args.protocol, base_cfg, args)
+    space = search_space(args.scenario, strategy)
+    sname = study_name(args.scenario, profile, data.kind, name, args.protocol)
+    url = storage_url(args, sname)
+    attrs = {"protocol": args.protocol, "protocol_sets": trial_sets, "sets": user_sets, "space": space,
+             "budget": args.trials, "metric": ".".join(metric), "seed": args.seed}
+    study = open_study(sname, url, attrs)
+    objective = Objective(args.scenario, strategy, profile, user_sets, trial_sets, space, metric, args.seed,
+                          device, data)
+    if args.worker:
+        work(study, objective, args.trials, args.seed)
+        return
+    again = requeue_interrupted(study)
+    have = len(finished(study))
+    if again:
+        print(f"tune {sname}: {again} trial(s) interrupted earlier are tried again")
+    print(f"tune {sname}: {args.trials} trials ({have} finished before), {args.protocol} protocol, "
+          f"maximising validation {'.'.join(metric)}; study in {url}")
+    if args.jobs > 1 and have < args.trials:
+        run_workers(argv, strategy, args.jobs)
+    else:
+        with tqdm(total=args.trials, initial=min(have, args.trials), desc=f"tune {name}", unit="trial",
+                  leave=False, disable=None) as bar:
+            work(study, objective, args.trials, args.seed, bar)
+    doc = write_tuned(tuned_file(args.out, args.scenario, profile, data.kind, name, args.protocol), study,
+                      {**{k: attrs[k] for k in ("protocol", "budget", "metric", "seed")}, "storage": shown(url)},
+                      run_sets, space)
+    print(f"tuned {name}: {' '.join(f'{k}={_fmt(v)}' for k, v in doc['values'].items())} (validation "
+          f"{doc['best_value']:.2f}, trial {doc['best_trial']} of {doc['trials_finished']}) -> "
+          f"{tuned_file(args.out, args.scenario, profile, data.kind, name, args.protocol)}; "
+          f"run it with bench.py --scenario {args.scenario} --strategy {strategy} --profile {profile} --tuned "
+          f"{args.protocol} --out {args.out}")
+
+
+def run_workers(argv: list[str], strategy: str, jobs: int) -> None:
+    """``--jobs J``: J processes work on the one study (each one torch thread per core share)."""
+    cmd = [sys.executable, str(pathlib.Path(__file__).resolve().parent.parent / "bench.py"), "tune", *_without(
+        argv, "--strategy", "--jobs"), "--strategy", strategy, "--worker"]
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))}
+    procs = []
+    for i in range(jobs):
+        procs.append(subprocess.Popen(cmd, env=env))
+        time.sleep(1.0)  # one creates the tables first; SQLite then serialises the writers
+    codes = [p.wait() for p in procs]
+    if any(codes):
+        raise UserError(f"a tuning worker failed (exit codes {codes}); rerun the same command to resume the study")
+
+
+def _without(argv: list[str], *options: str) -> list[str]:
+    """argv without these options and their values."""
+    out, skip = [], False
+    for a in argv:
+        if a in options:
+            skip = True
+            continue
+        if skip and not a.startswith("--"):
+            continue
+        skip = False
+        out.append(a)
+    return out
