@@ -170,15 +170,12 @@ def storage_url(args, name: str) -> str:
     return f"sqlite:///{(folder / name).resolve()}.sqlite3"
 
 
-def shown_path(path: pathlib.Path) -> str:
-    """A path relative to the working folder when it lies below it (records stay machine-free)."""
-    path = pathlib.Path(path).resolve()
-    return str(path.relative_to(pathlib.Path.cwd())) if path.is_relative_to(pathlib.Path.cwd()) else str(path)
-
-
-def shown(url: str) -> str:
-    prefix = "sqlite:///"
-    return prefix + shown_path(pathlib.Path(url[len(prefix):])) if url.startswith(prefix) else url
+def shown(url: str, out) -> str:
+    """The default SQLite file as a path inside the records folder (``tuning/NAME.sqlite3``: records
+    and tuned files stay valid wherever the folder is copied); any other storage as its URL."""
+    prefix, folder = "sqlite:///", pathlib.Path(out).resolve()
+    path = pathlib.Path(url[len(prefix):]).resolve() if url.startswith(prefix) else None
+    return str(path.relative_to(folder)) if path is not None and path.is_relative_to(folder) else url
 
 
 def open_study(name: str, url: str, attrs: dict):
@@ -367,9 +364,9 @@ def provenance(name: str, record: dict, out: pathlib.Path) -> dict | None:
     base = base.rstrip("@,")
     path = tuned_file(out, record["scenario"], record["profile"], record["data_set"], base, protocol)
     if not path.exists():
-        return {"file": shown_path(path), "missing": True}
+        return {"file": str(path.relative_to(out)), "missing": True}
     doc = yaml.safe_load(path.read_text())
-    return {"file": shown_path(path), **{k: doc.get(k) for k in ("study", "protocol", "budget", "storage", "metric",
+    return {"file": str(path.relative_to(out)), **{k: doc.get(k) for k in ("study", "protocol", "budget", "storage", "metric",
                                                           "trials_finished", "best_trial", "best_value", "values")}}
 
 
@@ -468,7 +465,7 @@ def tune_one(args, strategy, profile, user_sets, metric, device, data, argv) -> 
                   leave=False, disable=None) as bar:
             work(study, objective, args.trials, args.seed, bar)
     doc = write_tuned(tuned_file(args.out, args.scenario, profile, data.kind, name, args.protocol), study,
-                      {**{k: attrs[k] for k in ("protocol", "budget", "metric", "seed")}, "storage": shown(url)},
+                      {**{k: attrs[k] for k in ("protocol", "budget", "metric", "seed")}, "storage": shown(url, args.out)},
                       run_sets, space)
     print(f"tuned {name}: {' '.join(f'{k}={_fmt(v)}' for k, v in doc['values'].items())} (validation "
           f"{doc['best_value']:.2f}, trial {doc['best_trial']} of {doc['trials_finished']}) -> "
