@@ -357,9 +357,16 @@ def main(argv: list[str]) -> int:
         written.append(("tables/speed-seed-parallel.md", "Seed-parallel groups against separate runs "
                                                         "(from the speed JSON files)"))
         tables["speed-seed-parallel"] = grouped
+    from .tuning import studies_table, study_figures
+    tuning = studies_table(runs)
+    if tuning is not None:
+        atomic_write_text(out / "tables" / "tuning.md", tuning)
+        written.append(("tables/tuning.md", "Tuning studies: budget, trials and the values each chose"))
+        tables["tuning"] = tuning
     if not args.no_figures:
         from .figures import make_figures
         written += make_figures(list(groups(generic(df))), out / "figures")
+        written += study_figures(runs, out / "figures")
     remove_stale(out, written, ("tables",) if args.no_figures else ("tables", "figures"))  # --no-figures: keep them
     write_readme(out, df, written, args)
     print(f"report: {len(tables)} tables and {sum(f.endswith('.png') for f, _ in written)} figures from "
@@ -535,8 +542,9 @@ def update_project_readme(tables, found: list[str]) -> None:
             parts += ["", f"## {name}", "", to_markdown(table, cap).rstrip("\n") + published_block(name)]
     if "speed" in tables:
         parts += ["", "## speed", "", tables["speed"].rstrip("\n")]
-    if "speed-seed-parallel" in tables:
-        parts += ["", "## speed-seed-parallel", "", tables["speed-seed-parallel"].rstrip("\n")]
+    for name in ("speed-seed-parallel", "tuning"):  # Markdown made whole, not (table, caption)
+        if name in tables:
+            parts += ["", f"## {name}", "", tables[name].rstrip("\n")]
     page = root / "docs" / "results.md"
     text = "\n".join(parts) + "\n"
     if not page.exists() or page.read_text() != text:

@@ -125,6 +125,16 @@ def as_sets(values: dict, strategy: str) -> dict:
     return sets
 
 
+def _is_set(sets: dict, key: str, strategy: str) -> bool:
+    section, *rest = key.split(".")
+    node = sets.get(section) or {}
+    if section == "strategy":
+        node = {**{k: v for k, v in node.items() if not isinstance(v, dict)}, **(node.get(strategy) or {})}
+    for part in rest[:-1]:
+        node = node.get(part) or {}
+    return rest[-1] in node
+
+
 def merge_sets(*parts: dict) -> dict:
     out: dict = {}
     for part in parts:
@@ -285,8 +295,11 @@ def describe_trial(t, done: int, budget: int, best) -> str:
 
 
 def _fmt(v) -> str:
-    if isinstance(v, str):
-        v = json.loads(v)
+    if isinstance(v, str):  # a categorical parameter as the study stores it (JSON text), or a decoded string
+        try:
+            v = json.loads(v)
+        except json.JSONDecodeError:
+            pass
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
@@ -442,6 +455,12 @@ def tune_one(args, strategy, profile, user_sets, metric, device, data, argv) -> 
     base_cfg = C.resolve(args.scenario, strategy, profile, user_sets)
     trial_sets, run_sets = protocol_sets(args.protocol, base_cfg, args)
     space = search_space(args.scenario, strategy)
+    fixed = [k for k in space if _is_set(user_sets, k, strategy)]
+    if fixed:  # what the user fixed is not searched (e.g. cms --set strategy.periods=1: its matched control)
+        print(f"tune {name}: {', '.join(fixed)} fixed by --set, not searched")
+        space = {k: v for k, v in space.items() if k not in fixed}
+        if not space:
+            raise UserError(f"every key of {strategy}'s search space is fixed by --set; nothing to tune")
     sname = study_name(args.scenario, profile, data.kind, name, args.protocol)
     url = storage_url(args, sname)
     attrs = {"protocol": args.protocol, "protocol_sets": trial_sets, "sets": user_sets, "space": space,
@@ -471,7 +490,7 @@ def tune_one(args, strategy, profile, user_sets, metric, device, data, argv) -> 
           f"{doc['best_value']:.2f}, trial {doc['best_trial']} of {doc['trials_finished']}) -> "
           f"{tuned_file(args.out, args.scenario, profile, data.kind, name, args.protocol)}; "
           f"run it with bench.py --scenario {args.scenario} --strategy {strategy} --profile {profile} --tuned "
-          f"{args.protocol} --out {args.out}")
+          f"{args.protocol} --out {args.out}" + (f" --set {' '.join(args.set)}" if args.set else ""))
 
 
 def run_workers(argv: list[str], strategy: str, jobs: int) -> None:
@@ -500,3 +519,69 @@ def _without(argv: list[str], *options: str) -> list[str]:
         skip = False
         out.append(a)
     return out
+
+
+# ---------------------------------------------------------------------------------------- the report
+
+def study_files(runs: pathlib.Path) -> list[pathlib.Path]:
+    return sorted(pathlib.Path(runs).rglob("tuning/*.sqlite3"))
+
+
+def studies_table(runs: pathlib.Path) -> str | None:
+    """One row per study found under the records folder: its budget and what it chose."""
+    files = study_files(runs)
+    if not files:
+        return None
+    import optuna
+    import pandas as pd
+    from optuna.trial import TrialState
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    rows = []
+    for path in files:
+        study = optuna.load_study(study_name=path.stem, storage=f"sqlite:///{path.resolve()}")
+        trials = study.get_trials(deepcopy=False)
+        count = {s: sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED)}
+        best = best_or_none(study)
+        rows.append({"Study": path.stem, "Protocol": study.user_attrs.get("protocol", "?"),
+                     "Metric": study.user_attrs.get("metric", "?"), "Budget": str(study.user_attrs.get("budget")),
+                     "Complete / pruned / diverged": f"{count[TrialState.COMPLETE]} / {count[TrialState.PRUNED]} / "
+                                                     f"{len(finished(study)) - sum(count.values())}",
+                     "Best (validation)": "n/a" if best is None else f"{best.value:.2f}",
+                     "Chosen values": "n/a" if best is None else " ".join(
+                         f"{k}={_fmt(v)}" for k, v in best.params.items())})
+    return ("Tuning studies (`python bench.py tune`, nlbench.tuning; docs/tuning.md): the budget is finished "
+            "trials per method; values are validation accuracies (held-out training images, never the test set) "
+            "at the study's seed, from TPE with median pruning.\n\n"
+            f"{pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)}\n")
+
+
+def study_figures(runs: pathlib.Path, folder: pathlib.Path) -> list[tuple[str, str]]:
+    """Optuna's own plots of each study: the optimization history and the parameter importances."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna
+    from optuna.visualization import matplotlib as ovm
+    import warnings
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    written = []
+    for path in study_files(runs):
+        study = optuna.load_study(study_name=path.stem, storage=f"sqlite:///{path.resolve()}")
+        if best_or_none(study) is None:
+            continue
+        plots = [("history", ovm.plot_optimization_history, "optimization history")]
+        if len(study.best_trial.params) > 1:  # importances need two parameters or more
+            evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)  # its forest is random: fixed, reproducible
+            plots.append(("importance", lambda s: ovm.plot_param_importances(s, evaluator=evaluator),
+                          "parameter importances (fANOVA)"))
+        for kind, plot, what in plots:
+            name = f"tuning-{path.stem}-{kind}.png"
+            ax = plot(study)
+            ax.figure.tight_layout()
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / f".{name}.tmp.png"
+            ax.figure.savefig(tmp, dpi=110, metadata={"Software": None})
+            tmp.replace(folder / name)
+            plt.close(ax.figure)
+            written.append((f"figures/{name}", f"Tuning study {path.stem}: {what} (Optuna)"))
+    return written

@@ -105,6 +105,20 @@ def test_every_method_gets_the_same_budget(cifar_root, tmp_path):
         assert doc["budget"] == 3 and doc["trials_finished"] == 3
         best = max((t for t in trials if t[1] == "COMPLETE"), key=lambda t: t[3])
         assert doc["best_value"] == round(best[3], 4) and doc["values"]["train.lr"] == best[2]["train.lr"]
+    run = ["--scenario", "split-cifar", "--strategy", "adam", "--tuned", "held-out", "--data-root", str(cifar_root),
+           "--no-download", "--device", "cpu", "--out", str(tmp_path), "--quiet", "--set", *SMALL]
+    assert main(run) == 0  # held-out: the tuned run is on the whole stream, tested on the test set
+    record = load_record(tmp_path, "split-cifar", "adam@tuned=held-out")
+    assert record["config"]["data"]["validation_fraction"] is None and len(record["tasks"]) == 3
+    assert record["tuned"]["file"] == "tuning/split-cifar.quick.full.adam.held-out.yaml"
+    from nlbench.report import main as report
+    assert report(["--runs", str(tmp_path), "--out", str(tmp_path / "report")]) == 0
+    table = (tmp_path / "report" / "tables" / "tuning.md").read_text()
+    assert "split-cifar.quick.full.ewc.held-out" in table and "| 3        |" in table
+    figures = sorted(p.name for p in (tmp_path / "report" / "figures").glob("tuning-*"))
+    assert figures == ["tuning-split-cifar.quick.full.adam.held-out-history.png",
+                       "tuning-split-cifar.quick.full.ewc.held-out-history.png",
+                       "tuning-split-cifar.quick.full.ewc.held-out-importance.png"]
 
 
 def test_the_first_tasks_protocol_tunes_on_the_first_tasks_and_runs_on_the_rest(cifar_root, tmp_path):
