@@ -219,15 +219,25 @@ def finished(study) -> list:
 
 def requeue_interrupted(study) -> int:
     """Run by the command that owns the study (one ``tune`` at a time; its --jobs workers share it):
-    trials left running by a killed earlier command are failed, and their parameters queued to be
-    tried again, so nothing finished is lost or repeated and nothing unfinished counts."""
+    trials left running by a killed earlier command, and trials stopped by Ctrl-C or SIGTERM, are
+    failed and their parameters queued to be tried again (once), so nothing finished is lost or
+    repeated and nothing unfinished counts."""
     from optuna.trial import TrialState
-    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    for t in stale:
-        study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+    storage = study._storage  # Optuna has no public call to fail another process's trial
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    again = 0
+    for t in trials:
+        if t.state == TrialState.RUNNING:
+            storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        elif not (t.state == TrialState.FAIL and not t.user_attrs.get("diverged") and t.number not in retried):
+            continue  # (a diverged trial is finished: it counts, and is not tried again)
+        if not t.params:  # stopped before it drew its values: nothing to try again
+            continue
         study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
-    return len(stale)
+        again += 1
+    return again
 
 
 def running(study) -> int:
@@ -259,9 +269,14 @@ class Objective:
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after task {seen}")
         spec = C.load_scenario_file(self.scenario)
-        record = run(cfg, scenario_name=self.scenario, builder=spec["builder"], strategy_name=self.strategy,
-                     seed=self.seed, profile=self.profile, device=self.device, data=self.data, progress=False,
-                     log=lambda *_: None, on_stage=report)
+        from .checkpoint import Interrupted
+        try:
+            record = run(cfg, scenario_name=self.scenario, builder=spec["builder"], strategy_name=self.strategy,
+                         seed=self.seed, profile=self.profile, device=self.device, data=self.data, progress=False,
+                         log=lambda *_: None, on_stage=report)
+        except Interrupted:  # Ctrl-C / SIGTERM: this trial is failed, tried again when the study resumes
+            trial.set_user_attr("interrupted", True)
+            raise
         trial.set_user_attr("acc", record["acc"][setting])
         trial.set_user_attr("train_seconds", record["train_seconds"])
         if record["status"] == "diverged":  # a failed trial that counts against the budget (finished)
@@ -432,7 +447,9 @@ def main(argv: list[str]) -> int:
         import optuna
     except ImportError:
         raise UserError('bench.py tune needs Optuna: pip install "optuna>=4.9"') from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # ERROR: a trial stopped by Ctrl-C / SIGTERM is "failed" to Optuna, which would log its traceback; the
+    # command says it in one line (a real error still propagates with its traceback)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     import warnings  # heartbeats and fail_stale_trials are marked experimental; the suite pins optuna>=4.9
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     from .data import select_data
@@ -444,8 +461,20 @@ def main(argv: list[str]) -> int:
     metric = headline_metric(args.scenario, args.metric)
     if not args.worker:
         print(data.announce())
+    import signal
+
+    from .checkpoint import Interrupted
+
+    def stop(signum, frame):  # SIGTERM between trials too (a run's own guard handles it inside a trial)
+        raise Interrupted(signum, None)
+    signal.signal(signal.SIGTERM, stop)
     for strategy in args.strategy:
-        tune_one(args, strategy, profile, user_sets, metric, device, data, argv)
+        try:
+            tune_one(args, strategy, profile, user_sets, metric, device, data, argv)
+        except (Interrupted, KeyboardInterrupt) as exc:
+            print("\ninterrupted: the study keeps its finished trials (the running one is tried again); rerun the "
+                  "same command to continue", file=sys.stderr)
+            return 128 + getattr(exc, "signum", signal.SIGINT)
     return 0
 
 
