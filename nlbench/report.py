@@ -513,7 +513,7 @@ RESULTS_PAGE_TABLES = (
     "family-verdict-split", "family-verdict-permuted", "campaign-verdict-split", "vs-control-campaign-verdict-split",
     "campaign-verdict-permuted", "vs-control-campaign-verdict-permuted", "replication-mir-online",
     "campaign-mir-online", "vs-control-campaign-mir-online", "replication-der-table2", "campaign-der-table2",
-    "campaign-cifar10-converge", "split-cifar", "vs-control-split-cifar", "nested-study", "permuted-cifar",
+    "campaign-cifar10-converge", "split-cifar", "vs-control-split-cifar", "nested-study", "tuned-study", "permuted-cifar",
     "vs-control-permuted-cifar", "cifar10-standard", "vs-control-cifar10-standard", "ablations", "class-order",
     "split-cifar-gpu-short", "cifar10-standard-gpu-short", "split-cifar-mini", "runtime-mini")
 
