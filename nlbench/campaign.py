@@ -50,6 +50,7 @@ class PlannedRun:
     name: str              # run name (strategy@overrides): the record's folder
     out: pathlib.Path      # the --out of the run: OUT/PROFILE
     path: pathlib.Path     # its record
+    tuned: str | None = None  # a row's `tuned: PROTOCOL`: the values bench.py tune chose (--tuned PROTOCOL)
 
     @property
     def checkpoint(self) -> pathlib.Path:
@@ -91,18 +92,25 @@ def row_run_name(spec: dict, row: dict) -> str:
     return C.run_name(row["strategy"], C.parse_sets(row_sets(spec, row)))
 
 
-def plan(spec: dict, out: pathlib.Path, seeds: list[int] | None = None, extra: list[str] = ()) -> list[PlannedRun]:
-    """Every run of the campaign, seed-major, each resolved (so a bad row fails before anything runs)."""
+def plan(spec: dict, out: pathlib.Path, seeds: list[int] | None = None, extra: list[str] = (),
+         data_kind: str = "full") -> list[PlannedRun]:
+    """Every run of the campaign, seed-major, each resolved (so a bad row fails before anything runs).
+    ``data_kind`` names the tuning studies of rows with ``tuned: PROTOCOL``."""
     runs = []
     for seed in seeds if seeds is not None else spec["seeds"]:
         for row in spec["runs"]:
             sets = row_sets(spec, row, extra)
             parsed = C.parse_sets(sets)
-            cfg = C.resolve(spec["scenario"], row["strategy"], spec["profile"], parsed)
             name = C.run_name(row["strategy"], parsed)
             run_out = out / spec["profile"]
+            if row.get("tuned"):  # the tuned values live beside the records: OUT/PROFILE/tuning/
+                from .tuning import merge_sets, tuned_sets
+                chosen, name = tuned_sets(run_out, spec["scenario"], row["strategy"], spec["profile"], data_kind,
+                                          name, row["tuned"])
+                parsed = merge_sets(parsed, chosen)
+            cfg = C.resolve(spec["scenario"], row["strategy"], spec["profile"], parsed)
             run = PlannedRun(row["label"], spec["scenario"], spec["profile"], row["strategy"], sets, seed,
-                             name, run_out, record_path(run_out, spec["scenario"], name, seed))
+                             name, run_out, record_path(run_out, spec["scenario"], name, seed), row.get("tuned"))
             diff = C.identity_diff(read_record(run.path)["config"], cfg, C.identity_defaults(
                 spec["scenario"], row["strategy"])) if run.path.exists() else []
             if diff:
@@ -160,6 +168,8 @@ def child_command(unit: list[PlannedRun], args) -> list[str]:
         cmd += ["--data-root", args.data_root]
     if args.no_download:
         cmd.append("--no-download")
+    if run.tuned:
+        cmd += ["--tuned", run.tuned]
     if run.sets:
         cmd += ["--set", *run.sets]
     return cmd
@@ -206,7 +216,11 @@ def main(argv: list[str]) -> int:
     if args.seeds is not None:
         C.check_seeds(args.seeds)
     check_out_folder(out)
-    runs = [r for spec in specs for r in plan(spec, out, args.seeds, args.set)]
+    data = None
+    if any(row.get("tuned") for spec in specs for row in spec["runs"]):  # tuned rows: their studies name the data
+        from .data import select_data
+        data = select_data(args.data, args.data_root, not args.no_download)
+    runs = [r for spec in specs for r in plan(spec, out, args.seeds, args.set, data.kind if data else "full")]
     if args.status:
         print("\n".join(status_lines(runs)))
         return 0
@@ -219,7 +233,7 @@ def main(argv: list[str]) -> int:
     if args.grace < 0 or args.grace >= args.budget:
         raise UserError(f"--grace must be from 0 to below --budget, got {args.grace}")
     from .data import select_data
-    data = select_data(args.data, args.data_root, not args.no_download)
+    data = data or select_data(args.data, args.data_root, not args.no_download)
     print(data.announce())
     args.data_kind = data.kind
     return Scheduler(runs, args).run()

@@ -128,3 +128,13 @@ python bench.py campaign verdict-replay-rerun.yaml --budget 4200 --jobs 1 --out 
 # mir-online's EWC and its control (fine-tune at lr 0.03) rerun at 1a1c274, seeds 0-4, likewise into a fresh folder
 # (a copy of mir-online.yaml holding those two rows) and moved over the records of 74f6705 / 29f441c:
 python bench.py campaign mir-ewc-control.yaml --budget 6000 --grace 60 --jobs 2 --out /tmp/ewc --data-root $DATA
+# 2026-11-29, second session. Issue 30: split-cifar (quick profile, full data) tuned on the held-out protocol with the
+# same budget for every method (20 finished trials each; studies and chosen values in results/runs/tuning/), then the
+# tuned rows at 5 seeds; from a clean worktree of 086288d with OMP_NUM_THREADS=1:
+python bench.py tune --scenario split-cifar --strategy adam ewc replay nested cms --trials 20 --out results/runs --data-root $DATA
+python bench.py tune --scenario split-cifar --strategy cms --trials 20 --out results/runs --data-root $DATA --set strategy.periods=1
+python bench.py --scenario split-cifar --strategy adam ewc replay nested cms --tuned held-out --seeds 0 1 2 3 4 --out results/runs --data-root $DATA
+python bench.py --scenario split-cifar --strategy cms --tuned held-out --seeds 0 1 2 3 4 --out results/runs --data-root $DATA --set strategy.periods=1
+# Issue 26: mir-online's ER-ACE rows (a clean worktree of d446516; a copy of mir-online.yaml holding ER-200/1000 and
+# ER-ACE-200/1000, so only the ER-ACE runs were missing), one torch thread, beside the tuning above:
+python bench.py campaign mir-online --budget 9000 --jobs 1 --out results/runs --data-root $DATA

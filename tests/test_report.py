@@ -330,6 +330,11 @@ def test_every_study_row_names_runs_the_command_line_can_make():
     load()
     for spec in study_specs("split-cifar").values():
         for run in {r for row in spec["rows"] for r in row[1:3]}:
+            from nlbench.tuning import PROTOCOLS, TUNED_MARK
+            if TUNED_MARK in run:  # NAME@tuned=PROTOCOL is what --tuned PROTOCOL names the run NAME
+                run, _, protocol = run.rpartition(TUNED_MARK)
+                run = run.rstrip("@,")
+                assert protocol in PROTOCOLS
             strategy, _, rest = run.partition("@")
             sets = []
             for part in re.split(r",(?![^()]*\))", rest) if rest else []:

@@ -157,3 +157,25 @@ def test_tuning_input_errors_are_one_line(cifar_root, tmp_path, capsys):
     from nlbench.errors import UserError
     with pytest.raises(UserError, match="is not a search spec"):
         check_spec("train.lr", ["log", 0.0, 1.0], "test")
+
+
+def test_a_campaign_row_can_use_the_tuned_values(cifar_root, tmp_path):
+    from types import SimpleNamespace
+
+    from nlbench.campaign import child_command, load_campaign, plan
+    from nlbench.cli import main
+    assert main(tune_argv(cifar_root, tmp_path / "quick", trials=1)) == 0  # OUT/PROFILE/tuning, beside the records
+    small = dict(s.split("=", 1) for s in SMALL)
+    path = tmp_path / "tuned-campaign.yaml"
+    path.write_text(yaml.safe_dump({"scenario": "split-cifar", "profile": "quick", "seeds": [0, 1], "runs": [
+        {"label": "Adam", "strategy": "adam", "set": small},
+        {"label": "Adam, tuned", "strategy": "adam", "tuned": "held-out", "set": small}]}))
+    runs = plan(load_campaign(str(path)), tmp_path)
+    assert [r.name for r in runs[:2]] == ["adam", "adam@tuned=held-out"]
+    chosen = yaml.safe_load((tmp_path / "quick" / "tuning" / "split-cifar.quick.full.adam.held-out.yaml").read_text())
+    args = SimpleNamespace(device="cpu", data_kind="full", data_root=str(cifar_root), no_download=True)
+    cmd = child_command([runs[1]], args)
+    assert cmd[cmd.index("--tuned") + 1] == "held-out" and "--tuned" not in child_command([runs[0]], args)
+    assert subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True).returncode == 0
+    record = json.loads(runs[1].path.read_text())
+    assert record["config"]["train"]["lr"] == chosen["values"]["train.lr"] and record["tuned"]["budget"] == 1
