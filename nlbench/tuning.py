@@ -327,12 +327,13 @@ def best_or_none(study):
         return None
 
 
-def work(study, objective: Objective, budget: int, base_seed: int, bar=None) -> None:
-    """Run trials until the study has ``budget`` finished ones (other workers' included)."""
+def work(study, objective: Objective, quota: int, budget: int, base_seed: int, bar=None) -> None:
+    """Run ``quota`` trials (a worker's share of what the budget still needs: the shares add up to the
+    budget exactly, so parallel workers never overshoot it)."""
     import optuna
     from optuna.storages import fail_stale_trials
-    fail_stale_trials(study)  # a killed process's trial: failed, its parameters queued again
-    while len(finished(study)) + running(study) < budget:
+    fail_stale_trials(study)  # a dead worker's trial (no heartbeat): failed, its parameters queued again
+    for _ in range(quota):
         # reseeded per trial number: a resumed or a parallel study samples trial n from the history it has
         study.sampler = optuna.samplers.TPESampler(seed=base_seed + len(study.get_trials(deepcopy=False)),
                                                    n_startup_trials=5)
@@ -342,8 +343,14 @@ def work(study, objective: Objective, budget: int, base_seed: int, bar=None) -> 
         for t in (t for t in now if t.number not in before):
             print(describe_trial(t, len(now), budget, best_or_none(study)), flush=True)
         if bar is not None:
-            bar.n = min(len(finished(study)), budget)
+            bar.n = min(len(now), budget)
             bar.refresh()
+
+
+def shares(todo: int, jobs: int) -> list[int]:
+    """``todo`` trials split over ``jobs`` workers as evenly as they go (none gets zero)."""
+    jobs = max(1, min(jobs, todo))
+    return [todo // jobs + (i < todo % jobs) for i in range(jobs)] if todo > 0 else []
 
 
 def write_tuned(path: pathlib.Path, study, attrs: dict, run_sets: dict, space: dict) -> dict:
@@ -425,7 +432,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-download", action="store_true")
     p.add_argument("--plugin", action="append", default=[], help="a strategy plugin file (as for a run)")
     p.add_argument("--space", action="store_true", help="print each strategy's search space and exit")
+    p.add_argument("--launcher", choices=("local", "ray"), default="local", help="local (default: --jobs processes "
+                   "here) or ray: --jobs Ray tasks on a cluster, each a worker on the one study (docs/tuning.md)")
+    p.add_argument("--address", help="with --launcher ray: the cluster to join (e.g. auto); default: a local one")
+    p.add_argument("--ray-cpus", type=int, default=1, help="with --launcher ray: CPUs (and torch threads) per worker")
+    p.add_argument("--ray-gpus", type=float, help="with --launcher ray: GPUs per worker (default 0 with --device "
+                   "cpu, else 1)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one of --jobs' processes
+    p.add_argument("--quota", type=int, default=0, help=argparse.SUPPRESS)  # its share of the trials
     return p
 
 
@@ -439,8 +453,10 @@ def main(argv: list[str]) -> int:
         for strategy in args.strategy:
             print(f"{strategy}: " + ", ".join(f"{k} {v}" for k, v in search_space(args.scenario, strategy).items()))
         return 0
-    if args.trials < 1 or args.jobs < 1:
-        raise UserError("--trials and --jobs must be positive integers")
+    if args.trials < 1 or args.jobs < 1 or args.ray_cpus < 1:
+        raise UserError("--trials, --jobs and --ray-cpus must be positive integers")
+    if args.address and args.launcher != "ray":
+        raise UserError("--address needs --launcher ray")
     if not 0 < args.validation_fraction < 1:
         raise UserError(f"--validation-fraction must be in (0, 1), got {args.validation_fraction}")
     try:
@@ -498,7 +514,7 @@ def tune_one(args, strategy, profile, user_sets, metric, device, data, argv) -> 
     objective = Objective(args.scenario, strategy, profile, user_sets, trial_sets, space, metric, args.seed,
                           device, data)
     if args.worker:
-        work(study, objective, args.trials, args.seed)
+        work(study, objective, args.quota, args.trials, args.seed)
         return
     again = requeue_interrupted(study)
     have = len(finished(study))
@@ -506,12 +522,16 @@ def tune_one(args, strategy, profile, user_sets, metric, device, data, argv) -> 
         print(f"tune {sname}: {again} trial(s) interrupted earlier are tried again")
     print(f"tune {sname}: {args.trials} trials ({have} finished before), {args.protocol} protocol, "
           f"maximising validation {'.'.join(metric)}; study in {url}")
-    if args.jobs > 1 and have < args.trials:
-        run_workers(argv, strategy, args.jobs)
-    else:
+    quotas = shares(args.trials - have, args.jobs)
+    if args.launcher == "ray" and quotas:
+        from .ray_launcher import tune_on_ray
+        tune_on_ray(args, objective, sname, url, quotas, attrs)
+    elif len(quotas) > 1:
+        run_workers(argv, strategy, quotas)
+    elif quotas:
         with tqdm(total=args.trials, initial=min(have, args.trials), desc=f"tune {name}", unit="trial",
                   leave=False, disable=None) as bar:
-            work(study, objective, args.trials, args.seed, bar)
+            work(study, objective, quotas[0], args.trials, args.seed, bar)
     doc = write_tuned(tuned_file(args.out, args.scenario, profile, data.kind, name, args.protocol), study,
                       {**{k: attrs[k] for k in ("protocol", "budget", "metric", "seed")}, "storage": shown(url, args.out)},
                       run_sets, space)
@@ -522,14 +542,15 @@ def tune_one(args, strategy, profile, user_sets, metric, device, data, argv) -> 
           f"{args.protocol} --out {args.out}" + (f" --set {' '.join(args.set)}" if args.set else ""))
 
 
-def run_workers(argv: list[str], strategy: str, jobs: int) -> None:
+def run_workers(argv: list[str], strategy: str, quotas: list[int]) -> None:
     """``--jobs J``: J processes work on the one study (each one torch thread per core share)."""
     cmd = [sys.executable, str(pathlib.Path(__file__).resolve().parent.parent / "bench.py"), "tune", *_without(
         argv, "--strategy", "--jobs"), "--strategy", strategy, "--worker"]
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))}
+    threads = max(1, (os.cpu_count() or 1) // len(quotas))
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads))}
     procs = []
-    for i in range(jobs):
-        procs.append(subprocess.Popen(cmd, env=env))
+    for quota in quotas:
+        procs.append(subprocess.Popen([*cmd, "--quota", str(quota)], env=env))
         time.sleep(1.0)  # one creates the tables first; SQLite then serialises the writers
     codes = [p.wait() for p in procs]
     if any(codes):

@@ -151,3 +151,18 @@ def test_ray_options_are_checked(cifar_root, tmp_path, capsys):
     assert "--address needs --launcher ray" in capsys.readouterr().err
     assert main([*argv(cifar_root, tmp_path), "--launcher", "ray", "--jobs", "2"]) == 2
     assert "--jobs is the local launcher's" in capsys.readouterr().err
+
+
+def test_a_tuning_study_runs_on_ray_workers(cluster, cifar_root, tmp_path, capsys):
+    """bench.py tune --launcher ray --jobs 2: two Ray tasks share one study's budget exactly."""
+    optuna = pytest.importorskip("optuna")
+    from nlbench.cli import main
+    argv = ["tune", "--scenario", "split-cifar", "--strategy", "adam", "--trials", "3", "--jobs", "2", "--launcher",
+            "ray", "--address", cluster, "--data-root", str(cifar_root), "--no-download", "--device", "cpu",
+            "--out", str(tmp_path), "--set", *TINY, "train.epochs=1", "scenario.n_tasks=2"]
+    assert main(argv) == 0
+    assert "2 tuning workers (2+1 trials)" in capsys.readouterr().out
+    name = "split-cifar.quick.full.adam.held-out"
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/tuning/{name}.sqlite3")
+    assert sorted(t.state.name for t in study.trials) in (["COMPLETE"] * 3, ["COMPLETE", "COMPLETE", "PRUNED"])
+    assert (tmp_path / "tuning" / f"{name}.yaml").exists()

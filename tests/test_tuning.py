@@ -179,3 +179,13 @@ def test_a_campaign_row_can_use_the_tuned_values(cifar_root, tmp_path):
     assert subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True).returncode == 0
     record = json.loads(runs[1].path.read_text())
     assert record["config"]["train"]["lr"] == chosen["values"]["train.lr"] and record["tuned"]["budget"] == 1
+
+
+def test_parallel_workers_spend_the_budget_exactly(cifar_root, tmp_path):
+    """--jobs 2: the remaining trials are shared out, so the study ends with exactly --trials."""
+    from nlbench.cli import main
+    from nlbench.tuning import shares
+    assert shares(5, 2) == [3, 2] and shares(1, 4) == [1] and shares(0, 2) == []
+    assert main(tune_argv(cifar_root, tmp_path, "--jobs", "2", trials=3)) == 0
+    trials = trials_of(tmp_path, "split-cifar.quick.full.adam.held-out")
+    assert len(trials) == 3 and all(t[1] in ("COMPLETE", "PRUNED") for t in trials)
