@@ -246,3 +246,48 @@ def test_mir_replays_the_candidates_whose_loss_a_virtual_step_raises_most(cifar_
             p -= 0.05 * (g + r)
     strat.observe(batch)
     assert_same_parameters(model, strat.model)
+
+
+def test_gdumb_greedy_sampler_balances_the_classes_as_scr_does(cifar_root):
+    """RaptorMai/online-continual-learning agents/gdumb.py greedy_balancing_update, by hand: memory 4,
+    labels 0 0 0 | 1 1 1 | 2 | 0. A new class always enters; else a class enters below 4 // classes;
+    a full memory drops a random image of the largest class (the first on ties)."""
+    ctx, scenario, strat = _context(cifar_root, "gdumb", SGD + ["strategy.buffer_size=4"], graph_capture=False)
+    images = scenario.train_x[:8]
+    stream = [0, 0, 0, 1, 1, 1, 2, 0]
+    kept_counts = []
+    for i, label in enumerate(stream):
+        strat.offer(images[i], label, 0)
+        kept_counts.append(torch.bincount(strat.labels[:strat.count], minlength=3).tolist())
+    assert kept_counts == [[1, 0, 0], [2, 0, 0], [3, 0, 0], [3, 1, 0],  # 0 0 0, then 1: a new class enters
+                           [2, 2, 0],   # 1: below 4 // 2, the memory full: one of class 0 (largest) leaves
+                           [2, 2, 0],   # 1: class 1 holds 4 // 2 already: refused
+                           [1, 2, 1],   # 2: new; the largest on a tie is class 0 (the first)
+                           [1, 2, 1]]   # 0: class 0 holds 4 // 3 = 1 already: refused
+    stored = {bytes(x.numpy()) for x in strat.images}
+    assert bytes(images[3].numpy()) in stored and bytes(images[6].numpy()) in stored
+    assert not {bytes(images[5].numpy()), bytes(images[7].numpy())} & stored  # the refused never entered
+
+
+def test_gdumb_learns_only_from_its_memory_in_a_fresh_network(cifar_root):
+    """The stream takes no step; after a task, a network initialised afresh from the run's generator
+    trains passes x floor(memory / batch) clipped steps on the memory alone, whatever the network was."""
+    sets = SGD + ["strategy.buffer_size=20", "strategy.passes=3", "train.batch_size=8"]
+    runs = []
+    for perturb in (False, True):
+        ctx, scenario, strat = _context(cifar_root, "gdumb", sets, graph_capture=False)
+        before = [p.detach().clone() for p in strat.model.parameters()]
+        for start in (0, 8, 16):
+            strat.observe(next_batch(ctx, scenario, 0, start=start))
+        assert all(torch.equal(p, q) for p, q in zip(before, strat.model.parameters()))  # no step on the stream
+        assert strat.count == 20
+        if perturb:  # another starting network: the trained one must not depend on it
+            with torch.no_grad():
+                for p in strat.model.parameters():
+                    p.add_(1.0)
+        steps = []
+        strat.optimizer.register_step_post_hook(lambda *_: steps.append(1))
+        strat.after_task(scenario.tasks[0])
+        assert len(steps) == 3 * (20 // 8)  # the last partial batch of every pass dropped
+        runs.append([p.detach().clone() for p in strat.model.parameters()])
+    assert all(torch.equal(p, q) for p, q in zip(*runs))
