@@ -104,7 +104,7 @@ def plan(spec: dict, out: pathlib.Path, seeds: list[int] | None = None, extra: l
             name = C.run_name(row["strategy"], parsed)
             run_out = out / spec["profile"]
             if row.get("tuned"):  # the tuned values live beside the records: OUT/PROFILE/tuning/
-                from .tuning import merge_sets, tuned_sets
+                from .tuned import merge_sets, tuned_sets
                 chosen, name = tuned_sets(run_out, spec["scenario"], row["strategy"], spec["profile"], data_kind,
                                           name, row["tuned"])
                 parsed = merge_sets(parsed, chosen)

@@ -143,7 +143,7 @@ def run_main(argv: list[str]) -> int:
         for strategy in expand_strategies(args.strategy, scenario):
             name, run_sets = C.run_name(strategy, sets), sets
             if args.tuned:
-                from .tuning import merge_sets, tuned_sets
+                from .tuned import merge_sets, tuned_sets
                 chosen, name = tuned_sets(args.out, scenario, strategy, profile, data.kind, name, args.tuned)
                 run_sets = merge_sets(sets, chosen)
             cfg = C.resolve(scenario, strategy, profile, run_sets)  # validates before anything runs

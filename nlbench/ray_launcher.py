@@ -228,63 +228,6 @@ def connect(ray, args) -> None:
                         "one") from exc
 
 
-def tune_worker(job: dict) -> int:
-    """In a Ray worker: ``quota`` trials of one tuning study (nlbench.tuning.work), on the study's
-    database; returns how many it ran."""
-    import warnings
-
-    import optuna
-    import torch
-
-    from . import tuning
-    from .data import select_data
-    from .plugins import load
-    from .runner import resolve_device
-    load(job["plugins"], [job["strategy"]])
-    torch.set_num_threads(job["threads"])
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    data = select_data(job["data_kind"], job["data_root"], download=False)
-    study = tuning.open_study(job["study"], job["storage"], job["attrs"])
-    objective = tuning.Objective(job["scenario"], job["strategy"], job["profile"], job["user_sets"],
-                                 job["trial_sets"], job["space"], tuple(job["metric"]), job["seed"],
-                                 resolve_device(job["device"]), data)
-    tuning.work(study, objective, job["quota"], job["budget"], job["seed"])
-    return job["quota"]
-
-
-def tune_on_ray(args, objective, study: str, url: str, quotas: list[int], attrs: dict) -> None:
-    """``bench.py tune --launcher ray``: one Ray task per share of the trials, all on one study. The
-    study's database must be reachable from every node: the default SQLite file is, on a one-machine
-    cluster or a shared filesystem; across machines give ``--storage`` a database server's URL."""
-    ray = import_ray()
-    connect(ray, args)
-    gpus = gpus_per_run(args, ray.cluster_resources().get("GPU", 0))
-    task = ray.remote(tune_worker).options(num_cpus=args.ray_cpus, num_gpus=gpus, max_retries=0)
-    job = {"study": study, "storage": url, "attrs": attrs, "scenario": objective.scenario,
-           "strategy": objective.strategy, "profile": objective.profile, "user_sets": objective.user_sets,
-           "trial_sets": objective.trial_sets, "space": objective.space, "metric": list(objective.metric),
-           "seed": objective.seed, "device": args.device, "data_kind": objective.data.kind,
-           "data_root": str(pathlib.Path(args.data_root).resolve()) if args.data_root else None,
-           "plugins": [str(pathlib.Path(p).resolve()) for p in args.plugin], "threads": args.ray_cpus,
-           "budget": attrs["budget"]}
-    refs = [task.remote({**job, "quota": q}) for q in quotas]
-    print(f"ray: {len(refs)} tuning workers ({'+'.join(map(str, quotas))} trials) on "
-          f"{ray.cluster_resources().get('CPU', 0):.0f} CPUs; each {args.ray_cpus} CPU, {gpus:g} GPU")
-    try:
-        ray.get(refs)
-    except ray.exceptions.RayError as exc:
-        for ref in refs:
-            ray.cancel(ref, force=True)
-        cause = getattr(exc, "cause", None) or exc
-        raise UserError(f"a tuning worker failed ({type(cause).__name__}: {str(cause).splitlines()[0]}); rerun the "
-                        "same command to resume the study") from exc
-    except KeyboardInterrupt:
-        for ref in refs:
-            ray.cancel(ref, force=True)
-        raise
-
-
 def run_on_ray(plan, args, data) -> int:
     """Run the sweep's runs as Ray tasks; the exit code is the worst of the runs' (0 done, 1 a run
     diverged or failed, 2 a run's bad input, 130 interrupted)."""

@@ -75,7 +75,7 @@ def finish_record(record: dict, name: str, wall_seconds: float, path: pathlib.Pa
     what it got; 1 if the run diverged."""
     record["run_name"] = name
     record["wall_seconds"] = wall_seconds
-    from .tuning import provenance  # a tuned run (NAME@tuned=PROTOCOL) says where its values came from
+    from .tuned import provenance  # a tuned run (NAME@tuned=PROTOCOL) says where its values came from
     record["tuned"] = provenance(name, record, path.parents[2])
     write_record(path, record)
     path.with_suffix(".ckpt").unlink(missing_ok=True)

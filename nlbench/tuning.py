@@ -40,6 +40,7 @@ import yaml
 from . import config as C
 from .errors import UserError
 from .records import atomic_write_text
+from .tuned import TUNED_MARK, as_sets, merge_sets, study_name, tuned_file  # noqa: F401 (re-exported)
 
 PROTOCOLS = {
     "held-out": "a held-out fraction of each task's training images (data.validation_fraction) stands in for the "
@@ -111,20 +112,6 @@ def suggest(trial, space: dict, cfg: dict) -> dict:
     return values
 
 
-def as_sets(values: dict, strategy: str) -> dict:
-    """{"train.lr": 0.01, "strategy.lam": 30} -> the nested --set form (strategy keys for this strategy)."""
-    sets: dict = {}
-    for key, value in values.items():
-        section, *rest = key.split(".")
-        node = sets.setdefault(section, {})
-        if section == "strategy":
-            node = node.setdefault(strategy, {})
-        for part in rest[:-1]:
-            node = node.setdefault(part, {})
-        node[rest[-1]] = value
-    return sets
-
-
 def _is_set(sets: dict, key: str, strategy: str) -> bool:
     section, *rest = key.split(".")
     node = sets.get(section) or {}
@@ -133,17 +120,6 @@ def _is_set(sets: dict, key: str, strategy: str) -> bool:
     for part in rest[:-1]:
         node = node.get(part) or {}
     return rest[-1] in node
-
-
-def merge_sets(*parts: dict) -> dict:
-    out: dict = {}
-    for part in parts:
-        for key, value in part.items():
-            if isinstance(value, dict) and isinstance(out.get(key), dict):
-                out[key] = merge_sets(out[key], value)
-            else:
-                out[key] = value
-    return out
 
 
 # ---------------------------------------------------------------------------------------- protocols
@@ -167,10 +143,6 @@ def protocol_sets(protocol: str, cfg: dict, args) -> tuple[dict, dict]:
 
 
 # ---------------------------------------------------------------------------------------- the study
-
-def study_name(scenario: str, profile: str, data_kind: str, run_name: str, protocol: str) -> str:
-    return f"{scenario}.{profile}.{data_kind}.{run_name}.{protocol}"
-
 
 def storage_url(args, name: str) -> str:
     if args.storage:
@@ -368,43 +340,6 @@ def write_tuned(path: pathlib.Path, study, attrs: dict, run_sets: dict, space: d
     return doc
 
 
-def tuned_file(out, scenario: str, profile: str, data_kind: str, run_name: str, protocol: str) -> pathlib.Path:
-    return pathlib.Path(out) / "tuning" / f"{study_name(scenario, profile, data_kind, run_name, protocol)}.yaml"
-
-
-# ---------------------------------------------------------------------------------------- runs that use it
-
-TUNED_MARK = "tuned="
-
-
-def tuned_sets(out, scenario: str, strategy: str, profile: str, data_kind: str, base_name: str,
-               protocol: str) -> tuple[dict, str]:
-    """``--tuned PROTOCOL``: the overrides a study chose for this run (and what the protocol adds), and
-    the tuned run's name."""
-    path = tuned_file(out, scenario, profile, data_kind, base_name, protocol)
-    if not path.exists():
-        raise UserError(f"no tuned values for {scenario}/{base_name} ({profile} profile, {data_kind} data, {protocol}) "
-                        f"at {path}; run bench.py tune --scenario {scenario} --strategy {strategy} --profile {profile} "
-                        f"--protocol {protocol} --out {out} first")
-    doc = yaml.safe_load(path.read_text())
-    sets = merge_sets(as_sets(doc["values"], strategy), doc.get("run_sets") or {})
-    return sets, base_name + ("," if "@" in base_name else "@") + TUNED_MARK + protocol
-
-
-def provenance(name: str, record: dict, out: pathlib.Path) -> dict | None:
-    """What a tuned run's record says about its values (None for any other run)."""
-    if TUNED_MARK not in name:
-        return None
-    base, _, protocol = name.rpartition(TUNED_MARK)
-    base = base.rstrip("@,")
-    path = tuned_file(out, record["scenario"], record["profile"], record["data_set"], base, protocol)
-    if not path.exists():
-        return {"file": str(path.relative_to(out)), "missing": True}
-    doc = yaml.safe_load(path.read_text())
-    return {"file": str(path.relative_to(out)), **{k: doc.get(k) for k in ("study", "protocol", "budget", "storage", "metric",
-                                                          "trials_finished", "best_trial", "best_value", "values")}}
-
-
 # ---------------------------------------------------------------------------------------- command line
 
 def build_parser() -> argparse.ArgumentParser:
@@ -524,7 +459,6 @@ def tune_one(args, strategy, profile, user_sets, metric, device, data, argv) -> 
           f"maximising validation {'.'.join(metric)}; study in {url}")
     quotas = shares(args.trials - have, args.jobs)
     if args.launcher == "ray" and quotas:
-        from .ray_launcher import tune_on_ray
         tune_on_ray(args, objective, sname, url, quotas, attrs)
     elif len(quotas) > 1:
         run_workers(argv, strategy, quotas)
@@ -569,6 +503,64 @@ def _without(argv: list[str], *options: str) -> list[str]:
         skip = False
         out.append(a)
     return out
+
+
+def tune_worker(job: dict) -> int:
+    """In a Ray worker: ``quota`` trials of one tuning study (nlbench.tuning.work), on the study's
+    database; returns how many it ran."""
+    import warnings
+
+    import optuna
+    import torch
+
+    from . import tuning  # this module: the name a Ray worker imports it by
+    from .data import select_data
+    from .plugins import load
+    from .runner import resolve_device
+    load(job["plugins"], [job["strategy"]])
+    torch.set_num_threads(job["threads"])
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    data = select_data(job["data_kind"], job["data_root"], download=False)
+    study = tuning.open_study(job["study"], job["storage"], job["attrs"])
+    objective = tuning.Objective(job["scenario"], job["strategy"], job["profile"], job["user_sets"],
+                                 job["trial_sets"], job["space"], tuple(job["metric"]), job["seed"],
+                                 resolve_device(job["device"]), data)
+    tuning.work(study, objective, job["quota"], job["budget"], job["seed"])
+    return job["quota"]
+
+
+def tune_on_ray(args, objective, study: str, url: str, quotas: list[int], attrs: dict) -> None:
+    """``bench.py tune --launcher ray``: one Ray task per share of the trials, all on one study. The
+    study's database must be reachable from every node: the default SQLite file is, on a one-machine
+    cluster or a shared filesystem; across machines give ``--storage`` a database server's URL."""
+    from .ray_launcher import connect, gpus_per_run, import_ray
+    ray = import_ray()
+    connect(ray, args)
+    gpus = gpus_per_run(args, ray.cluster_resources().get("GPU", 0))
+    task = ray.remote(tune_worker).options(num_cpus=args.ray_cpus, num_gpus=gpus, max_retries=0)
+    job = {"study": study, "storage": url, "attrs": attrs, "scenario": objective.scenario,
+           "strategy": objective.strategy, "profile": objective.profile, "user_sets": objective.user_sets,
+           "trial_sets": objective.trial_sets, "space": objective.space, "metric": list(objective.metric),
+           "seed": objective.seed, "device": args.device, "data_kind": objective.data.kind,
+           "data_root": str(pathlib.Path(args.data_root).resolve()) if args.data_root else None,
+           "plugins": [str(pathlib.Path(p).resolve()) for p in args.plugin], "threads": args.ray_cpus,
+           "budget": attrs["budget"]}
+    refs = [task.remote({**job, "quota": q}) for q in quotas]
+    print(f"ray: {len(refs)} tuning workers ({'+'.join(map(str, quotas))} trials) on "
+          f"{ray.cluster_resources().get('CPU', 0):.0f} CPUs; each {args.ray_cpus} CPU, {gpus:g} GPU")
+    try:
+        ray.get(refs)
+    except ray.exceptions.RayError as exc:
+        for ref in refs:
+            ray.cancel(ref, force=True)
+        cause = getattr(exc, "cause", None) or exc
+        raise UserError(f"a tuning worker failed ({type(cause).__name__}: {str(cause).splitlines()[0]}); rerun the "
+                        "same command to resume the study") from exc
+    except KeyboardInterrupt:
+        for ref in refs:
+            ray.cancel(ref, force=True)
+        raise
 
 
 # ---------------------------------------------------------------------------------------- the report
