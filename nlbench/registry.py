@@ -108,6 +108,9 @@ def base_name(run: str) -> str:
 def label_of(run: str) -> str:
     """A run's label in tables and figures: its strategy's label for a plain run, else the run name
     (runs with overrides are named by them; strategies not loaded now, by their name)."""
+    base, tuned, protocol = run.partition("@tuned=")  # a plain strategy run with bench.py tune's values
+    if tuned and base in STRATEGIES:
+        return f"{STRATEGIES[base].label}, tuned ({protocol})"
     entry = STRATEGIES.get(run)
     return entry.label if entry else run
 

@@ -209,9 +209,7 @@ def build_tables(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str, str]]:
     out.update(class_orders(df))
     for suffix, label, p in groups(generic(df)):
         first_of_group = len(out)
-        # runs with strategy overrides are ablations, in their own table; Avalanche strategies need
-        # overrides (their constructor arguments) and belong beside ours
-        main = p[(p["run"] == p["strategy"]) | p["strategy"].str.startswith(AVALANCHE_PREFIX)]
+        main = main_rows(p)
         for scenario in scenarios_in_order(main):
             out.update(scenario_table(main[main["scenario"] == scenario], scenario, suffix))
         for scenario in scenarios_in_order(main):
@@ -229,6 +227,15 @@ def build_tables(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str, str]]:
             table, cap, what = out[name]
             out[name] = (table, cap, f"{what} ({label})")
     return out
+
+
+def main_rows(p: pd.DataFrame) -> pd.DataFrame:
+    """The records of a scenario's main table. Runs with strategy overrides are ablations, in their own
+    table; Avalanche strategies need overrides (their constructor arguments) and belong beside ours, as
+    does a strategy with only bench.py tune's values (NAME@tuned=PROTOCOL: the tuned row beside the row
+    at the profile's settings)."""
+    tuned = p["run"] == p["strategy"] + "@tuned=" + p["run"].str.rpartition("@tuned=")[2]
+    return p[(p["run"] == p["strategy"]) | p["strategy"].str.startswith(AVALANCHE_PREFIX) | tuned]
 
 
 def scenario_table(sub: pd.DataFrame, scenario: str, suffix: str) -> dict:

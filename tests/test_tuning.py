@@ -189,3 +189,16 @@ def test_parallel_workers_spend_the_budget_exactly(cifar_root, tmp_path):
     assert main(tune_argv(cifar_root, tmp_path, "--jobs", "2", trials=3)) == 0
     trials = trials_of(tmp_path, "split-cifar.quick.full.adam.held-out")
     assert len(trials) == 3 and all(t[1] in ("COMPLETE", "PRUNED") for t in trials)
+
+
+def test_a_tuned_row_sits_beside_its_strategy_in_the_main_table():
+    import pandas as pd
+
+    from nlbench.registry import label_of, ordered
+    assert label_of("ewc@tuned=held-out") == "EWC, tuned (held-out)"
+    assert ordered(["replay", "ewc@tuned=held-out", "ewc"]).index("ewc@tuned=held-out") == \
+        ordered(["replay", "ewc@tuned=held-out", "ewc"]).index("ewc") + 1
+    from nlbench.report import main_rows
+    runs = pd.DataFrame({"run": ["ewc", "ewc@tuned=held-out", "ewc@lam=5", "ewc@lam=5,tuned=held-out"],
+                         "strategy": ["ewc"] * 4})
+    assert main_rows(runs)["run"].tolist() == ["ewc", "ewc@tuned=held-out"]  # a plain strategy's tuned run joins
