@@ -138,3 +138,6 @@ python bench.py --scenario split-cifar --strategy cms --tuned held-out --seeds 0
 # Issue 26: mir-online's ER-ACE rows (a clean worktree of d446516; a copy of mir-online.yaml holding ER-200/1000 and
 # ER-ACE-200/1000, so only the ER-ACE runs were missing), one torch thread, beside the tuning above:
 python bench.py campaign mir-online --budget 9000 --jobs 1 --out results/runs --data-root $DATA
+# Issue 26: mir-online's GDumb-200 (a clean worktree of bddaf48; a copy of mir-online.yaml holding ER-200 and GDumb-200),
+# one torch thread, beside the ER-ACE campaign; stopped with SIGTERM at the session's end (seeds 0 and 2 checkpointed):
+python bench.py campaign mir-online --budget 5000 --jobs 1 --out results/runs --data-root $DATA
