@@ -181,6 +181,18 @@ def open_study(name: str, url: str, attrs: dict):
     return study
 
 
+def quiet_optuna():
+    """Optuna, imported with its logging at ERROR (a trial stopped by Ctrl-C / SIGTERM is "failed" to it,
+    which would log its traceback: the command says it in one line; a real error still propagates) and
+    without the warnings that heartbeats and fail_stale_trials are experimental (the suite pins optuna>=4.9)."""
+    import warnings
+
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    return optuna
+
+
 def finished(study) -> list:
     """The trials that count against the budget: complete, pruned, or failed by divergence."""
     from optuna.trial import TrialState
@@ -210,11 +222,6 @@ def requeue_interrupted(study) -> int:
         study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
         again += 1
     return again
-
-
-def running(study) -> int:
-    from optuna.trial import TrialState
-    return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
 
 class Objective:
@@ -395,14 +402,9 @@ def main(argv: list[str]) -> int:
     if not 0 < args.validation_fraction < 1:
         raise UserError(f"--validation-fraction must be in (0, 1), got {args.validation_fraction}")
     try:
-        import optuna
+        quiet_optuna()
     except ImportError:
         raise UserError('bench.py tune needs Optuna: pip install "optuna>=4.9"') from None
-    # ERROR: a trial stopped by Ctrl-C / SIGTERM is "failed" to Optuna, which would log its traceback; the
-    # command says it in one line (a real error still propagates with its traceback)
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    import warnings  # heartbeats and fail_stale_trials are marked experimental; the suite pins optuna>=4.9
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     from .data import select_data
     from .runner import resolve_device
     device = resolve_device(args.device)
@@ -508,9 +510,6 @@ def _without(argv: list[str], *options: str) -> list[str]:
 def tune_worker(job: dict) -> int:
     """In a Ray worker: ``quota`` trials of one tuning study (nlbench.tuning.work), on the study's
     database; returns how many it ran."""
-    import warnings
-
-    import optuna
     import torch
 
     from . import tuning  # this module: the name a Ray worker imports it by
@@ -519,8 +518,7 @@ def tune_worker(job: dict) -> int:
     from .runner import resolve_device
     load(job["plugins"], [job["strategy"]])
     torch.set_num_threads(job["threads"])
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    tuning.quiet_optuna()
     data = select_data(job["data_kind"], job["data_root"], download=False)
     study = tuning.open_study(job["study"], job["storage"], job["attrs"])
     objective = tuning.Objective(job["scenario"], job["strategy"], job["profile"], job["user_sets"],
@@ -574,10 +572,9 @@ def studies_table(runs: pathlib.Path) -> str | None:
     files = study_files(runs)
     if not files:
         return None
-    import optuna
     import pandas as pd
     from optuna.trial import TrialState
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna = quiet_optuna()
     rows = []
     for path in files:
         study = optuna.load_study(study_name=path.stem, storage=f"sqlite:///{path.resolve()}")
@@ -602,10 +599,8 @@ def study_figures(runs: pathlib.Path, folder: pathlib.Path) -> list[tuple[str, s
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import optuna
     from optuna.visualization import matplotlib as ovm
-    import warnings
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    optuna = quiet_optuna()
     written = []
     for path in study_files(runs):
         study = optuna.load_study(study_name=path.stem, storage=f"sqlite:///{path.resolve()}")
