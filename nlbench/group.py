@@ -231,8 +231,7 @@ def train_group_stage(group: Group, who: str) -> None:
 def _train_group_task(group: Group, tasks, label: str) -> None:
     """The epochs of one stage, every model a step at a time (runner._train_task, K seeds wide)."""
     members, ctx, lead = group.members, group.ctx, group.members[0]
-    idxs = [t.train_idx for t in tasks]
-    tids = [t.sample_tasks if t.sample_tasks is not None else torch.full_like(t.train_idx, t.index) for t in tasks]
+    idxs, tids = zip(*(m.strategy.training_samples(t) for m, t in zip(members, tasks)))
     bs, epochs = ctx.train["batch_size"], ctx.train["epochs"]
     steps_per_epoch = -(-len(idxs[0]) // bs)
     bar = tqdm(total=epochs * steps_per_epoch, desc=label, leave=False, disable=not lead.progress or None,

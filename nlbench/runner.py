@@ -450,8 +450,7 @@ def _train_task(loop: Loop, task: Task, label: str) -> None:
     if state.epoch == 0 and state.step == 0:
         strategy.before_task(task)
     loop.stepper.new_task()
-    idx = task.train_idx
-    tid = task.sample_tasks if task.sample_tasks is not None else torch.full_like(idx, task.index)
+    idx, tid = strategy.training_samples(task)
     bs, epochs = ctx.train["batch_size"], ctx.train["epochs"]
     steps_per_epoch = -(-len(idx) // bs)
     bar = tqdm(total=epochs * steps_per_epoch, desc=label, leave=False, disable=not loop.progress or None,

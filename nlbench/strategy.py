@@ -197,6 +197,14 @@ class Strategy:
     def before_task(self, task) -> None:
         pass
 
+    def training_samples(self, task) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the runner's loop shuffles and batches in a stage: indices into ``scenario.train_x`` and
+        each one's task. By default the stage's own images; a strategy that mixes its memory into the
+        data (iCaRL) adds it here. Called after ``before_task``, and again when a run resumes mid-stage,
+        so it must depend only on the strategy's saved state."""
+        idx = task.train_idx
+        return idx, (task.sample_tasks if task.sample_tasks is not None else torch.full_like(idx, task.index))
+
     def observe(self, batch: Batch) -> torch.Tensor:
         raise NotImplementedError
 

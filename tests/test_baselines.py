@@ -291,3 +291,97 @@ def test_gdumb_learns_only_from_its_memory_in_a_fresh_network(cifar_root):
         assert len(steps) == 3 * (20 // 8)  # the last partial batch of every pass dropped
         runs.append([p.detach().clone() for p in strat.model.parameters()])
     assert all(torch.equal(p, q) for p, q in zip(*runs))
+
+
+def _icarl_module():
+    import sys
+
+    from nlbench.registry import STRATEGIES
+    return sys.modules[STRATEGIES["icarl"].obj.__module__]  # baselines/icarl.py, loaded as a plugin
+
+
+def test_icarl_herding_picks_the_running_mean_closest_to_the_class_mean():
+    """mammoth utils/buffer.py fill_buffer (use_herding), by hand on four unit vectors with mean
+    (0.52, 0.64): first (0.8, 0.6) at distance 0.283; then with it (0.28, 0.96), the pair's mean
+    0.141 away; then (1, 0) (0.211 against 0.267 for (0, 1)); then (0, 1)."""
+    feats = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.8, 0.6], [0.28, 0.96]])
+    herding_order = _icarl_module().herding_order
+    assert herding_order(feats, 4).tolist() == [2, 3, 0, 1]
+    assert herding_order(feats, 2).tolist() == [2, 3]
+    assert torch.equal(feats, torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.8, 0.6], [0.28, 0.96]]))  # not modified
+
+
+def _icarl_after_first_task(cifar_root, buffer_size=8):
+    ctx, scenario, strat = _context(cifar_root, "icarl", SGD[:-1] + [f"strategy.buffer_size={buffer_size}",
+                                                                     "strategy.wd_reg=0.001"], graph_capture=False)
+    strat.before_task(scenario.tasks[0])
+    for start in (0, 8, 16):
+        strat.observe(next_batch(ctx, scenario, 0, start=start))
+    strat.after_task(scenario.tasks[0])
+    return ctx, scenario, strat
+
+
+def test_icarl_memory_is_herded_per_class_and_shrinks_to_the_first_of_each(cifar_root):
+    """After task 1 (classes 0, 1): 8 // 2 = 4 images a class, each class's herding order of the
+    normalised evaluation-mode features of its unaugmented training images. After task 2: 8 // 4 = 2
+    a class, the old classes keeping their first two. The memory joins the next task's training data."""
+    ctx, scenario, strat = _icarl_after_first_task(cifar_root)
+    icarl = _icarl_module()
+    model = copy.deepcopy(strat.model).eval()
+    expected = {}
+    for c in (0, 1):
+        rows = scenario.tasks[0].train_idx[scenario.train_y[scenario.tasks[0].train_idx] == c]
+        with torch.no_grad():
+            f = model.features(ctx.prepare(scenario.train_x[rows], torch.zeros_like(rows), augment=False))
+        expected[c] = rows[icarl.herding_order(f / f.norm(dim=1, keepdim=True), 4)]
+    assert strat.memory.tolist() == expected[0].tolist() + expected[1].tolist()
+    idx, tid = strat.training_samples(scenario.tasks[1])
+    assert idx.tolist() == scenario.tasks[1].train_idx.tolist() + strat.memory.tolist()
+    assert tid.tolist() == [1] * len(scenario.tasks[1].train_idx) + [0] * 8
+    strat.before_task(scenario.tasks[1])
+    strat.after_task(scenario.tasks[1])
+    assert strat.memory[:4].tolist() == expected[0][:2].tolist() + expected[1][:2].tolist()
+    assert sorted(scenario.train_y[strat.memory].tolist()) == [0, 0, 1, 1, 2, 2, 3, 3]
+
+
+def test_icarl_step_distils_the_old_sigmoids_with_binary_cross_entropy(cifar_root):
+    """mammoth models/icarl.py observe/get_loss: BCE with logits over all outputs; targets one-hot,
+    except the previous classes' columns = sigmoid of the previous network on the same input; plus
+    wd_reg x sum of squared parameters; the optimizer's own weight decay off."""
+    ctx, scenario, strat = _icarl_after_first_task(cifar_root)
+    strat.before_task(scenario.tasks[1])
+    model, old, batch = copy.deepcopy(strat.model), copy.deepcopy(strat.old), next_batch(ctx, scenario, 1)
+    assert not old.training and all(g["weight_decay"] == 0 for g in strat.optimizer.param_groups)
+    model.train()
+    out = model(batch.x)
+    with torch.no_grad():
+        targets = F.one_hot(batch.y, 10).float()
+        targets[:, :2] = torch.sigmoid(old(batch.x))[:, :2]
+    loss = -(targets * F.logsigmoid(out) + (1 - targets) * F.logsigmoid(-out)).mean()
+    sgd_step(model, loss + 0.001 * sum((p ** 2).sum() for p in model.parameters()), 0.05)
+    strat.observe(batch)
+    assert_same_parameters(model, strat.model)
+
+
+def test_icarl_predicts_the_nearest_mean_of_exemplars(cifar_root):
+    """mammoth models/icarl.py compute_class_means + forward: a class's mean averages the normalised
+    features of its exemplars and of their horizontal flips, renormalised; a test image goes to the
+    nearest mean of its normalised features; classes without exemplars are never predicted."""
+    ctx, scenario, strat = _icarl_after_first_task(cifar_root)
+    model = copy.deepcopy(strat.model).eval()
+    labels = scenario.train_y[strat.memory]
+    unit = lambda f: f / f.norm(dim=-1, keepdim=True)  # noqa: E731
+    with torch.no_grad():
+        means = []
+        for c in (0, 1):
+            x = ctx.prepare(scenario.train_x[strat.memory[labels == c]], strat.memory_tasks[labels == c], augment=False)
+            means.append(unit((unit(model.features(x)).mean(0) + unit(model.features(x.flip(-1))).mean(0)) / 2))
+        means = torch.stack(means)
+        test = scenario.tasks[0].test_idx[:40].tolist() + scenario.tasks[1].test_idx[:40].tolist()
+        x = ctx.prepare(scenario.test_x[test], torch.zeros(len(test), dtype=torch.long), augment=False)
+        expected = torch.cdist(unit(model.features(x)), means).argmin(1)
+        nme = strat.evaluation_model()
+        nme.eval()
+        predicted = nme(x).argmax(1)
+    assert predicted.tolist() == expected.tolist()
+    assert set(predicted.tolist()) <= {0, 1}
