@@ -29,8 +29,7 @@ from .registry import BACKBONES, STRATEGIES, Entry, lookup, register_strategy
 from .strategy import RunContext, Strategy
 
 PREFIX = "avalanche:"
-# Avalanche's strategies that have a twin among ours (the parity table puts them side by side).
-TWINS = {"Naive": "adam", "EWC": "ewc", "Replay": "replay"}
+# Avalanche's strategies that have a twin among ours: scenarios/campaigns/avalanche-parity.yaml pairs them.
 # Set by us from our config: never constructor arguments a user passes with --set.
 RESERVED = {"model", "optimizer", "criterion", "train_mb_size", "train_epochs", "eval_mb_size", "device",
             "plugins", "evaluator", "eval_every", "peval_mode", "kwargs", "base_kwargs", "self"}

@@ -205,11 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    from .plugins import load_builtins
+    from .plugins import load
     args = build_parser().parse_args(argv)
-    load_builtins()
     out = pathlib.Path(args.out)
     specs = [load_campaign(n) for n in args.names]
+    load((), [row["strategy"] for spec in specs for row in spec["runs"]])  # built-ins, and avalanche:NAME rows
     for item in args.set:
         if "=" not in item:
             raise UserError(f"--set expects KEY=VALUE, got '{item}'")

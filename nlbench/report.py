@@ -18,7 +18,6 @@ from .comparisons import (class_order_table, floor_mark, main_setting, study_run
                           versus_control_caption, versus_control_table)
 from .metrics import MEANINGS, old_task_acc, summarize
 from .stats import EXPLORATORY, METHOD, PAIRED_METHOD, cell, mean_std
-from .avalanche_bridge import TWINS
 from .plugins import AVALANCHE_PREFIX, load
 from .records import atomic_write_text, read_record
 from .registry import STRATEGIES, base_name, label_of, ordered, standard_label_of
@@ -215,7 +214,6 @@ def build_tables(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str, str]]:
         for scenario in scenarios_in_order(main):
             out.update(versus_control(p[p["scenario"] == scenario], scenario, suffix))
             out.update(studies(p[p["scenario"] == scenario], scenario, suffix))
-        out.update(avalanche_parity(p, suffix))
         out.update(ablations(p, suffix))
         if main["wall_seconds"].notna().any():
             out[f"runtime{suffix}"] = (runtime_table(main), caption(main.drop_duplicates("path"), "Wall-clock seconds per "
@@ -288,20 +286,6 @@ def class_orders(df: pd.DataFrame) -> dict:
                       "explained by the order means, the seed means and the rest (a two-way split, one run per cell)")
         out[f"class-order{suffix}"] = (class_order_table(p), cap, f"Class order vs seed: variance split ({label})")
     return out
-
-
-def avalanche_parity(p: pd.DataFrame, suffix: str) -> dict:
-    """Our baselines next to their Avalanche twins on split-cifar (see avalanche_bridge.TWINS)."""
-    av = p[(p["scenario"] == "split-cifar") & p["strategy"].str.startswith(AVALANCHE_PREFIX)]
-    if av.empty:
-        return {}
-    ours = p[(p["scenario"] == "split-cifar") & (p["run"] == p["strategy"]) & p["strategy"].isin(TWINS.values())]
-    both = pd.concat([ours, av])
-    columns = scenario_layout("split-cifar", both)["columns"][:4]
-    return {f"avalanche-parity{suffix}": (
-        metric_table(both, columns, lambda r: r), caption(both, "Our baselines next to Avalanche's implementations "
-                     "through the bridge (same backbone, optimizer, batch size, epochs, augmentation and evaluator)"),
-        "Avalanche parity: " + ", ".join(f"{ours} vs avalanche:{theirs}" for theirs, ours in TWINS.items()))}
 
 
 def ablations(p: pd.DataFrame, suffix: str) -> dict:
@@ -520,7 +504,8 @@ RESULTS_PAGE_TABLES = (
     "family-verdict-split", "family-verdict-permuted", "campaign-verdict-split", "vs-control-campaign-verdict-split",
     "campaign-verdict-permuted", "vs-control-campaign-verdict-permuted", "replication-mir-online",
     "campaign-mir-online", "vs-control-campaign-mir-online", "replication-der-table2", "campaign-der-table2",
-    "campaign-cifar10-converge", "split-cifar", "vs-control-split-cifar", "nested-study", "tuned-study", "permuted-cifar",
+    "campaign-avalanche-parity", "vs-control-campaign-avalanche-parity", "campaign-cifar10-converge", "split-cifar",
+    "vs-control-split-cifar", "nested-study", "tuned-study", "permuted-cifar",
     "vs-control-permuted-cifar", "cifar10-standard", "vs-control-cifar10-standard", "ablations", "class-order",
     "split-cifar-gpu-short", "cifar10-standard-gpu-short", "split-cifar-mini", "runtime-mini")
 
