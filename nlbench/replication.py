@@ -330,49 +330,70 @@ def claims_table(df: pd.DataFrame, spec: dict) -> pd.DataFrame:
 def campaign_tables(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str, str]]:
     """name -> (table, caption, what it is) for every campaign with records in ``df``."""
     out = {}
-    for name in campaign_names():
-        spec = load_campaign(name)
-        mine = df[(df["profile"] == spec["profile"]) & (df["scenario"] == spec["scenario"])]
-        if mine.empty:
-            continue
-        claims = any("claim" in v for v in (spec.get("published") or {}).values())
-        table = claims_table(mine, spec) if claims else literature_table(mine, spec) if references(spec) else \
-            layout_table(mine, spec)
-        seeds = ", ".join(str(s) for s in sorted(mine["seed"].unique()))
-        devices = ", ".join(sorted(mine["device"].unique()))
-        cap = (f"Campaign `{name}` ({spec['description']}): profile {spec['profile']} (settings and their sources in "
-               f"scenarios/{spec['scenario']}.yaml), seeds {seeds}, device {devices}; accuracies in %, mean ± sample "
-               f"std over seeds and a 95% Student-t interval (none with one seed). Times and images/s were measured "
-               f"while other runs of the campaign shared the device (bench.py campaign --jobs), so they are upper "
-               f"bounds of a run alone. "
-               + (f"Published / claimed numbers: {spec['source']}; they are the authors' runs, not ours. "
-                  if claims or references(spec) else "Old-task acc: mean over tasks 1..T-1 of the last row; '(floor)': "
-                  "class-IL old-task accuracy 0 in every seed; Probe: linear probes on the frozen features "
-                  "(nlbench.probe). ")
-               + "Data: "
-               + "; ".join(sorted(mine["data_source"].unique())) + ".")
-        out[f"campaign-{name}"] = (table.drop(columns=["run"]), cap, f"Campaign {name}: ours beside the published numbers")
-        if not claims and references(spec):
-            margin = replication_margin(spec)
-            rep_cap = (f"Replication `{name}` ({spec['description']}): every published number beside ours, profile "
-                       f"{spec['profile']}, seeds {seeds}, device {devices}; ours: mean ± sample std and 95% Student-t "
-                       "interval over seeds; published: value ± as printed, with its kind (2se: 2·std/√runs; se; "
-                       "std: over the runs; printed: kind not stated, read as a standard error); ours − published: "
-                       "the difference with a 95% interval combining our standard error and the published one "
-                       "(Welch-Satterthwaite df; a published mean without ± counts as exact); verdict: 'replicated "
-                       f"within ±{margin:g}' where the two one-sided tests at ±{margin:g} points (declared in the "
-                       "campaign's replication_margin) give p < 0.05, else 'differs' where the interval excludes 0, "
-                       "else 'not shown either way'; a row without a published counterpart is listed without one. "
-                       f"Differences of protocol: scenarios/{spec['scenario']}.yaml (profile {spec['profile']}) and "
-                       "docs/protocols.md. Data: JPEG-75 re-encoded CIFAR-10, not the official files.")
-            out[f"replication-{name}"] = (replication_table(mine, spec), rep_cap,
-                                          f"Replication {name}: each published number, ours, the difference")
-        out.update(campaign_comparisons(mine, spec, seeds, devices))
-        out.update(campaign_family(mine, spec, seeds, devices))
+    for spec in map(load_campaign, campaign_names()):
+        for suffix, mine in campaign_records(df, spec):
+            out.update(one_campaign_tables(mine, spec, suffix))
     return out
 
 
-def campaign_family(mine: pd.DataFrame, spec: dict, seeds: str, devices: str) -> dict:
+def campaign_records(df: pd.DataFrame, spec: dict):
+    """(table-name suffix, records) of a campaign per data set, as the profile tables split them (runs on
+    different data never share a table): no suffix on the full set, else ``-mini`` and the like. Only
+    data sets where the campaign shows something: one of its comparisons with both sides recorded, or
+    (a campaign without comparisons) one of its rows; records of the profile made for other tables
+    (another row's control run alone, say) make no campaign table."""
+    mine = df[(df["profile"] == spec["profile"]) & (df["scenario"] == spec["scenario"])
+              & df["class_order_seed"].isna()]  # the class-order study's runs are its own
+    for data_set, records in mine.groupby("data_set", sort=True):
+        recorded = set(records.loc[records["status"] == "complete", "run"])
+        pairs = comparisons(spec)
+        shown = any(run in recorded and control in recorded for _, run, control, _ in pairs) if pairs else \
+            any(row_run_name(spec, row) in recorded for row in spec["runs"])
+        if shown:
+            yield ("" if data_set == "full" else f"-{data_set}"), records
+
+
+def one_campaign_tables(mine: pd.DataFrame, spec: dict, suffix: str) -> dict:
+    """name -> (table, caption, what it is) for one campaign's records on one data set."""
+    out, name = {}, spec["name"]
+    claims = any("claim" in v for v in (spec.get("published") or {}).values())
+    table = claims_table(mine, spec) if claims else literature_table(mine, spec) if references(spec) else \
+        layout_table(mine, spec)
+    seeds = ", ".join(str(s) for s in sorted(mine["seed"].unique()))
+    devices = ", ".join(sorted(mine["device"].unique()))
+    cap = (f"Campaign `{name}` ({spec['description']}): profile {spec['profile']} (settings and their sources in "
+           f"scenarios/{spec['scenario']}.yaml), seeds {seeds}, device {devices}; accuracies in %, mean ± sample "
+           f"std over seeds and a 95% Student-t interval (none with one seed). Times and images/s were measured "
+           f"while other runs of the campaign shared the device (bench.py campaign --jobs), so they are upper "
+           f"bounds of a run alone. "
+           + (f"Published / claimed numbers: {spec['source']}; they are the authors' runs, not ours. "
+              if claims or references(spec) else "Old-task acc: mean over tasks 1..T-1 of the last row; '(floor)': "
+              "class-IL old-task accuracy 0 in every seed; Probe: linear probes on the frozen features "
+              "(nlbench.probe). ")
+           + "Data: "
+           + "; ".join(sorted(mine["data_source"].unique())) + ".")
+    out[f"campaign-{name}{suffix}"] = (table.drop(columns=["run"]), cap, f"Campaign {name}: ours beside the published numbers")
+    if not claims and references(spec):
+        margin = replication_margin(spec)
+        rep_cap = (f"Replication `{name}` ({spec['description']}): every published number beside ours, profile "
+                   f"{spec['profile']}, seeds {seeds}, device {devices}; ours: mean ± sample std and 95% Student-t "
+                   "interval over seeds; published: value ± as printed, with its kind (2se: 2·std/√runs; se; "
+                   "std: over the runs; printed: kind not stated, read as a standard error); ours − published: "
+                   "the difference with a 95% interval combining our standard error and the published one "
+                   "(Welch-Satterthwaite df; a published mean without ± counts as exact); verdict: 'replicated "
+                   f"within ±{margin:g}' where the two one-sided tests at ±{margin:g} points (declared in the "
+                   "campaign's replication_margin) give p < 0.05, else 'differs' where the interval excludes 0, "
+                   "else 'not shown either way'; a row without a published counterpart is listed without one. "
+                   f"Differences of protocol: scenarios/{spec['scenario']}.yaml (profile {spec['profile']}) and "
+                   "docs/protocols.md. Data: JPEG-75 re-encoded CIFAR-10, not the official files.")
+        out[f"replication-{name}{suffix}"] = (replication_table(mine, spec), rep_cap,
+                                              f"Replication {name}: each published number, ours, the difference")
+    out.update(campaign_comparisons(mine, spec, seeds, devices, suffix))
+    out.update(campaign_family(mine, spec, seeds, devices, suffix))
+    return out
+
+
+def campaign_family(mine: pd.DataFrame, spec: dict, seeds: str, devices: str, suffix: str = "") -> dict:
     """The campaign's declared family (``family-NAME``), if it declares one and any pair has records."""
     fam = family(spec)
     table = family_table(mine, spec) if fam else None
@@ -390,7 +411,7 @@ def campaign_family(mine: pd.DataFrame, spec: dict, seeds: str, devices: str) ->
            "acc: mean over tasks 1..T-1 of the last row; Probe: linear probes on the frozen features, fit on "
            "held-out training images of each task (nlbench.probe); pairs across code versions: pairs whose two "
            "records come from different git commits.")
-    return {f"family-{spec['name']}": (table, cap, f"Campaign {spec['name']}: the primary comparisons, Holm-corrected, "
+    return {f"family-{spec['name']}{suffix}": (table, cap, f"Campaign {spec['name']}: the primary comparisons, Holm-corrected, "
                                        "with equivalence tests")}
 
 
@@ -402,17 +423,17 @@ def campaign_findings(df: pd.DataFrame) -> list[str]:
         fam = family(spec)
         if not fam:
             continue
-        mine = df[(df["profile"] == spec["profile"]) & (df["scenario"] == spec["scenario"])]
-        found = findings(mine, spec)
-        if found:
-            seeds = ", ".join(str(s) for s in sorted(mine["seed"].unique()))
-            lines += ["", f"Campaign `{name}` ({spec['description']}; seeds {seeds}; table `family-{name}`; "
-                          f"equivalence margin ±{fam['margin']:g} points):", ""]
-            lines += [f"- {line}" for line in found]
+        for suffix, mine in campaign_records(df, spec):
+            found = findings(mine, spec)
+            if found:
+                seeds = ", ".join(str(s) for s in sorted(mine["seed"].unique()))
+                lines += ["", f"Campaign `{name}` ({spec['description']}; seeds {seeds}; table `family-{name}{suffix}`; "
+                              f"equivalence margin ±{fam['margin']:g} points):", ""]
+                lines += [f"- {line}" for line in found]
     return lines
 
 
-def campaign_comparisons(mine: pd.DataFrame, spec: dict, seeds: str, devices: str) -> dict:
+def campaign_comparisons(mine: pd.DataFrame, spec: dict, seeds: str, devices: str, suffix: str = "") -> dict:
     """The campaign's declared comparisons as a paired table (``vs-control-campaign-NAME``), if any has records."""
     rows = comparisons(spec)
     table = study_table(mine, spec["scenario"], {"rows": rows}) if rows else None
@@ -424,5 +445,5 @@ def campaign_comparisons(mine: pd.DataFrame, spec: dict, seeds: str, devices: st
            f"{PAIRED_METHOD}; {EXPLORATORY}; forgetting: a negative difference is less forgetting; '(floor: "
            "plasticity)': a side's class-IL old-task accuracy is 0 in every seed. The comparisons are declared "
            f"in scenarios/campaigns/{spec['name']}.yaml (comparisons).")
-    return {f"vs-control-campaign-{spec['name']}": (table, cap, f"Campaign {spec['name']}: each row minus its control, "
+    return {f"vs-control-campaign-{spec['name']}{suffix}": (table, cap, f"Campaign {spec['name']}: each row minus its control, "
                                                     "paired by seed, 95% intervals")}

@@ -189,9 +189,11 @@ def runtime_table(main: pd.DataFrame) -> pd.DataFrame:
 
 
 def campaign_profiles() -> set[tuple[str, str]]:
-    """(scenario, profile) pairs that a campaign tabulates: its own table replaces the generic ones."""
+    """(scenario, profile) pairs that a campaign tabulates: its own table replaces the generic ones,
+    unless it says ``replaces_profile_tables: false`` (avalanche-parity: a few pairs of the quick profile)."""
     from .campaign import campaign_names, load_campaign
-    return {(s["scenario"], s["profile"]) for s in map(load_campaign, campaign_names())}
+    return {(s["scenario"], s["profile"]) for s in map(load_campaign, campaign_names())
+            if s.get("replaces_profile_tables", True)}
 
 
 def generic(df: pd.DataFrame) -> pd.DataFrame:

@@ -22,7 +22,7 @@ def record(strategy, seed, class_il, task_il, run=None, status="complete"):
 
 
 def write(runs, rec):
-    path = runs / rec["scenario"] / rec["run_name"] / f"seed{rec['seed']}.json"
+    path = runs / rec["scenario"] / rec["run_name"].replace(":", "-") / f"seed{rec['seed']}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(rec))
 
@@ -146,6 +146,24 @@ def test_runs_on_different_data_never_share_a_table(runs, tmp_path):
     assert "data: nlbench mini CIFAR-10 (test)." in mini_cap and "synthetic" not in mini_cap
     runtime, _, _ = tables["runtime-mini"]
     assert runtime.iloc[0]["split-cifar"] == "12.0"
+
+
+def test_a_campaign_table_needs_a_recorded_pair_and_never_mixes_data_sets(runs, tmp_path):
+    """avalanche-parity (profile quick, split-cifar) pairs adam with avalanche:Naive by seed. Adam alone
+    makes no campaign table (and the quick profile keeps its own tables: replaces_profile_tables false);
+    the pair on the full set and on the mini set makes one table each, with that set's seeds only:
+    Δ = ours - theirs, by hand 47.5 - 40 = +7.50 (full, one pair) and 30 - 35 = -5.00 (mini)."""
+    assert not [name for name in build_tables(load_records(runs)) if "avalanche-parity" in name]
+    write(runs, record("avalanche:Naive", 0, [[80.0, 0.0], [0.0, 80.0]], [[80.0, 50.0], [50.0, 80.0]]))
+    for strategy, diagonal in (("adam", 60.0), ("avalanche:Naive", 70.0)):
+        mini = record(strategy, 0, [[50.0, 0.0], [0.0, diagonal]], [[50.0, 50.0], [55.0, 60.0]])
+        mini.update({"data_set": "mini", "data_source": "nlbench mini CIFAR-10 (test)"})
+        write(tmp_path / "runs" / "mini", mini)
+    tables = build_tables(load_records(runs))
+    assert "split-cifar" in tables and "campaign-avalanche-parity" in tables and "campaign-avalanche-parity-mini" in tables
+    full, _, _ = tables["vs-control-campaign-avalanche-parity"]
+    mini, _, _ = tables["vs-control-campaign-avalanche-parity-mini"]
+    assert full.iloc[0]["Δ final acc"] == "+7.50 (n=1)" and mini.iloc[0]["Δ final acc"] == "-5.00 (n=1)"
 
 
 def test_interval_is_the_student_t_interval_by_hand():
