@@ -16,10 +16,10 @@ import math
 import pandas as pd
 from scipy import stats as st
 
-from .campaign import campaign_names, load_campaign, row_run_name
 from .comparisons import by_seed, floor_mark, main_setting, study_table
 from .errors import UserError
 from .layout import SETTING_NAMES, scenario_layout
+from .specs import campaign_names, load_campaign, row_run_name
 from .stats import (EXPLORATORY, PAIRED_METHOD, holm, interval_text, mean_std, paired_p, paired_text, t_interval,
                     tost_paired, verdict)
 
@@ -173,6 +173,19 @@ def first_references(spec: dict) -> dict:
         if ref["metric"] == "avg_acc":
             out.setdefault(ref["row"], {}).setdefault(ref["setting"], [ref["value"], ref["pm"] or 0.0])
     return out
+
+
+def published_table(spec: dict) -> pd.DataFrame:
+    """A campaign's published final accuracies, one line per row (in the YAML's order), a column per
+    setting: 'value ± pm' as the source prints them (what the ± is: the references' pm_kind)."""
+    settings = [s for s in SETTINGS if any(r["setting"] == s and r["metric"] == "avg_acc" for r in references(spec))]
+    rows: dict = {}
+    for ref in references(spec):
+        if ref["metric"] == "avg_acc":
+            text = f"{ref['value']:.2f}" + (f" ± {ref['pm']:.2f}" if ref["pm"] is not None else "")
+            rows.setdefault(ref["row"], {}).setdefault(SETTING_NAMES[ref["setting"]], text)
+    return pd.DataFrame([{"Method": row, **{SETTING_NAMES[s]: cells.get(SETTING_NAMES[s], "-") for s in settings}}
+                         for row, cells in rows.items()])
 
 
 def published_se(ref: dict) -> float:
@@ -339,16 +352,19 @@ def campaign_tables(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str, str]
 def campaign_records(df: pd.DataFrame, spec: dict):
     """(table-name suffix, records) of a campaign per data set, as the profile tables split them (runs on
     different data never share a table): no suffix on the full set, else ``-mini`` and the like. Only
-    data sets where the campaign shows something: one of its comparisons with both sides recorded, or
-    (a campaign without comparisons) one of its rows; records of the profile made for other tables
-    (another row's control run alone, say) make no campaign table."""
+    data sets where the campaign shows something: a row with a published reference, or one of its
+    declared comparisons with both sides, or (a campaign without comparisons) any row, recorded; the
+    profile's records made for other tables (one side of a pair alone, say) make no campaign table."""
     mine = df[(df["profile"] == spec["profile"]) & (df["scenario"] == spec["scenario"])
               & df["class_order_seed"].isna()]  # the class-order study's runs are its own
+    pairs = comparisons(spec)
+    labels = {r["row"] for r in references(spec)}
+    referenced = {row_run_name(spec, row) for row in spec["runs"] if row["label"] in labels}
     for data_set, records in mine.groupby("data_set", sort=True):
         recorded = set(records.loc[records["status"] == "complete", "run"])
-        pairs = comparisons(spec)
-        shown = any(run in recorded and control in recorded for _, run, control, _ in pairs) if pairs else \
-            any(row_run_name(spec, row) in recorded for row in spec["runs"])
+        paired = any(run in recorded and control in recorded for _, run, control, _ in pairs)
+        shown = bool(referenced & recorded) or paired or (
+            not pairs and any(row_run_name(spec, row) in recorded for row in spec["runs"]))
         if shown:
             yield ("" if data_set == "full" else f"-{data_set}"), records
 

@@ -191,7 +191,7 @@ def runtime_table(main: pd.DataFrame) -> pd.DataFrame:
 def campaign_profiles() -> set[tuple[str, str]]:
     """(scenario, profile) pairs that a campaign tabulates: its own table replaces the generic ones,
     unless it says ``replaces_profile_tables: false`` (avalanche-parity: a few pairs of the quick profile)."""
-    from .campaign import campaign_names, load_campaign
+    from .specs import campaign_names, load_campaign
     return {(s["scenario"], s["profile"]) for s in map(load_campaign, campaign_names())
             if s.get("replaces_profile_tables", True)}
 
@@ -303,15 +303,20 @@ def ablations(p: pd.DataFrame, suffix: str) -> dict:
 
 
 def published_block(table_name: str) -> str:
-    """The published numbers a scenario's YAML puts under its tables (``report.published``), labelled."""
+    """The published numbers a scenario's YAML puts under its tables (``report.published: {campaign: NAME}``:
+    that campaign's references, the one file that holds them), labelled."""
+    from .replication import published_table
+    from .specs import load_campaign
     for scenario in C.scenario_names():
         layout = (C.load_scenario_file(scenario).get("report") or {})
         pub = layout.get("published")
         base = layout.get("table") or scenario
         if pub and (table_name == base or table_name.startswith(base + "-")):
-            table = pd.DataFrame(pub["rows"], columns=pub["columns"])
-            return (f"\nPublished, different protocol (not our runs): {pub['source']}\n\n"
-                    f"{table.to_markdown(index=False, disable_numparse=True)}\n")
+            spec = load_campaign(pub["campaign"])
+            kinds = sorted({r["pm_kind"] for r in spec.get("references") or [] if r["pm_kind"]})
+            return (f"\nPublished, different protocol (not our runs): {spec['source']}; ± = {', '.join(kinds)}; "
+                    f"their settings: campaign {spec['name']} (scenarios/campaigns/{spec['name']}.yaml).\n\n"
+                    f"{published_table(spec).to_markdown(index=False, disable_numparse=True)}\n")
     return ""
 
 

@@ -77,7 +77,7 @@ def test_every_documented_command_uses_options_and_names_that_exist(capsys):
     """The README's and the docs' concrete commands: each option is one its subcommand has, each
     scenario, profile, strategy and campaign it names exists, and its --set keys resolve."""
     from nlbench import config as C
-    from nlbench.campaign import load_campaign
+    from nlbench.specs import load_campaign
     from nlbench.plugins import load
     examples = [(where, args) for where, args in documented_commands() if concrete(args)]
     assert len(examples) >= 15, examples  # the extraction still finds them

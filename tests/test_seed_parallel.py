@@ -258,7 +258,8 @@ def test_mini_set_run_within_seed_noise(tmp_path):
 def test_a_campaign_starts_up_to_k_seeds_of_a_row_as_one_group(tmp_path):
     from types import SimpleNamespace
 
-    from nlbench.campaign import child_command, expected_seconds, load_campaign, plan, units_of
+    from nlbench.campaign import child_command, expected_seconds, plan, units_of
+    from nlbench.specs import load_campaign
     runs = plan(load_campaign("verdict-split"), tmp_path, seeds=[0, 1, 2])
     units = units_of(runs, 2)
     assert [[r.seed for r in u] for u in units[:len(units) // 2]] == [[0, 1]] * (len(units) // 2)

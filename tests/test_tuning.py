@@ -162,7 +162,8 @@ def test_tuning_input_errors_are_one_line(cifar_root, tmp_path, capsys):
 def test_a_campaign_row_can_use_the_tuned_values(cifar_root, tmp_path):
     from types import SimpleNamespace
 
-    from nlbench.campaign import child_command, load_campaign, plan
+    from nlbench.campaign import child_command, plan
+    from nlbench.specs import load_campaign
     from nlbench.cli import main
     assert main(tune_argv(cifar_root, tmp_path / "quick", trials=1)) == 0  # OUT/PROFILE/tuning, beside the records
     small = dict(s.split("=", 1) for s in SMALL)

@@ -214,7 +214,7 @@ def test_a_family_table_corrects_within_the_family_and_bolds_only_survivors(tmp_
     cms = np.array(cms_d)
     raw_cms = stats.ttest_1samp(cms, 0).pvalue
     from statsmodels.stats.multitest import multipletests
-    from nlbench.campaign import load_campaign
+    from nlbench.specs import load_campaign
     declared = len(load_campaign("verdict-permuted")["family"]["comparisons"])  # the rest have no records: p = 1
     adjusted = multipletests([raw, 1, raw_cms] + [1] * (declared - 3), method="holm")[1]
     assert nested["Holm p"] == ("<0.001" if adjusted[0] < 0.001 else f"{adjusted[0]:.3f}")
