@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pathlib
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -217,8 +218,19 @@ def gpus_per_run(args, cluster_gpus: float) -> float:
     return wanted
 
 
+def quiet_ray_environment(environ: dict, terminal: bool) -> dict:
+    """What Ray reads from the environment to stay quiet, unless the user set it: no colour codes around
+    the workers' lines when the output is not a terminal (a log file, CI), and no usage-statistics notice
+    (Ray prints it when a local cluster starts and the choice was never made; we make none for the user)."""
+    quiet = {"RAY_USAGE_STATS_PROMPT_ENABLED": "0"}
+    if not terminal:
+        quiet["RAY_COLOR_PREFIX"] = "0"
+    return {k: v for k, v in quiet.items() if k not in environ}
+
+
 def connect(ray, args) -> None:
     """Join ``--address``'s cluster (or start a local one), shipping the project as the workers' code."""
+    os.environ.update(quiet_ray_environment(os.environ, sys.stdout.isatty()))
     try:
         ray.init(address=args.address, include_dashboard=False, log_to_driver=not getattr(args, "quiet", False),
                  configure_logging=False, ignore_reinit_error=True, runtime_env=code_env())

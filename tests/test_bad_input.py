@@ -229,3 +229,13 @@ def test_a_torchvision_of_another_build_is_a_one_line_error(monkeypatch):
     with pytest.raises(UserError, match="install the two from the same index") as err:
         torchvision_module("transforms")
     assert "\n" not in str(err.value) and "torchvision::nms" in str(err.value)
+
+
+def test_ray_is_told_to_stay_quiet_unless_the_user_chose_otherwise():
+    """No colour codes around the workers' lines in a log file or CI, and no usage-statistics notice
+    (the collection choice itself is left to the user); a value the user set is kept."""
+    from nlbench.ray_launcher import quiet_ray_environment
+    assert quiet_ray_environment({}, terminal=False) == {"RAY_COLOR_PREFIX": "0", "RAY_USAGE_STATS_PROMPT_ENABLED": "0"}
+    assert quiet_ray_environment({}, terminal=True) == {"RAY_USAGE_STATS_PROMPT_ENABLED": "0"}
+    assert quiet_ray_environment({"RAY_COLOR_PREFIX": "1"}, terminal=False) == {"RAY_USAGE_STATS_PROMPT_ENABLED": "0"}
+    assert "RAY_USAGE_STATS_ENABLED" not in quiet_ray_environment({}, terminal=False)
