@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from . import config as C
 from .errors import UserError
 from .records import check_out_folder, read_record, record_path
+from .registry import BENCH
 from .specs import campaign_names, load_campaign, row_sets
 
-BENCH = pathlib.Path(__file__).resolve().parent.parent / "bench.py"
 
 
 @dataclass(eq=False)  # identity: each planned run is one object

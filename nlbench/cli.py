@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import pathlib
 import signal
 import sys
 import time
@@ -17,7 +16,7 @@ from .errors import UserError
 from .records import check_out_folder, record_path
 from .sweep import check_existing, finish_record, run_lock
 from .plugins import AVALANCHE_PREFIX, load
-from .registry import BACKBONES, STRATEGIES, ordered
+from .registry import BACKBONES, BENCH, STRATEGIES, ordered
 
 
 def ordered_strategies() -> list[str]:
@@ -250,7 +249,7 @@ def run_sharded(argv: list[str], jobs: int) -> int:
     """Split the sweep into ``jobs`` processes, each running every jobs-th run of the plan."""
     import os
     import subprocess
-    bench = str(pathlib.Path(__file__).resolve().parent.parent / "bench.py")
+    bench = str(BENCH)
     # Each child would otherwise start one thread per core: on 2 cores, 2 jobs ran 30x slower than 1.
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))}
     procs = [subprocess.Popen([sys.executable, bench, *argv, "--shard", f"{i}/{jobs}"], env=env) for i in range(jobs)]

@@ -101,7 +101,8 @@ def upgrade(record: dict) -> dict:
 
 def versions() -> dict:
     from . import __version__
-    root = pathlib.Path(__file__).resolve().parent.parent
+    from .registry import ROOT as root
+
     def git(*args):
         try:
             return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()

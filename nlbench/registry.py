@@ -15,7 +15,8 @@ from typing import Any, Callable
 
 from .errors import UserError
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parent.parent  # the project root: the one place that computes it
+BENCH = ROOT / "bench.py"  # the command line, for child processes
 # Table sections, in the order tables list them; a strategy names one as its ``group``.
 GROUPS = ("baseline", "nested", "plugin", "avalanche", "upper bound")
 

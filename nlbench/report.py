@@ -20,7 +20,7 @@ from .metrics import MEANINGS, old_task_acc, summarize
 from .stats import EXPLORATORY, METHOD, PAIRED_METHOD, cell, mean_std
 from .plugins import AVALANCHE_PREFIX, load
 from .records import atomic_write_text, read_record
-from .registry import STRATEGIES, base_name, label_of, ordered, standard_label_of
+from .registry import ROOT, STRATEGIES, base_name, label_of, ordered, standard_label_of
 
 # The source blog post's numbers: claimed, with no code behind them (see docs/nested-learning.md).
 BLOG_CLAIMS = {"adam": ("92.1", "2.4 GB"), "nested-blog": ("91.8", "1.8 GB"), "nested-cms": ("92.3", "2.1 GB")}
@@ -373,7 +373,7 @@ def main(argv: list[str]) -> int:
     found = campaign_findings(df)
     if found:
         print("findings (the declared families):\n" + "\n".join(found))
-    if out.resolve() == (pathlib.Path(__file__).resolve().parent.parent / "results"):
+    if out.resolve() == (ROOT / "results"):
         update_project_readme(tables, found)  # only the committed results feed the project README
     return 0
 
@@ -465,7 +465,7 @@ def seed_parallel_table(out: pathlib.Path) -> str | None:
 
 def write_readme(out: pathlib.Path, df: pd.DataFrame, written, args) -> None:
     runs = df.drop_duplicates("path")
-    committed = pathlib.Path(args.runs).resolve() == (pathlib.Path(__file__).resolve().parent.parent / "results" / "runs")
+    committed = pathlib.Path(args.runs).resolve() == (ROOT / "results" / "runs")
     origin = ("The records were produced by the commands in `results/commands.sh` (CPU, quick profile; the full "
              "CIFAR-10 copy, and the embedded mini set for the records in `runs/mini`) and "
              "`results/gpu_commands.sh` (GPU: the gpu-short profile, named `paper` before 2026-11-26, in `runs/gpu-short`; the campaigns' records in `runs/der` and "
@@ -520,7 +520,7 @@ RESULTS_PAGE_TABLES = (
 def update_project_readme(tables, found: list[str]) -> None:
     """Refresh the generated parts of the project's documents: in README.md (between its markers)
     the findings (the declared families' verdicts) and the headline table; docs/results.md whole."""
-    root = pathlib.Path(__file__).resolve().parent.parent
+    root = ROOT
     readme = root / "README.md"
     if readme.exists():
         text = readme.read_text()

@@ -336,7 +336,7 @@ def source_of(cls) -> dict:
         path = pathlib.Path(inspect.getsourcefile(cls)).resolve()
     except (TypeError, OSError):
         return {"file": None, "sha256": None}
-    root = pathlib.Path(__file__).resolve().parent.parent
+    from .registry import ROOT as root
     shown = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
     return {"file": shown, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
