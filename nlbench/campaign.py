@@ -33,39 +33,36 @@ from dataclasses import dataclass
 
 from . import config as C
 from .errors import UserError
-from .records import check_out_folder, read_record, record_path
+from .records import check_out_folder, read_record
 from .registry import BENCH
+from .runspec import RunSpec, make_spec
 from .specs import campaign_names, load_campaign, row_sets
-
+from .sweep import config_conflict
 
 
 @dataclass(eq=False)  # identity: each planned run is one object
 class PlannedRun:
-    label: str
-    scenario: str
-    profile: str
-    strategy: str
-    sets: list[str]        # KEY=VALUE, as on the command line
-    seed: int
-    name: str              # run name (strategy@overrides): the record's folder
+    """A campaign's run: the run itself (a RunSpec) and what the scheduler needs to start it."""
+    label: str             # the campaign row's label
+    sets: list[str]        # KEY=VALUE, as on the child's command line
     out: pathlib.Path      # the --out of the run: OUT/PROFILE
-    path: pathlib.Path     # its record
+    spec: RunSpec
     tuned: str | None = None  # a row's `tuned: PROTOCOL`: the values bench.py tune chose (--tuned PROTOCOL)
 
     @property
+    def path(self) -> pathlib.Path:
+        return self.spec.path
+
+    @property
+    def seed(self) -> int:
+        return self.spec.seed
+
+    @property
     def checkpoint(self) -> pathlib.Path:
-        return self.path.with_suffix(".ckpt")
+        return self.spec.checkpoint
 
     def key(self) -> tuple:
-        return (self.scenario, self.profile, self.name)
-
-
-
-
-
-
-
-
+        return self.spec.group_key()
 
 
 def plan(spec: dict, out: pathlib.Path, seeds: list[int] | None = None, extra: list[str] = (),
@@ -76,22 +73,14 @@ def plan(spec: dict, out: pathlib.Path, seeds: list[int] | None = None, extra: l
     for seed in seeds if seeds is not None else spec["seeds"]:
         for row in spec["runs"]:
             sets = row_sets(spec, row, extra)
-            parsed = C.parse_sets(sets)
-            name = C.run_name(row["strategy"], parsed)
-            run_out = out / spec["profile"]
-            if row.get("tuned"):  # the tuned values live beside the records: OUT/PROFILE/tuning/
-                from .tuned import merge_sets, tuned_sets
-                chosen, name = tuned_sets(run_out, spec["scenario"], row["strategy"], spec["profile"], data_kind,
-                                          name, row["tuned"])
-                parsed = merge_sets(parsed, chosen)
-            cfg = C.resolve(spec["scenario"], row["strategy"], spec["profile"], parsed)
-            run = PlannedRun(row["label"], spec["scenario"], spec["profile"], row["strategy"], sets, seed,
-                             name, run_out, record_path(run_out, spec["scenario"], name, seed), row.get("tuned"))
-            diff = C.identity_diff(read_record(run.path)["config"], cfg, C.identity_defaults(
-                spec["scenario"], row["strategy"])) if run.path.exists() else []
-            if diff:
+            run_out = out / spec["profile"]  # a row's tuned values live beside its records: OUT/PROFILE/tuning/
+            run = PlannedRun(row["label"], sets, run_out, make_spec(run_out, spec["scenario"], row["strategy"],
+                                                                    spec["profile"], C.parse_sets(sets), seed,
+                                                                    row.get("tuned"), data_kind), row.get("tuned"))
+            conflict = config_conflict(run.spec, read_record(run.path)) if run.path.exists() else ""
+            if conflict:
                 raise UserError(f"{run.path} holds a run with another config than campaign {spec['name']} asks "
-                                f"({'; '.join(diff[:3])}); use another --out, or delete that record")
+                                f"({conflict}); use another --out, or delete that record")
             runs.append(run)
     return runs
 
@@ -135,8 +124,8 @@ def unit_name(unit: list[PlannedRun]) -> str:
 
 def child_command(unit: list[PlannedRun], args) -> list[str]:
     run = unit[0]
-    cmd = [sys.executable, str(BENCH), "--scenario", run.scenario, "--strategy", run.strategy,
-           "--profile", run.profile, "--seeds", *(str(r.seed) for r in unit), "--out", str(run.out), "--quiet",
+    cmd = [sys.executable, str(BENCH), "--scenario", run.spec.scenario, "--strategy", run.spec.strategy,
+           "--profile", run.spec.profile, "--seeds", *(str(r.seed) for r in unit), "--out", str(run.out), "--quiet",
            "--device", args.device, "--data", args.data_kind]
     if len(unit) > 1:
         cmd += ["--seed-parallel", str(len(unit))]

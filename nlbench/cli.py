@@ -13,15 +13,11 @@ import time
 
 from . import config as C
 from .errors import UserError
-from .records import check_out_folder, record_path
+from .plugins import load
+from .records import check_out_folder
+from .registry import BACKBONES, BENCH, STRATEGIES
+from .runspec import RunSpec, ordered_strategies, plan_sweep
 from .sweep import check_existing, finish_record, run_lock
-from .plugins import AVALANCHE_PREFIX, load
-from .registry import BACKBONES, BENCH, STRATEGIES, ordered
-
-
-def ordered_strategies() -> list[str]:
-    """Every loaded strategy in table order (Avalanche's are asked for by name, never in 'all')."""
-    return ordered(s for s in STRATEGIES if not s.startswith(AVALANCHE_PREFIX))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,22 +128,9 @@ def run_main(argv: list[str]) -> int:
         sets.setdefault("train", {})["compile"] = True
     if args.epochs is not None:
         sets.setdefault("train", {})["epochs"] = args.epochs
-    plan = []
     data = select_data(args.data, args.data_root, not args.no_download) if args.tuned else None  # names the study
-    for scenario in args.scenario:
-        C.load_scenario_file(scenario)
-        profile = args.profile or C.default_profile(scenario, device.type)
-        if not args.profile and not args.shard:
-            print(f"profile: {profile} for {scenario} (default on {device.type}; choose with --profile)")
-        for strategy in expand_strategies(args.strategy, scenario):
-            name, run_sets = C.run_name(strategy, sets), sets
-            if args.tuned:
-                from .tuned import merge_sets, tuned_sets
-                chosen, name = tuned_sets(args.out, scenario, strategy, profile, data.kind, name, args.tuned)
-                run_sets = merge_sets(sets, chosen)
-            cfg = C.resolve(scenario, strategy, profile, run_sets)  # validates before anything runs
-            for seed in args.seeds:
-                plan.append((scenario, strategy, name, cfg, seed, profile))
+    plan = plan_sweep(args.out, args.scenario, args.strategy, args.seeds, sets, args.profile, device.type, args.tuned,
+                      data.kind if data else None, say=print if not args.shard else (lambda _: None))
     if args.jobs < 1:
         raise UserError(f"--jobs must be a positive integer, got {args.jobs}")
     data = data or select_data(args.data, args.data_root, not args.no_download)
@@ -177,72 +160,69 @@ def run_main(argv: list[str]) -> int:
     return worst
 
 
-def group_plan(plan: list[tuple], k: int) -> list[list[tuple]]:
-    """The plan's runs in units: up to ``k`` seeds of one (scenario, run name, profile) together."""
-    units: list[list[tuple]] = []
-    for entry in plan:
+def group_plan(plan: list[RunSpec], k: int) -> list[list[RunSpec]]:
+    """The plan's runs in units: up to ``k`` neighbouring seeds of one configuration together."""
+    units: list[list[RunSpec]] = []
+    for spec in plan:
         last = units[-1] if units else None
-        if last and len(last) < k and last[0][:3] == entry[:3] and last[0][5] == entry[5]:
-            last.append(entry)
+        if last and len(last) < k and last[0].group_key() == spec.group_key():
+            last.append(spec)
         else:
-            units.append([entry])
+            units.append([spec])
     return units
 
 
-def run_unit(args, unit: list[tuple], device, data) -> int:
+def run_unit(args, unit: list[RunSpec], device, data) -> int:
     """One run, or a seed-parallel group of runs (one seed per process where it cannot group)."""
     if len(unit) > 1:
         code = run_group_unit(args, unit, device, data)
         if code is not None:
             return code
-    return max(run_one(args, *entry, device, data) for entry in unit)
+    return max(run_one(args, spec, device, data) for spec in unit)
 
 
-def run_group_unit(args, unit: list[tuple], device, data) -> int | None:
+def run_group_unit(args, unit: list[RunSpec], device, data) -> int | None:
     """Train the unit's seeds that have no record yet as one group; None: run them one by one."""
     from .group import unsupported
-    scenario, strategy, name, cfg, _, profile = unit[0]
-    reason = unsupported(cfg, strategy)
+    reason = unsupported(unit[0].cfg, unit[0].strategy)
     if reason:
-        print(f"seed-parallel: {name} runs one seed per process ({reason})")
+        print(f"seed-parallel: {unit[0].name} runs one seed per process ({reason})")
         return None
-    paths = {seed: record_path(args.out, scenario, name, seed) for *_, seed, _ in unit}
-    todo = [seed for seed, path in paths.items() if not check_existing(args, scenario, strategy, cfg, path, profile, data)]
+    todo = [spec for spec in unit if not check_existing(spec, data, args.force)]
     if len(todo) < 2:
         return None
     with contextlib.ExitStack() as locks:
-        for seed in todo:
-            locks.enter_context(run_lock(paths[seed]))
-        todo = [seed for seed in todo if not check_existing(args, scenario, strategy, cfg, paths[seed], profile, data)]
+        for spec in todo:
+            locks.enter_context(run_lock(spec.path))
+        todo = [spec for spec in todo if not check_existing(spec, data, args.force)]
         if len(todo) >= 2:
-            return _train_and_record_group(args, scenario, strategy, name, cfg, todo, profile, device, data,
-                                           [paths[s] for s in todo])
+            return _train_and_record_group(args, todo, device, data)
     return None  # the locks are released: run_one takes them again
 
 
-def _train_and_record_group(args, scenario, strategy, name, cfg, seeds, profile, device, data, paths) -> int | None:
+def _train_and_record_group(args, specs: list[RunSpec], device, data) -> int | None:
     from .checkpoint import Interrupted
     from .group import GroupMismatch, run_group
-    spec = C.load_scenario_file(scenario)
+    lead, seeds = specs[0], [spec.seed for spec in specs]
     t0 = time.perf_counter()
     try:
-        records = run_group(cfg, scenario_name=scenario, builder=spec["builder"], strategy_name=strategy, seeds=seeds,
-                            profile=profile, device=device, data=data, checkpoints=[p.with_suffix(".ckpt") for p in paths],
-                            progress=not args.quiet)
+        records = run_group(lead.cfg, scenario_name=lead.scenario, builder=lead.builder, strategy_name=lead.strategy,
+                            seeds=seeds, profile=lead.profile, device=device, data=data,
+                            checkpoints=[spec.checkpoint for spec in specs], progress=not args.quiet)
     except GroupMismatch as exc:
-        print(f"seed-parallel: {name} seeds {', '.join(map(str, seeds))} run one seed per process ({exc})")
+        print(f"seed-parallel: {lead.name} seeds {', '.join(map(str, seeds))} run one seed per process ({exc})")
         return None
     except Interrupted as exc:
-        print(f"\n{signal.Signals(exc.signum).name}: checkpoints saved for {name} seeds "
+        print(f"\n{signal.Signals(exc.signum).name}: checkpoints saved for {lead.name} seeds "
               f"{', '.join(map(str, seeds))} (beside their records); rerun the same command to resume", file=sys.stderr)
         raise SystemExit(128 + exc.signum)
     except RuntimeError as exc:
         if "out of memory" in str(exc).lower():
-            raise UserError(f"out of memory in {scenario}/{name} seeds {seeds} trained together; try a smaller "
-                            "--seed-parallel") from exc
+            raise UserError(f"out of memory in {lead.scenario}/{lead.name} seeds {seeds} trained together; try a "
+                            "smaller --seed-parallel") from exc
         raise
     wall = time.perf_counter() - t0
-    return max(finish_record(record, name, wall, path) for record, path in zip(records, paths))
+    return max(finish_record(record, spec.name, wall, spec.path) for record, spec in zip(records, specs))
 
 
 def run_sharded(argv: list[str], jobs: int) -> int:
@@ -262,37 +242,23 @@ def run_sharded(argv: list[str], jobs: int) -> int:
     return max(bad, key=lambda c: (c != 2, c)) if bad else 0
 
 
-def expand_strategies(names: list[str], scenario: str) -> list[str]:
-    if names != ["all"]:
-        for n in names:
-            if n not in STRATEGIES:
-                raise UserError(f"unknown strategy '{n}'; valid: {', '.join(ordered_strategies())}, all")
-        return names
-    chosen = ordered_strategies()
-    if C.load_scenario_file(scenario)["builder"] == "standard":
-        chosen = [s for s in chosen if not STRATEGIES[s].obj.skip_on_one_task]
-    return chosen
-
-
-def run_one(args, scenario, strategy, name, cfg, seed, profile, device, data) -> int:
-    path = record_path(args.out, scenario, name, seed)
-    if check_existing(args, scenario, strategy, cfg, path, profile, data):
+def run_one(args, spec: RunSpec, device, data) -> int:
+    if check_existing(spec, data, args.force):
         return 0
-    with run_lock(path):
-        if check_existing(args, scenario, strategy, cfg, path, profile, data):
+    with run_lock(spec.path):
+        if check_existing(spec, data, args.force):
             return 0  # the process that held the lock finished this run meanwhile
-        return _train_and_record(args, scenario, strategy, name, cfg, seed, profile, device, data, path)
+        return _train_and_record(args, spec, device, data)
 
 
-def _train_and_record(args, scenario, strategy, name, cfg, seed, profile, device, data, path) -> int:
+def _train_and_record(args, spec: RunSpec, device, data) -> int:
     from .checkpoint import Interrupted
     from .runner import run
-    spec = C.load_scenario_file(scenario)
-    ckpt = path.with_suffix(".ckpt")
     t0 = time.perf_counter()
     try:
-        record = run(cfg, scenario_name=scenario, builder=spec["builder"], strategy_name=strategy, seed=seed,
-                     profile=profile, device=device, data=data, checkpoint=ckpt, progress=not args.quiet)
+        record = run(spec.cfg, scenario_name=spec.scenario, builder=spec.builder, strategy_name=spec.strategy,
+                     seed=spec.seed, profile=spec.profile, device=device, data=data, checkpoint=spec.checkpoint,
+                     progress=not args.quiet)
     except Interrupted as exc:
         code = 128 + exc.signum
         name_ = signal.Signals(exc.signum).name
@@ -305,7 +271,7 @@ def _train_and_record(args, scenario, strategy, name, cfg, seed, profile, device
         raise SystemExit(code)
     except RuntimeError as exc:
         if "out of memory" in str(exc).lower():
-            raise UserError(f"out of memory in {scenario}/{name} seed {seed}; try a smaller batch, "
+            raise UserError(f"out of memory in {spec.scenario}/{spec.name} seed {spec.seed}; try a smaller batch, "
                             "e.g. --set train.batch_size=64 train.eval_batch_size=256") from exc
         raise
-    return finish_record(record, name, time.perf_counter() - t0, path)
+    return finish_record(record, spec.name, time.perf_counter() - t0, spec.path)

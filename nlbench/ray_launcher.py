@@ -29,17 +29,24 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from . import config as C
 from .errors import UserError
-from .records import atomic_write_bytes, record_path
+from .records import atomic_write_bytes
+from .runspec import RunSpec
 from .sweep import check_existing, finish_record
 
 
 @dataclass
 class RayRun:
-    """One planned run: what the worker needs (``job``, plain data) and where its record goes."""
+    """One planned run: what the worker needs (``job``: the RunSpec and how to run it, picklable)."""
     job: dict
-    path: pathlib.Path
+
+    @property
+    def spec(self) -> RunSpec:
+        return self.job["spec"]
+
+    @property
+    def path(self) -> pathlib.Path:  # its record, on the driver
+        return self.spec.path
 
     @property
     def key(self) -> str:
@@ -80,7 +87,7 @@ def _worker_setup(job: dict):
 
     from .data import select_data
     from .plugins import load
-    load(job["plugins"], [job["strategy"]])
+    load(job["plugins"], [job["spec"].strategy])
     if job["threads"]:
         torch.set_num_threads(job["threads"])
     return select_data(job["data_kind"], job["data_root"], download=False)
@@ -96,7 +103,7 @@ def _restore_checkpoint(job: dict, store) -> pathlib.Path:
     blob = ray.get(store.get.remote(job["key"]))
     if blob is not None:
         atomic_write_bytes(ckpt, blob)
-        print(f"{job['label']}: resuming from the checkpoint of an earlier attempt")
+        print(f"{job['spec'].label()}: resuming from the checkpoint of an earlier attempt")
     return ckpt
 
 
@@ -109,8 +116,9 @@ def execute(job: dict, store) -> dict:
     data = _worker_setup(job)
     ckpt = _restore_checkpoint(job, store)
     t0 = time.perf_counter()
-    record = run(job["cfg"], scenario_name=job["scenario"], builder=job["builder"], strategy_name=job["strategy"],
-                 seed=job["seed"], profile=job["profile"], device=resolve_device(job["device"]), data=data,
+    spec = job["spec"]
+    record = run(spec.cfg, scenario_name=spec.scenario, builder=job["builder"], strategy_name=spec.strategy,
+                 seed=spec.seed, profile=spec.profile, device=resolve_device(job["device"]), data=data,
                  checkpoint=ckpt, progress=False,
                  on_checkpoint=lambda path: ray.get(store.put.remote(job["key"], path.read_bytes())))
     record["wall_seconds"] = time.perf_counter() - t0  # as a local run measures it: around the run
@@ -128,20 +136,19 @@ def execute_unit(jobs: list[dict], store) -> list[dict]:
 
     from .group import GroupMismatch, run_group
     from .runner import resolve_device
-    lead = jobs[0]
+    lead, seeds = jobs[0], [job["spec"].seed for job in jobs]
     data = _worker_setup(lead)
     ckpts = [_restore_checkpoint(job, store) for job in jobs]
     key_of = {str(path): job["key"] for path, job in zip(ckpts, jobs)}
     t0 = time.perf_counter()
     try:
-        records = run_group(lead["cfg"], scenario_name=lead["scenario"], builder=lead["builder"],
-                            strategy_name=lead["strategy"], seeds=[job["seed"] for job in jobs],
-                            profile=lead["profile"], device=resolve_device(lead["device"]), data=data,
+        spec = lead["spec"]
+        records = run_group(spec.cfg, scenario_name=spec.scenario, builder=lead["builder"], strategy_name=spec.strategy,
+                            seeds=seeds, profile=spec.profile, device=resolve_device(lead["device"]), data=data,
                             checkpoints=ckpts, progress=False,
                             on_checkpoint=lambda path: ray.get(store.put.remote(key_of[str(path)], path.read_bytes())))
     except GroupMismatch as exc:
-        print(f"seed-parallel: {lead['name']} seeds {', '.join(str(job['seed']) for job in jobs)} run one seed "
-              f"per process ({exc})")
+        print(f"seed-parallel: {lead['spec'].name} seeds {', '.join(map(str, seeds))} run one seed per process ({exc})")
         return [execute(job, store) for job in jobs]
     wall = time.perf_counter() - t0  # each seed's wall time is the group's, as in a local group
     for record, ckpt in zip(records, ckpts):
@@ -160,23 +167,18 @@ def code_env() -> dict:
     return {"working_dir": str(ROOT), "excludes": UPLOAD_EXCLUDES}
 
 
-def plan_jobs(plan, args, data) -> list[RayRun]:
+def plan_jobs(plan: list[RunSpec], args, data) -> list[RayRun]:
     """The runs that have no record yet, as jobs for the workers."""
     jobs = []
-    for scenario, strategy, name, cfg, seed, profile in plan:
-        path = record_path(args.out, scenario, name, seed)
-        if check_existing(args, scenario, strategy, cfg, path, profile, data):
+    for spec in plan:
+        if check_existing(spec, data, args.force):
             continue
-        key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
-        job = {"key": key, "label": f"{scenario}/{name} seed {seed}", "scenario": scenario, "strategy": strategy,
-               "name": name, "cfg": cfg, "seed": seed, "profile": profile,
-               "builder": C.load_scenario_file(scenario)["builder"], "device": args.device,
-               "data_kind": data.kind, "plugins": [str(pathlib.Path(p).resolve())
-                                                                                for p in args.plugin],
-               "threads": args.ray_cpus,
+        key = hashlib.sha256(str(spec.path.resolve()).encode()).hexdigest()[:16]
+        job = {"key": key, "spec": spec, "builder": spec.builder, "device": args.device, "data_kind": data.kind,
+               "plugins": [str(pathlib.Path(p).resolve()) for p in args.plugin], "threads": args.ray_cpus,
                # absolute: a worker's working folder is its copy of the project, not the driver's
                "data_root": str(pathlib.Path(args.data_root).resolve()) if args.data_root else None}
-        jobs.append(RayRun(job, path))
+        jobs.append(RayRun(job))
     return jobs
 
 
@@ -187,18 +189,18 @@ def plan_units(jobs: list[RayRun], k: int) -> list[list[RayRun]]:
     units: list[list[RayRun]] = []
     said = set()
     for r in jobs:
-        last = units[-1][0].job if units else None
-        same = last is not None and all(last[f] == r.job[f] for f in ("scenario", "name", "profile"))
+        same = bool(units) and units[-1][0].spec.group_key() == r.spec.group_key()
         if same and len(units[-1]) < k:
             units[-1].append(r)
         else:
             units.append([r])
     grouped = []
     for unit in units:
-        reason = unsupported(unit[0].job["cfg"], unit[0].job["strategy"]) if len(unit) > 1 else None
-        if reason and unit[0].job["name"] not in said:
-            said.add(unit[0].job["name"])
-            print(f"seed-parallel: {unit[0].job['name']} runs one seed per Ray task ({reason})")
+        lead = unit[0].spec
+        reason = unsupported(lead.cfg, lead.strategy) if len(unit) > 1 else None
+        if reason and lead.name not in said:
+            said.add(lead.name)
+            print(f"seed-parallel: {lead.name} runs one seed per Ray task ({reason})")
         grouped.extend([[r] for r in unit] if reason else [unit])
     return grouped
 
@@ -284,11 +286,11 @@ def collect(ray, ref, unit: list[RayRun]) -> int:
     except ray.exceptions.RayTaskError as exc:  # the run itself raised: its own message, no retry
         cause = getattr(exc, "cause", None) or exc
         for r in unit:
-            print(f"error: {r.job['label']}: {cause}")
+            print(f"error: {r.spec.label()}: {cause}")
         return 2 if isinstance(cause, UserError) else 1
     except ray.exceptions.RayError as exc:  # its worker or node died more often than --ray-retries allows
         for r in unit:
-            print(f"error: {r.job['label']}: lost ({type(exc).__name__}: its worker died more often than "
+            print(f"error: {r.spec.label()}: lost ({type(exc).__name__}: its worker died more often than "
                   "--ray-retries allows); rerun the same command to resume it from its last checkpoint")
         return 1
     from .records import versions  # the worker's copy of the project has no .git: it ran the driver's tree
@@ -296,7 +298,7 @@ def collect(ray, ref, unit: list[RayRun]) -> int:
     worst = 0
     for record, r in zip(records, unit):
         record["versions"] = {**record["versions"], **git}
-        worst = max(worst, finish_record(record, r.job["name"], record.pop("wall_seconds"), r.path))
+        worst = max(worst, finish_record(record, r.spec.name, record.pop("wall_seconds"), r.path))
     return worst
 
 

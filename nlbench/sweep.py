@@ -12,25 +12,32 @@ from .errors import UserError
 from .records import read_record, write_record
 
 
-def check_existing(args, scenario, strategy, cfg, path, profile, data) -> bool:
-    """True when ``path`` already holds this run (skip it); a record of another config, profile or
-    data set there is an error, never an answer for this one."""
-    if not path.exists() or args.force:
+def check_existing(spec, data, force: bool = False) -> bool:
+    """True when the planned run's record already holds this run (skip it); a record of another
+    config, profile or data set there is an error, never an answer for this one (``force``: rerun)."""
+    path = spec.path
+    if not path.exists() or force:
         return False
     old = read_record(path)
-    if old["profile"] != profile:
-        raise UserError(f"{path} holds a {old['profile']}-profile run; use another --out for {profile} runs, "
+    if old["profile"] != spec.profile:
+        raise UserError(f"{path} holds a {old['profile']}-profile run; use another --out for {spec.profile} runs, "
                         "or --force to replace it")
     if old.get("data_set", "full") != data.kind:  # records from before the mini set are full-data runs
         raise UserError(f"{path} holds a run on the {old.get('data_set', 'full')} data set; use another --out "
                         f"for runs on the {data.kind} set, or --force to replace it")
-    diff = C.identity_diff(old["config"], cfg, C.identity_defaults(scenario, strategy))
+    diff = config_conflict(spec, old)
     if diff:  # never answer a changed config with another config's numbers
-        shown = "; ".join(diff[:3]) + (f"; and {len(diff) - 3} more" if len(diff) > 3 else "")
-        raise UserError(f"{path} holds a run with another config ({shown}); use another --out for this "
+        raise UserError(f"{path} holds a run with another config ({diff}); use another --out for this "
                         "config, or --force to replace that record")
     print(f"skip {path} (exists with the same config; --force reruns it)")
     return True
+
+
+def config_conflict(spec, old: dict) -> str:
+    """How the record ``old`` at the spec's path differs in config from the planned run ('' if not):
+    the first three differences, the one rule the command line and the campaign planner share."""
+    diff = C.identity_diff(old["config"], spec.cfg, C.identity_defaults(spec.scenario, spec.strategy))
+    return "; ".join(diff[:3]) + (f"; and {len(diff) - 3} more" if len(diff) > 3 else "")
 
 
 @contextlib.contextmanager
