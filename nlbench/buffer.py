@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .strategy import require
+from .errors import require
 
 
 def check_buffer_options(hp: dict, draw_key: str) -> None:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .levels import expand_periods
-from .strategy import require
+from .errors import require
 
 
 class CMSBlock(nn.Module):

@@ -7,5 +7,11 @@ class UserError(Exception):
     exit_code = 2
 
 
+def require(cond: bool, message: str) -> None:
+    """For a strategy's ``check``: a one-line UserError when a hyperparameter is out of range."""
+    if not cond:
+        raise UserError(message)
+
+
 class Diverged(Exception):
     """The loss became NaN or infinite; the runner records the run as diverged."""

@@ -52,7 +52,7 @@ class GroupContext(RunContext):
     def __init__(self, members: list[RunContext]):
         lead = members[0]
         super().__init__(lead.cfg, lead.scenario, lead.device, lead.generator, lead._make_backbone, lead.augmenter,
-                         graph_capture=False, level_schedule=lead.level_schedule)
+                         graph_capture=False)
         self.members = members
 
     @property

@@ -17,8 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import UserError
-from .strategy import Strategy, require
+from .errors import UserError, require
 
 GRAD_REDUCE = ("sum", "mean", "drop")
 LR_SCALING = ("none", "period")
@@ -150,7 +149,7 @@ def level_spec(value) -> dict | None:
         raise UserError(f"train.levels must be null, a preset name or a mapping, got {value!r}")
     preset = given.pop("preset", "nested")
     entry = STRATEGIES.get(preset)
-    if entry is None or not issubclass(entry.obj, LevelledStrategy) or "levels" not in entry.defaults:
+    if entry is None or not hasattr(entry.obj, "level_plan") or "levels" not in entry.defaults:  # a levelled one
         raise UserError(f"train.levels: '{preset}' is not a level preset; use nested or nested-blog")
     unknown = sorted(set(given) - set(entry.defaults))
     if unknown:
@@ -360,110 +359,3 @@ def check_clock(periods: list[int], names: list[str], ctx) -> list[str]:
             warnings.append(f"level '{name}': period {period} exceeds a task's {min(steps)} steps, so gradients of "
                             "one task are applied during a later one (strategy.flush=task applies them at task end)")
     return warnings
-
-
-class LevelledStrategy(Strategy):
-    """Shared training step of nested, cms and nested-cms: loss, backward, levels step.
-
-    Subclasses build ``self.model`` and return the level groups and periods from ``level_plan``.
-    """
-
-    def __init__(self, ctx, **hp):
-        super().__init__(ctx, **hp)
-        if getattr(self.model, "level_periods", None):
-            raise UserError("backbone.cms is for strategies without levels of their own; the nested and cms "
-                            "strategies place theirs (use nested-cms, or e.g. --strategy adam --set "
-                            "train.levels=nested backbone.cms=[16,4,1])")
-        self.model = self.build_model(ctx)
-        groups, periods = self.level_plan()
-        make_opt = lambda params, lr: level_optimizer(ctx, params, lr, hp)  # noqa: E731
-        slow = self.slow_periods()
-        lr_periods = slow if hp.get("lr_periods") is None else \
-            expand_periods(hp["lr_periods"], len(groups), "strategy.lr_periods")
-        factors = None if slow is None else [budget_lr_factor(c, hp["grad_reduce"], hp["level_optimizer"])
-                                             for c in slow]
-        self.levels = build_levels(self.model, groups, periods, ctx.train["lr"], hp["lr_scaling"],
-                                   hp["grad_reduce"], make_opt, lr_periods, factors)
-        self.clock_warnings = check_clock(periods, [lv.name for lv in self.levels.levels], ctx)
-        for warning in self.clock_warnings:
-            print(f"warning: {warning}")
-
-    seed_parallel = True
-
-    @classmethod
-    def seed_parallel_for(cls, hp):
-        if hp.get("level_optimizer") == "m3":  # Newton-Schulz of a stacked tensor would mix the models
-            return "level_optimizer m3 orthogonalises whole matrices, which a stacked group would mix"
-        return None
-
-    period_keys = ("periods",)  # the keys that set update periods (all 1 in the matched controls)
-
-    def slow_periods(self) -> list[int] | None:
-        """Per level, the period of the slow version whose movement this run matches
-        (``strategy.budget_of``, ``cms_budget_of``): the level plan with those periods; None without them."""
-        slow = {period: self.hp[key] for key, period in BUDGET_KEYS.items() if self.hp.get(key) is not None}
-        if not slow:
-            return None
-        own = self.hp
-        self.hp = {**own, **slow}
-        try:
-            return self.level_plan()[1]
-        finally:
-            self.hp = own
-
-    @classmethod
-    def matched_controls(cls, hp):
-        """The controls of a levelled run, each with every period 1 (description -> overrides):
-        architecture-matched (the same levels and optimizers; with lr_scaling none also lr-matched);
-        lr-matched where the lr depends on the period (each level at its slow per-step lr); and
-        update-budget-matched (each level's lr scaled so that it moves per step as far as the slow
-        level does on average: budget_lr_factor), left out where it equals the first (SGD, sum)."""
-        every_step = {key: 1 for key in cls.period_keys}
-        slow = {key: hp[key] for key in cls.period_keys}
-        if all(v == 1 for v in slow.values()):
-            return {}
-        sgd_sum = hp["level_optimizer"] == "sgd" and hp["grad_reduce"] == "sum"  # budget factor 1: lr-matched
-        budget = ", budget-matched" if sgd_sum else ""
-        if hp.get("lr_scaling") == "period":
-            out = {"every period 1 (architecture-matched)": every_step,
-                   f"every period 1, slow lrs (lr-matched{budget})": {
-                       **every_step, "lr_periods": hp.get("lr_periods") or hp["periods"]}}
-        else:
-            out = {f"every period 1 (architecture-matched, lr-matched{budget})": every_step}
-        if not sgd_sum:
-            budget_keys = {period: key for key, period in BUDGET_KEYS.items()}
-            out["every period 1, update budget matched"] = {**every_step,
-                                                            **{budget_keys[k]: v for k, v in slow.items()}}
-        return out
-
-    def build_model(self, ctx):
-        return self.model
-
-    def level_plan(self):
-        raise NotImplementedError
-
-    def observe(self, batch):
-        loss = self.ctx.loss(self.model(batch.x), batch.y)
-        loss.backward()
-        self.levels.step()
-        return loss.detach()
-
-    def before_task(self, task):
-        if self.hp["reset_on_task"] and self.levels.step_count > 0:
-            self.levels.reset_optimizers()
-
-    def after_task(self, task):
-        last = max(task.task_indices) == len(self.ctx.scenario.tasks) - 1
-        if self.hp.get("flush") == "task" or (self.hp.get("flush") == "run" and last):
-            self.levels.flush()
-
-    def describe(self):
-        return {"levels": self.levels.describe(self.ctx.train["batch_size"]),
-                "grad_reduce": self.hp["grad_reduce"], "lr_scaling": self.hp["lr_scaling"],
-                "flush": self.hp.get("flush"), "clock_warnings": self.clock_warnings}
-
-    def extra_state(self):
-        return {"levels": self.levels.state_dict()}
-
-    def load_extra_state(self, state):
-        self.levels.load_state_dict(state["levels"])

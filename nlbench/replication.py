@@ -353,16 +353,19 @@ def campaign_records(df: pd.DataFrame, spec: dict):
     """(table-name suffix, records) of a campaign per data set, as the profile tables split them (runs on
     different data never share a table): no suffix on the full set, else ``-mini`` and the like. Only
     data sets where the campaign shows something: a row with a published reference, or one of its
-    declared comparisons with both sides, or (a campaign without comparisons) any row, recorded; the
-    profile's records made for other tables (one side of a pair alone, say) make no campaign table."""
+    declared comparisons (``comparisons``, ``family``) with both sides, or (a campaign without any) any
+    row, recorded; the profile's records made for other tables (one side of a pair alone, say) make no
+    campaign table."""
     mine = df[(df["profile"] == spec["profile"]) & (df["scenario"] == spec["scenario"])
               & df["class_order_seed"].isna()]  # the class-order study's runs are its own
-    pairs = comparisons(spec)
+    fam = family(spec)
+    pairs = [(run, control) for _, run, control, _ in comparisons(spec)] + \
+        [(c["run"], c["control"]) for c in (fam["comparisons"] if fam else [])]
     labels = {r["row"] for r in references(spec)}
     referenced = {row_run_name(spec, row) for row in spec["runs"] if row["label"] in labels}
     for data_set, records in mine.groupby("data_set", sort=True):
         recorded = set(records.loc[records["status"] == "complete", "run"])
-        paired = any(run in recorded and control in recorded for _, run, control, _ in pairs)
+        paired = any(run in recorded and control in recorded for run, control in pairs)
         shown = bool(referenced & recorded) or paired or (
             not pairs and any(row_run_name(spec, row) in recorded for row in spec["runs"]))
         if shown:

@@ -22,7 +22,6 @@ from tqdm import tqdm
 from . import memory, metrics
 from .data import Augmenter, DataChoice, fraction_per_class, load_data, subset_per_class
 from .errors import Diverged, UserError
-from .levels import schedule_optimizer
 from .probe import evaluate_probes, probes_on
 from .checkpoint import Interrupted, RunState, SignalGuard, load_checkpoint, save_checkpoint
 from .cms import cms_backbone
@@ -227,21 +226,27 @@ def run(cfg: dict, *, scenario_name: str, builder: str, strategy_name: str, seed
     return build_record(loop, cfg, scenario_name, strategy_name, seed, profile, status, diverged_at, memory_model)
 
 
-def prepare(cfg, scenario_name, builder, strategy_name, seed, device, data, checkpoint, progress, log):
-    """Scenario, strategy (its model built once), step runner and the state to start from (fresh, or
-    a checkpoint's); also the model's computed memory breakdown."""
-    scenario = build_scenario(scenario_name, builder, cfg, seed, device, data)
-    generator = torch.Generator(device=device).manual_seed(seed)
+def make_context(cfg: dict, scenario: Scenario, device: torch.device, generator: torch.Generator,
+                 graph_capture: bool = False) -> RunContext:
+    """The one factory of a run's RunContext: the config's backbone (with its CMS head, backbone.cms)
+    and the augmentation, both drawing from ``generator``."""
     backbone = lookup(BACKBONES, "backbone", cfg["backbone"]["name"])
     cms = cfg["backbone"].get("cms")
 
     def make_backbone():
         net = backbone.obj(num_classes=10, width=cfg["backbone"]["width"])
         return cms_backbone(net, cms) if cms else net
+    return RunContext(cfg, scenario, device, generator, make_backbone, Augmenter(generator), graph_capture=graph_capture)
+
+
+def prepare(cfg, scenario_name, builder, strategy_name, seed, device, data, checkpoint, progress, log):
+    """Scenario, strategy (its model built once), step runner and the state to start from (fresh, or
+    a checkpoint's); also the model's computed memory breakdown."""
+    scenario = build_scenario(scenario_name, builder, cfg, seed, device, data)
+    generator = torch.Generator(device=device).manual_seed(seed)
     entry = lookup(STRATEGIES, "strategy", strategy_name)
     graphs = uses_cuda_graph(device, cfg, entry.obj)
-    ctx = RunContext(cfg, scenario, device, generator, make_backbone, Augmenter(generator), graph_capture=graphs,
-                     level_schedule=schedule_optimizer)
+    ctx = make_context(cfg, scenario, device, generator, graph_capture=graphs)
     strategy = entry.obj(ctx, **cfg["strategy"])
     amp = amp_context(device, cfg)
     memory_model = memory.breakdown(strategy, ctx, scenario, amp)

@@ -23,13 +23,12 @@ import torch
 import torch.nn.functional as F
 
 from . import config as C
-from .data import DATA_CHOICES, MEAN, STD, Augmenter, load_data, select_data, torchvision_module
+from .data import DATA_CHOICES, MEAN, STD, load_data, select_data, torchvision_module
 from .errors import UserError
 from .records import atomic_write_text, versions
 from .plugins import load_builtins
 from .registry import BACKBONES, STRATEGIES
-from .runner import StepRunner, amp_context, build_scenario, resolve_device, uses_cuda_graph
-from .strategy import RunContext
+from .runner import StepRunner, amp_context, build_scenario, make_context, resolve_device, uses_cuda_graph
 
 # Dense bf16 tensor-core peak (TFLOP/s) by device name, from the vendors' data sheets.
 BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "4090": 165.0}
@@ -70,11 +69,9 @@ def time_native(cfg, device, data, n_images, graphs: bool, start_at: float | Non
     cfg = {**cfg, "train": {**cfg["train"], "cuda_graph": graphs}}
     scenario = build_scenario("cifar10", "standard", cfg, 0, device, data)
     g = torch.Generator(device=device).manual_seed(0)
-    backbone = BACKBONES[cfg["backbone"]["name"]].obj
     entry = STRATEGIES["adam"]
     use_graphs = uses_cuda_graph(device, cfg, entry.obj)
-    ctx = RunContext(cfg, scenario, device, g, lambda: backbone(num_classes=10, width=cfg["backbone"]["width"]),
-                     Augmenter(g), graph_capture=use_graphs)
+    ctx = make_context(cfg, scenario, device, g, graph_capture=use_graphs)
     stepper = StepRunner(entry.obj(ctx), ctx, amp_context(device, cfg), use_graphs)
     bs = cfg["train"]["batch_size"]
     pool = scenario.tasks[0].train_idx
@@ -140,13 +137,11 @@ def time_seed_parallel(cfg, device, data, k: int, n_images: int) -> float:
 
     from .group import build_group
     scenario = build_scenario("cifar10", "standard", cfg, 0, device, data)
-    backbone = BACKBONES[cfg["backbone"]["name"]].obj
     members = []
     for seed in range(k):
         torch.manual_seed(seed)
         g = torch.Generator(device=device).manual_seed(seed)
-        ctx = RunContext(cfg, scenario, device, g, lambda: backbone(num_classes=10, width=cfg["backbone"]["width"]),
-                         Augmenter(g))
+        ctx = make_context(cfg, scenario, device, g)
         members.append(SimpleNamespace(strategy=STRATEGIES["adam"].obj(ctx), ctx=ctx, amp=amp_context(device, cfg)))
     group = build_group(members, list(range(k)))
     bs, pool = cfg["train"]["batch_size"], scenario.tasks[0].train_idx

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .errors import UserError
+from .errors import UserError, require  # noqa: F401  (require: part of the plugin interface)
+from .levels import schedule_optimizer
 
 
 @dataclass
@@ -41,7 +42,7 @@ class RunContext:
     """What a strategy may use: device, backbone factory, optimizer factory, data preparation."""
 
     def __init__(self, cfg: dict, scenario, device: torch.device, generator: torch.Generator,
-                 make_backbone, augmenter, graph_capture: bool = False, level_schedule=None):
+                 make_backbone, augmenter, graph_capture: bool = False):
         self.cfg, self.scenario, self.device, self.generator = cfg, scenario, device, generator
         self._make_backbone, self.augmenter = make_backbone, augmenter
         self.train = cfg["train"]
@@ -49,8 +50,6 @@ class RunContext:
         self.channels_last = device.type == "cuda" and self.train["channels_last"] in ("auto", True)
         self.graph_capture = graph_capture
         self.optimizers: list[tuple[torch.optim.Optimizer, list[float]]] = []  # for the lr schedule
-        # train.levels: the runner passes nlbench.levels.schedule_optimizer (injected: levels imports this module)
-        self.level_schedule = level_schedule
         self.model: torch.nn.Module | None = None  # the last backbone built (train.levels partitions it)
 
     group_size = 1  # models trained at once (nlbench.group.GroupContext: K seeds)
@@ -100,8 +99,8 @@ class RunContext:
         With ``train.levels`` or ``backbone.cms`` set (and ``schedule``), a level schedule over the
         model instead: every level an optimizer of this kind (nlbench.levels.schedule_optimizer)."""
         t = self.train
-        if schedule and uses_levels(self.cfg) and self.level_schedule is not None:
-            return self.level_schedule(self, self.model, list(params), kind)
+        if schedule and uses_levels(self.cfg):
+            return schedule_optimizer(self, self.model, list(params), kind)
         lr = t["lr"] if lr is None else lr
         kind = kind or t["optimizer"]
         momentum = t["momentum"] if momentum is None else momentum
@@ -284,9 +283,3 @@ class PlainStrategy(Strategy):
 def uses_levels(cfg: dict) -> bool:
     """Whether the run's optimizer is a level schedule: ``train.levels`` or a ``backbone.cms`` head."""
     return cfg["train"].get("levels") is not None or bool(cfg["backbone"].get("cms"))
-
-
-def require(cond: bool, message: str) -> None:
-    """For ``check``: one-line UserError when a hyperparameter is out of range."""
-    if not cond:
-        raise UserError(message)

@@ -12,7 +12,8 @@ from scipy import stats
 from conftest import load_record
 from nlbench import metrics
 from nlbench.cli import main
-from nlbench.levels import LevelledStrategy, budget_lr_factor, build_levels
+from nlbench.levels import budget_lr_factor, build_levels
+from nlbench.strategies.levelled import LevelledStrategy
 from nlbench.registry import STRATEGIES
 from nlbench.stats import holm, paired_p, seeds_for_margin, tost_paired, verdict
 

@@ -2,7 +2,8 @@
 ``nlbench.optimizers.M3``), one optimizer step per mini-batch."""
 from ..optimizers import M3 as M3Optimizer
 from ..registry import register_strategy
-from ..strategy import PlainStrategy, require
+from ..errors import require
+from ..strategy import PlainStrategy
 
 
 @register_strategy("m3")

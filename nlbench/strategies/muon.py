@@ -3,7 +3,8 @@ control that M3 (``m3``) is compared with, set up as Muon's authors advise (Muon
 layers' weight matrices, conv weights reshaped; the classifier, biases and norms with Adam)."""
 from ..optimizers import Muon as MuonOptimizer
 from ..registry import register_strategy
-from ..strategy import PlainStrategy, require
+from ..errors import require
+from ..strategy import PlainStrategy
 
 
 @register_strategy("muon")

@@ -1,7 +1,8 @@
 """``nested``: the standard backbone, unchanged, trained with multi-timescale level updates (Eq. 71)."""
-from ..levels import LEVEL_DEFAULTS, LevelledStrategy, backbone_groups, check_level_options, check_levels_option, expand_periods
+from ..errors import require
+from ..levels import LEVEL_DEFAULTS, backbone_groups, check_level_options, check_levels_option, expand_periods
 from ..registry import register_strategy
-from ..strategy import require
+from .levelled import LevelledStrategy
 
 
 @register_strategy("nested")

@@ -1,6 +1,7 @@
 """``nested-cms``: multi-timescale backbone (as ``nested``) plus a CMS head (as ``cms``)."""
-from ..levels import LEVEL_DEFAULTS, LevelledStrategy, backbone_groups, check_level_options, check_levels_option, expand_periods
+from ..levels import LEVEL_DEFAULTS, backbone_groups, check_level_options, check_levels_option, expand_periods
 from ..registry import register_strategy
+from .levelled import LevelledStrategy
 from .cms import CMS_DEFAULTS, build_cms_model, check_cms_periods, cms_groups
 
 
