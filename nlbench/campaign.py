@@ -124,7 +124,7 @@ def unit_name(unit: list[PlannedRun]) -> str:
 
 def child_command(unit: list[PlannedRun], args) -> list[str]:
     run = unit[0]
-    cmd = [sys.executable, str(BENCH), "--scenario", run.spec.scenario, "--strategy", run.spec.strategy,
+    cmd = [*BENCH, "--scenario", run.spec.scenario, "--strategy", run.spec.strategy,
            "--profile", run.spec.profile, "--seeds", *(str(r.seed) for r in unit), "--out", str(run.out), "--quiet",
            "--device", args.device, "--data", args.data_kind]
     if len(unit) > 1:

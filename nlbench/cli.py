@@ -229,10 +229,9 @@ def run_sharded(argv: list[str], jobs: int) -> int:
     """Split the sweep into ``jobs`` processes, each running every jobs-th run of the plan."""
     import os
     import subprocess
-    bench = str(BENCH)
     # Each child would otherwise start one thread per core: on 2 cores, 2 jobs ran 30x slower than 1.
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))}
-    procs = [subprocess.Popen([sys.executable, bench, *argv, "--shard", f"{i}/{jobs}"], env=env) for i in range(jobs)]
+    procs = [subprocess.Popen([*BENCH, *argv, "--shard", f"{i}/{jobs}"], env=env) for i in range(jobs)]
     codes = []
     try:
         codes = [p.wait() for p in procs]

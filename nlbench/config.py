@@ -13,9 +13,9 @@ import pathlib
 import yaml
 
 from .errors import UserError
-from .registry import BACKBONES, BUILDERS, ROOT, STRATEGIES, lookup
+from .registry import BACKBONES, BUILDERS, STRATEGIES, lookup, shipped
 
-SCENARIO_DIR = ROOT / "scenarios"
+SCENARIO_DIR = shipped("scenarios")
 PROFILES = ("quick", "gpu-short")  # every scenario has these two; a scenario file may name more (e.g. der)
 RENAMED_PROFILES = {"paper": "gpu-short"}  # 2026-11-26: the 2-epoch GPU profile was no paper's protocol
 

@@ -12,9 +12,9 @@ import sys
 from importlib.metadata import entry_points
 
 from .errors import UserError
-from .registry import ROOT, STRATEGIES
+from .registry import STRATEGIES, shipped
 
-BASELINES_DIR = ROOT / "baselines"
+BASELINES_DIR = shipped("baselines")
 AVALANCHE_PREFIX = "avalanche:"
 
 _loaded = False

@@ -163,7 +163,9 @@ UPLOAD_EXCLUDES = ["results/", "data/", "runs/", ".git/", ".venv/", ".whl/", ".d
 
 def code_env() -> dict:
     """The driver's project folder as every worker's working_dir (see the module docstring)."""
-    from .registry import ROOT
+    from .registry import IN_CHECKOUT, ROOT
+    if not IN_CHECKOUT:  # an installed suite: each node runs its own installed copy
+        return {}
     return {"working_dir": str(ROOT), "excludes": UPLOAD_EXCLUDES}
 
 

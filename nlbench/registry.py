@@ -10,13 +10,25 @@ attributes of the same name (``nlbench.Strategy`` has defaults, so a plugin need
 from __future__ import annotations
 
 import pathlib
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .errors import UserError
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent  # the project root: the one place that computes it
-BENCH = ROOT / "bench.py"  # the command line, for child processes
+# The project root: the one place that computes it. In a checkout (or an editable install) it holds
+# bench.py, baselines/ and scenarios/; a non-editable install (pip install .) ships those two folders
+# inside the package instead (pyproject.toml: nlbench._shipped_baselines, nlbench._shipped_scenarios).
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PACKAGE = pathlib.Path(__file__).resolve().parent
+IN_CHECKOUT = (ROOT / "bench.py").is_file()
+# The command line, for child processes (campaign runs, --jobs shards, tuning workers).
+BENCH = [sys.executable, str(ROOT / "bench.py")] if IN_CHECKOUT else [sys.executable, "-m", "nlbench"]
+
+
+def shipped(folder: str) -> pathlib.Path:
+    """The suite's own ``baselines`` or ``scenarios`` folder: the checkout's, else the installed copy."""
+    return ROOT / folder if IN_CHECKOUT else PACKAGE / f"_shipped_{folder}"
 # Table sections, in the order tables list them; a strategy names one as its ``group``.
 GROUPS = ("baseline", "nested", "plugin", "avalanche", "upper bound")
 

@@ -481,7 +481,7 @@ def tune_one(args, strategy, profile, user_sets, metric, device, data, argv) -> 
 
 def run_workers(argv: list[str], strategy: str, quotas: list[int]) -> None:
     """``--jobs J``: J processes work on the one study (each one torch thread per core share)."""
-    cmd = [sys.executable, str(BENCH), "tune", *_without(
+    cmd = [*BENCH, "tune", *_without(
         argv, "--strategy", "--jobs"), "--strategy", strategy, "--worker"]
     threads = max(1, (os.cpu_count() or 1) // len(quotas))
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads))}
