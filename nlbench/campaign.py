@@ -122,11 +122,11 @@ def unit_name(unit: list[PlannedRun]) -> str:
     return f"{unit[0].label} seed{'s' if len(unit) > 1 else ''} {seeds}"
 
 
-def child_command(unit: list[PlannedRun], args) -> list[str]:
+def child_command(unit: list[PlannedRun], args, data_kind: str) -> list[str]:
     run = unit[0]
     cmd = [*BENCH, "--scenario", run.spec.scenario, "--strategy", run.spec.strategy,
            "--profile", run.spec.profile, "--seeds", *(str(r.seed) for r in unit), "--out", str(run.out), "--quiet",
-           "--device", args.device, "--data", args.data_kind]
+           "--device", args.device, "--data", data_kind]
     if len(unit) > 1:
         cmd += ["--seed-parallel", str(len(unit))]
     if args.data_root:
@@ -200,8 +200,7 @@ def main(argv: list[str]) -> int:
     from .data import select_data
     data = data or select_data(args.data, args.data_root, not args.no_download)
     print(data.announce())
-    args.data_kind = data.kind
-    return Scheduler(runs, args).run()
+    return Scheduler(runs, args, data.kind).run()
 
 
 class Terminated(Exception):
@@ -211,8 +210,8 @@ class Terminated(Exception):
 class Scheduler:
     """Starts runs while they fit, stops them (with a checkpoint) when the budget ends."""
 
-    def __init__(self, runs: list[PlannedRun], args):
-        self.runs, self.args = runs, args
+    def __init__(self, runs: list[PlannedRun], args, data_kind: str):
+        self.runs, self.args, self.data_kind = runs, args, data_kind  # the children run on the set found here
         self.pending = units_of([r for r in runs if not r.path.exists()], args.seed_parallel)
         self.running: dict[subprocess.Popen, tuple[list[PlannedRun], float]] = {}
         self.finished, self.stopped, self.failed, self.skipped = [], [], [], set()
@@ -271,7 +270,7 @@ class Scheduler:
                     print(f"  not started: {unit_name(unit)} (expected {expected:.0f} s, {usable:.0f} s left)")
                     self.skipped.add(unit[0])
                 continue
-            proc = subprocess.Popen(child_command(unit, self.args), env=self.env)
+            proc = subprocess.Popen(child_command(unit, self.args, self.data_kind), env=self.env)
             self.running[proc] = (unit, time.monotonic())
             self.pending.remove(unit)
             started = True

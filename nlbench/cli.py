@@ -206,9 +206,8 @@ def _train_and_record_group(args, specs: list[RunSpec], device, data) -> int | N
     lead, seeds = specs[0], [spec.seed for spec in specs]
     t0 = time.perf_counter()
     try:
-        records = run_group(lead.cfg, scenario_name=lead.scenario, builder=lead.builder, strategy_name=lead.strategy,
-                            seeds=seeds, profile=lead.profile, device=device, data=data,
-                            checkpoints=[spec.checkpoint for spec in specs], progress=not args.quiet)
+        records = run_group(specs, device=device, data=data, checkpoints=[spec.checkpoint for spec in specs],
+                            progress=not args.quiet)
     except GroupMismatch as exc:
         print(f"seed-parallel: {lead.name} seeds {', '.join(map(str, seeds))} run one seed per process ({exc})")
         return None
@@ -255,9 +254,7 @@ def _train_and_record(args, spec: RunSpec, device, data) -> int:
     from .runner import run
     t0 = time.perf_counter()
     try:
-        record = run(spec.cfg, scenario_name=spec.scenario, builder=spec.builder, strategy_name=spec.strategy,
-                     seed=spec.seed, profile=spec.profile, device=device, data=data, checkpoint=spec.checkpoint,
-                     progress=not args.quiet)
+        record = run(spec, device=device, data=data, checkpoint=spec.checkpoint, progress=not args.quiet)
     except Interrupted as exc:
         code = 128 + exc.signum
         name_ = signal.Signals(exc.signum).name

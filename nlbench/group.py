@@ -303,12 +303,13 @@ def _stop_group(group: Group) -> None:
     raise Interrupted(group.guard.signum, paths[0] if paths else None)
 
 
-def run_group(cfg: dict, *, scenario_name: str, builder: str, strategy_name: str, seeds: list[int], profile: str,
-              device: torch.device, data, checkpoints: list, progress: bool = True, log=print,
+def run_group(specs: list, *, device: torch.device, data, checkpoints: list, progress: bool = True, log=print,
               on_checkpoint=None) -> list[dict]:
-    """Run the seeds of one configuration as one seed-parallel group; their records, in seed order.
+    """Run planned runs (RunSpecs) that differ only by seed as one seed-parallel group; their records,
+    in their order.
     Raises GroupMismatch (before any training) when they cannot share a group. ``on_checkpoint(path)``
     runs after each seed's end-of-stage checkpoint, as in runner.run (the Ray launcher ships it)."""
+    cfg, strategy_name, seeds = specs[0].cfg, specs[0].strategy, [spec.seed for spec in specs]
     reason = unsupported(cfg, strategy_name)
     if reason:
         raise GroupMismatch(reason)
@@ -316,10 +317,9 @@ def run_group(cfg: dict, *, scenario_name: str, builder: str, strategy_name: str
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     members, memory_models = [], []
-    for seed, ckpt in zip(seeds, checkpoints):
-        torch.manual_seed(seed)  # what runner.run does first: each seed's initialisation as in its own run
-        loop, memory_model = prepare(cfg, scenario_name, builder, strategy_name, seed, device, data, ckpt,
-                                     progress, log)
+    for spec, ckpt in zip(specs, checkpoints):
+        torch.manual_seed(spec.seed)  # what runner.run does first: each seed's initialisation as in its own run
+        loop, memory_model = prepare(spec, device, data, ckpt, progress, log)
         loop.on_checkpoint = on_checkpoint
         members.append(loop)
         memory_models.append(memory_model)
@@ -344,8 +344,7 @@ def run_group(cfg: dict, *, scenario_name: str, builder: str, strategy_name: str
     records = []
     for i, (loop, memory_model) in enumerate(zip(members, memory_models)):
         status = "diverged" if i in diverged else "complete"
-        record = build_record(loop, cfg, scenario_name, strategy_name, seeds[i], profile, status, diverged.get(i),
-                              memory_model)
+        record = build_record(loop, specs[i], status, diverged.get(i), memory_model)
         record["seed_parallel"] = {  # how it was run; train_seconds and peak memory are the whole group's
             "group_size": len(seeds), "seeds": list(seeds), "group_wall_seconds": wall,
             "group_images_per_second": sum(m.state.images for m in members) / max(loop.state.train_seconds, 1e-9)}

@@ -116,9 +116,7 @@ def execute(job: dict, store) -> dict:
     data = _worker_setup(job)
     ckpt = _restore_checkpoint(job, store)
     t0 = time.perf_counter()
-    spec = job["spec"]
-    record = run(spec.cfg, scenario_name=spec.scenario, builder=job["builder"], strategy_name=spec.strategy,
-                 seed=spec.seed, profile=spec.profile, device=resolve_device(job["device"]), data=data,
+    record = run(job["spec"], device=resolve_device(job["device"]), data=data,
                  checkpoint=ckpt, progress=False,
                  on_checkpoint=lambda path: ray.get(store.put.remote(job["key"], path.read_bytes())))
     record["wall_seconds"] = time.perf_counter() - t0  # as a local run measures it: around the run
@@ -142,9 +140,7 @@ def execute_unit(jobs: list[dict], store) -> list[dict]:
     key_of = {str(path): job["key"] for path, job in zip(ckpts, jobs)}
     t0 = time.perf_counter()
     try:
-        spec = lead["spec"]
-        records = run_group(spec.cfg, scenario_name=spec.scenario, builder=lead["builder"], strategy_name=spec.strategy,
-                            seeds=seeds, profile=spec.profile, device=resolve_device(lead["device"]), data=data,
+        records = run_group([job["spec"] for job in jobs], device=resolve_device(lead["device"]), data=data,
                             checkpoints=ckpts, progress=False,
                             on_checkpoint=lambda path: ray.get(store.put.remote(key_of[str(path)], path.read_bytes())))
     except GroupMismatch as exc:
@@ -176,7 +172,7 @@ def plan_jobs(plan: list[RunSpec], args, data) -> list[RayRun]:
         if check_existing(spec, data, args.force):
             continue
         key = hashlib.sha256(str(spec.path.resolve()).encode()).hexdigest()[:16]
-        job = {"key": key, "spec": spec, "builder": spec.builder, "device": args.device, "data_kind": data.kind,
+        job = {"key": key, "spec": spec, "device": args.device, "data_kind": data.kind,
                "plugins": [str(pathlib.Path(p).resolve()) for p in args.plugin], "threads": args.ray_cpus,
                # absolute: a worker's working folder is its copy of the project, not the driver's
                "data_root": str(pathlib.Path(args.data_root).resolve()) if args.data_root else None}

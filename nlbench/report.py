@@ -332,9 +332,8 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     load(args.plugin)
     runs = pathlib.Path(args.runs)
-    if args.out is None:
-        args.out = "results" if runs == pathlib.Path("results/runs") else str(runs / "report")
-    out = pathlib.Path(args.out)
+    out = pathlib.Path(args.out if args.out is not None else
+                       "results" if runs == pathlib.Path("results/runs") else runs / "report")
     df = load_records(runs)
     tables = build_tables(df)
     written = []
@@ -366,7 +365,7 @@ def main(argv: list[str]) -> int:
         written += make_figures(list(groups(generic(df))), out / "figures")
         written += study_figures(runs, out / "figures")
     remove_stale(out, written, ("tables",) if args.no_figures else ("tables", "figures"))  # --no-figures: keep them
-    write_readme(out, df, written, args)
+    write_readme(out, df, written, args.runs)
     print(f"report: {len(tables)} tables and {sum(f.endswith('.png') for f, _ in written)} figures from "
           f"{df['path'].nunique()} records in {runs} -> {out}/ (index: {out / 'README.md'})")
     from .replication import campaign_findings
@@ -463,19 +462,19 @@ def seed_parallel_table(out: pathlib.Path) -> str | None:
             f"{pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)}\n")
 
 
-def write_readme(out: pathlib.Path, df: pd.DataFrame, written, args) -> None:
+def write_readme(out: pathlib.Path, df: pd.DataFrame, written, runs_folder: str) -> None:
     runs = df.drop_duplicates("path")
-    committed = pathlib.Path(args.runs).resolve() == (ROOT / "results" / "runs")
+    committed = pathlib.Path(runs_folder).resolve() == (ROOT / "results" / "runs")
     origin = ("The records were produced by the commands in `results/commands.sh` (CPU, quick profile; the full "
              "CIFAR-10 copy, and the embedded mini set for the records in `runs/mini`) and "
              "`results/gpu_commands.sh` (GPU: the gpu-short profile, named `paper` before 2026-11-26, in `runs/gpu-short`; the campaigns' records in `runs/der` and "
              "`runs/converge`, with the job logs in `gpu-logs/`). `speed.json` comes from `python bench.py speed` on "
              "the CPU, `speed-h100.json` and `speed-h200.json` from `gpu_suite.sh` on one H100 / H200. "
              "Do not edit these files by hand.") if committed else (
-              f"The records are your runs in `{args.runs}` ({len(runs)} records; strategies "
+              f"The records are your runs in `{runs_folder}` ({len(runs)} records; strategies "
               f"{', '.join(sorted(runs['run'].unique()))}); the provenance table below says where each group ran.")
     lines = ["# Results", "", "Everything in this folder is regenerated from the run records by", "",
-             f"    python bench.py report --runs {args.runs} --out {args.out}", "", origin, "",
+             f"    python bench.py report --runs {runs_folder} --out {out}", "", origin, "",
              "| file | what it is |", "|---|---|"]
     lines += [f"| `{f}` | {w} |" for f, w in written]
     lines += ["", "## What the columns measure", "", "A column names its setting (class-IL, task-IL, domain-IL, "

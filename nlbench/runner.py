@@ -27,6 +27,7 @@ from .checkpoint import Interrupted, RunState, SignalGuard, load_checkpoint, sav
 from .cms import cms_backbone
 from .records import versions
 from .registry import BACKBONES, BUILDERS, STRATEGIES, lookup
+from .runspec import RunSpec
 from .scenarios import Scenario, Task
 from .strategy import Batch, RunContext, Strategy, uses_levels
 
@@ -201,29 +202,27 @@ class Loop:
     on_stage: Callable | None = None  # called with (accuracy rows so far, tasks seen) after each stage's evaluation
 
 
-def run(cfg: dict, *, scenario_name: str, builder: str, strategy_name: str, seed: int, profile: str,
-        device: torch.device, data: DataChoice, checkpoint: pathlib.Path | None = None,
+def run(spec: RunSpec, *, device: torch.device, data: DataChoice, checkpoint: pathlib.Path | None = None,
         progress: bool = True, log=print, on_checkpoint: Callable | None = None,
         on_stage: Callable | None = None) -> dict:
-    """Run one (scenario, strategy, seed) and return its run record. ``on_checkpoint(path)`` runs after
+    """Run one planned run and return its record. ``on_checkpoint(path)`` runs after
     every checkpoint written at the end of a stage (nlbench.ray_launcher sends it to the driver);
     ``on_stage(acc, seen)`` after every stage's evaluation (nlbench.tuning reports and prunes there)."""
-    torch.manual_seed(seed)
+    torch.manual_seed(spec.seed)
     _reset_peak_memory(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
-    loop, memory_model = prepare(cfg, scenario_name, builder, strategy_name, seed, device, data, checkpoint,
-                                 progress, log)
+    loop, memory_model = prepare(spec, device, data, checkpoint, progress, log)
     loop.on_checkpoint, loop.on_stage = on_checkpoint, on_stage
     status, diverged_at = "complete", None
     try:
         with SignalGuard(immediate=loop.strategy.own_loop) as loop.guard:
             while loop.state.task < len(loop.stages):
-                train_stage(loop, f"{strategy_name} seed {seed}")
+                train_stage(loop, f"{spec.strategy} seed {spec.seed}")
     except Diverged as exc:
         status, diverged_at = "diverged", str(exc)
         log(f"error: {exc}")
-    return build_record(loop, cfg, scenario_name, strategy_name, seed, profile, status, diverged_at, memory_model)
+    return build_record(loop, spec, status, diverged_at, memory_model)
 
 
 def make_context(cfg: dict, scenario: Scenario, device: torch.device, generator: torch.Generator,
@@ -239,12 +238,13 @@ def make_context(cfg: dict, scenario: Scenario, device: torch.device, generator:
     return RunContext(cfg, scenario, device, generator, make_backbone, Augmenter(generator), graph_capture=graph_capture)
 
 
-def prepare(cfg, scenario_name, builder, strategy_name, seed, device, data, checkpoint, progress, log):
+def prepare(spec: RunSpec, device, data, checkpoint, progress, log):
     """Scenario, strategy (its model built once), step runner and the state to start from (fresh, or
     a checkpoint's); also the model's computed memory breakdown."""
-    scenario = build_scenario(scenario_name, builder, cfg, seed, device, data)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    entry = lookup(STRATEGIES, "strategy", strategy_name)
+    cfg = spec.cfg
+    scenario = build_scenario(spec.scenario, spec.builder, cfg, spec.seed, device, data)
+    generator = torch.Generator(device=device).manual_seed(spec.seed)
+    entry = lookup(STRATEGIES, "strategy", spec.strategy)
     graphs = uses_cuda_graph(device, cfg, entry.obj)
     ctx = make_context(cfg, scenario, device, generator, graph_capture=graphs)
     strategy = entry.obj(ctx, **cfg["strategy"])
@@ -301,10 +301,9 @@ def finish_stage(loop: Loop, who: str, t0: float) -> None:
             loop.on_checkpoint(loop.checkpoint)
 
 
-def build_record(loop: Loop, cfg, scenario_name, strategy_name, seed, profile, status, diverged_at,
-                 memory_model) -> dict:
+def build_record(loop: Loop, spec: RunSpec, status, diverged_at, memory_model) -> dict:
     """The run record (its schema: nlbench.records)."""
-    scenario, state, device = loop.scenario, loop.state, loop.ctx.device
+    scenario, state, device, cfg = loop.scenario, loop.state, loop.ctx.device, spec.cfg
     T = len(scenario.tasks)
     acc, probe = state.acc, state.probe
     if len(loop.stages) < T and status == "complete":  # merged stages (joint) measure only the last rows
@@ -312,7 +311,7 @@ def build_record(loop: Loop, cfg, scenario_name, strategy_name, seed, profile, s
         probe = None if probe is None else [None] * (T - len(probe)) + probe
     peak, peak_kind = _peak_memory(device)
     return {
-        "scenario": scenario_name, "strategy": strategy_name, "seed": seed, "profile": profile,
+        "scenario": spec.scenario, "strategy": spec.strategy, "seed": spec.seed, "profile": spec.profile,
         "status": status, "diverged_at": diverged_at, "config": cfg,
         "tasks": [t.classes for t in scenario.tasks], "settings": scenario.settings,
         "acc": acc, "acc_init": state.acc_init,

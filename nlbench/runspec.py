@@ -22,15 +22,12 @@ class RunSpec:
     profile: str
     seed: int
     cfg: dict            # the resolved config (nlbench.config.resolve): what the run trains with
-    path: pathlib.Path   # its record
+    builder: str         # the scenario's builder (split, permuted, standard, ...), read when planned
+    path: pathlib.Path | None = None  # its record (None: a run that writes none, e.g. a tuning trial)
 
     @property
     def checkpoint(self) -> pathlib.Path:
         return self.path.with_suffix(".ckpt")
-
-    @property
-    def builder(self) -> str:
-        return C.load_scenario_file(self.scenario)["builder"]
 
     def group_key(self) -> tuple:
         """Runs with the same key differ only by seed: a seed-parallel group may train them together."""
@@ -50,7 +47,8 @@ def make_spec(out: str | pathlib.Path, scenario: str, strategy: str, profile: st
         chosen, name = tuned_sets(out, scenario, strategy, profile, data_kind, name, tuned)
         sets = merge_sets(sets, chosen)
     cfg = C.resolve(scenario, strategy, profile, sets)
-    return RunSpec(scenario, strategy, name, profile, seed, cfg, record_path(out, scenario, name, seed))
+    return RunSpec(scenario, strategy, name, profile, seed, cfg, C.load_scenario_file(scenario)["builder"],
+                   record_path(out, scenario, name, seed))
 
 
 def plan_sweep(out, scenarios: list[str], strategies: list[str], seeds: list[int], sets: dict,

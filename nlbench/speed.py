@@ -18,6 +18,7 @@ import json
 import os
 import pathlib
 import time
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -97,7 +98,7 @@ def time_native(cfg, device, data, n_images, graphs: bool, start_at: float | Non
     return n_steps * bs / took, peak
 
 
-def time_parallel(n_procs: int, batch_size: int, n_images: int, args, profile: str) -> float:
+def time_parallel(n_procs: int, batch_size: int, n_images: int, args, profile: str, data_kind: str) -> float:
     """Aggregate images/s of ``n_procs`` processes training at once on one device (graphs where possible)."""
     import subprocess
     import sys
@@ -105,7 +106,7 @@ def time_parallel(n_procs: int, batch_size: int, n_images: int, args, profile: s
     code = ("import sys, json; from nlbench.speed import worker; "
             "print('RESULT', json.dumps(worker(sys.argv[1:])))")
     cmd = [sys.executable, "-c", code, args.device, profile, str(batch_size), str(n_images),
-           str(start_at), args.data_kind, args.data_root or ""]
+           str(start_at), data_kind, args.data_root or ""]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(n_procs)]
     results = []
     for p in procs:
@@ -251,21 +252,37 @@ def bf16_peak(device) -> float | None:
     return next((v for k, v in BF16_PEAK_TFLOPS.items() if k in name), None)
 
 
-def measure_batch(cfg, device, data, x, y, n_images, workers, skip_avalanche, peak_tflops, flops,
-                  eager_only=False) -> dict:
+@dataclass(frozen=True)
+class Bench:
+    """What every measurement of one `bench.py speed` call shares."""
+    device: torch.device
+    data: object          # nlbench.data.DataChoice
+    x: torch.Tensor       # the images and labels timed
+    y: torch.Tensor
+    n_images: int
+    workers: int          # DataLoader workers
+    skip_avalanche: bool
+    eager_only: bool
+    flops: float | None   # per training image (CUDA), for the achieved TFLOP/s
+    peak_tflops: float | None
+
+
+def measure_batch(cfg, bench: Bench) -> dict:
     """Every loop at one batch size."""
+    device, data, n_images, workers, flops, peak_tflops = (bench.device, bench.data, bench.n_images, bench.workers,
+                                                           bench.flops, bench.peak_tflops)
     bs = cfg["train"]["batch_size"]
     row = {"batch_size": bs}
     row["native_images_per_s"], row["native_peak_memory_mb"] = time_native(cfg, device, data, n_images, graphs=False)
     print(f"  batch {bs:4d}  native (eager)        {row['native_images_per_s']:10.0f} images/s", flush=True)
-    if device.type == "cuda" and not eager_only:
+    if device.type == "cuda" and not bench.eager_only:
         row["native_graph_images_per_s"], row["native_graph_peak_memory_mb"] = time_native(
             cfg, device, data, n_images, graphs=True)
         print(f"  batch {bs:4d}  native (CUDA graph)   {row['native_graph_images_per_s']:10.0f} images/s", flush=True)
-    dataset = UInt8Cifar(x, y, standard_transform())
+    dataset = UInt8Cifar(bench.x, bench.y, standard_transform())
     row["dataloader_images_per_s"] = time_dataloader(cfg, device, dataset, workers, n_images)
     print(f"  batch {bs:4d}  dataloader            {row['dataloader_images_per_s']:10.0f} images/s", flush=True)
-    row["avalanche_images_per_s"] = None if skip_avalanche else time_avalanche(cfg, device, dataset, workers)
+    row["avalanche_images_per_s"] = None if bench.skip_avalanche else time_avalanche(cfg, device, dataset, workers)
     if row["avalanche_images_per_s"]:
         print(f"  batch {bs:4d}  avalanche Naive       {row['avalanche_images_per_s']:10.0f} images/s", flush=True)
     best = row.get("native_graph_images_per_s") or row["native_images_per_s"]
@@ -351,7 +368,6 @@ def main(argv: list[str]) -> int:
     sizes = batch_sizes(args, device, base, n_images)
     out = speed_path(args.out)
     data = select_data(args.data, args.data_root, not args.no_download)
-    args.data_kind = data.kind
     print(data.announce())
     arrays = load_data(data)
     x, y = arrays.train_x[:n_images], arrays.train_y[:n_images]
@@ -366,8 +382,8 @@ def main(argv: list[str]) -> int:
     for bs in sizes:  # the file is rewritten after each measurement: a job cut short keeps what it measured
         cfg = C.resolve("cifar10", "adam", profile, {**sets, "train": {**sets.get("train", {}), "batch_size": bs}})
         if not args.only_seed_parallel:
-            result["batches"].append(measure_batch(cfg, device, data, x, y, n_images, workers, args.skip_avalanche,
-                                                   peak_tflops, flops, args.eager_only))
+            result["batches"].append(measure_batch(cfg, Bench(device, data, x, y, n_images, workers, args.skip_avalanche,
+                                                              args.eager_only, flops, peak_tflops)))
             atomic_write_text(out, json.dumps(result, indent=1) + "\n")
         if args.seed_parallel:
             result["seed_parallel"].append(measure_seed_parallel(cfg, device, data, args.seed_parallel, n_images))
@@ -375,7 +391,7 @@ def main(argv: list[str]) -> int:
     for n in args.parallel:
         result["parallel_batch_size"] = sizes[0]
         result["parallel_images_per_s"] = {**(result["parallel_images_per_s"] or {}),
-                                           str(n): time_parallel(n, sizes[0], n_images, args, profile)}
+                                           str(n): time_parallel(n, sizes[0], n_images, args, profile, data.kind)}
         print(f"  batch {sizes[0]:4d}  {n} runs at once: {result['parallel_images_per_s'][str(n)]:10.0f} images/s in all",
               flush=True)
         atomic_write_text(out, json.dumps(result, indent=1) + "\n")

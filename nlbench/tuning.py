@@ -248,12 +248,13 @@ class Objective:
             trial.report(sum(row[:seen]) / seen, seen)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after task {seen}")
-        spec = C.load_scenario_file(self.scenario)
         from .checkpoint import Interrupted
+        from .runspec import RunSpec
+        spec = RunSpec(self.scenario, self.strategy, self.strategy, self.profile, self.seed, cfg,
+                       C.load_scenario_file(self.scenario)["builder"])  # a trial: no record of its own
         try:
-            record = run(cfg, scenario_name=self.scenario, builder=spec["builder"], strategy_name=self.strategy,
-                         seed=self.seed, profile=self.profile, device=self.device, data=self.data, progress=False,
-                         log=lambda *_: None, on_stage=report)
+            record = run(spec, device=self.device, data=self.data, progress=False, log=lambda *_: None,
+                         on_stage=report)
         except Interrupted:  # Ctrl-C / SIGTERM: this trial is failed, tried again when the study resumes
             trial.set_user_attr("interrupted", True)
             raise

@@ -8,6 +8,7 @@ from conftest import TINY
 from nlbench import config as C, group as G, runner
 from nlbench.checkpoint import Interrupted
 from nlbench.data import DataChoice
+from nlbench.runspec import RunSpec
 
 SEEDS = [0, 1, 2]
 # A first task of exactly 20 steps: 2 classes x 60 synthetic training images, batches of 6.
@@ -34,15 +35,18 @@ def capture_models(monkeypatch):
 
 
 def one_seed_runs(cfg, strategy, data, seeds=SEEDS):
-    return [runner.run(cfg, scenario_name="split-cifar", builder="split", strategy_name=strategy, seed=s,
-                       profile="quick", device=torch.device("cpu"), data=data, progress=False, log=lambda *a: None)
-            for s in seeds]
+    return [runner.run(spec(cfg, strategy, s), device=torch.device("cpu"), data=data, progress=False,
+                       log=lambda *a: None) for s in seeds]
 
 
 def group_run(cfg, strategy, data, seeds=SEEDS, checkpoints=None):
-    return G.run_group(cfg, scenario_name="split-cifar", builder="split", strategy_name=strategy, seeds=seeds,
-                       profile="quick", device=torch.device("cpu"), data=data,
+    return G.run_group([spec(cfg, strategy, s) for s in seeds], device=torch.device("cpu"), data=data,
                        checkpoints=checkpoints or [None] * len(seeds), progress=False, log=lambda *a: None)
+
+
+def spec(cfg, strategy, seed):
+    """A planned split-cifar run of the quick profile (no record: these tests compare what runs return)."""
+    return RunSpec("split-cifar", strategy, strategy, "quick", seed, cfg, "split")
 
 
 def relative_difference(a, b) -> float:
@@ -115,8 +119,7 @@ def test_gradients_of_the_first_twenty_steps_in_float32(cifar_root, strategy, ba
 
     def prepared(seed):
         torch.manual_seed(seed)
-        return runner.prepare(cfg, "split-cifar", "split", strategy, seed, torch.device("cpu"), data, None, False,
-                              lambda *a: None)[0]
+        return runner.prepare(spec(cfg, strategy, seed), torch.device("cpu"), data, None, False, lambda *a: None)[0]
 
     def gradients(model, loss):
         model.zero_grad(set_to_none=True)
@@ -195,8 +198,8 @@ def test_checkpoints_at_different_points_do_not_group(cifar_root, tmp_path):
     data = DataChoice("full", cifar_root / "cifar-10-batches-py")
     cfg = resolve("adam", TINY + ["scenario.n_tasks=3"])
     ckpt = tmp_path / "seed1.ckpt"  # a finished run leaves its last stage's checkpoint (task 3 of 3)
-    runner.run(cfg, scenario_name="split-cifar", builder="split", strategy_name="adam", seed=1, profile="quick",
-               device=torch.device("cpu"), data=data, checkpoint=ckpt, progress=False, log=lambda *a: None)
+    runner.run(spec(cfg, "adam", 1), device=torch.device("cpu"), data=data, checkpoint=ckpt, progress=False,
+               log=lambda *a: None)
     with pytest.raises(G.GroupMismatch, match="different points"):
         group_run(cfg, "adam", data, seeds=[0, 1], checkpoints=[tmp_path / "seed0.ckpt", ckpt])
 
@@ -265,11 +268,11 @@ def test_a_campaign_starts_up_to_k_seeds_of_a_row_as_one_group(tmp_path):
     assert [[r.seed for r in u] for u in units[:len(units) // 2]] == [[0, 1]] * (len(units) // 2)
     assert all(len({r.key() for r in u}) == 1 for u in units) and sum(map(len, units)) == len(runs)
     assert [len(u) for u in units_of(runs, 1)] == [1] * len(runs)
-    args = SimpleNamespace(device="cpu", data_kind="mini", data_root=None, no_download=False)
-    cmd = child_command(units[0], args)
+    args = SimpleNamespace(device="cpu", data_root=None, no_download=False)
+    cmd = child_command(units[0], args, "mini")
     assert cmd[cmd.index("--seeds") + 1:cmd.index("--seeds") + 3] == ["0", "1"]
     assert cmd[cmd.index("--seed-parallel") + 1] == "2"
-    assert "--seed-parallel" not in child_command(units_of(runs, 1)[0], args)
+    assert "--seed-parallel" not in child_command(units_of(runs, 1)[0], args, "mini")
     record = units[0][0].path
     record.parent.mkdir(parents=True)
     record.write_text(json.dumps({"wall_seconds": 10.0, "seed_parallel": None}))

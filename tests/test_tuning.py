@@ -172,11 +172,11 @@ def test_a_campaign_row_can_use_the_tuned_values(cifar_root, tmp_path):
         {"label": "Adam", "strategy": "adam", "set": small},
         {"label": "Adam, tuned", "strategy": "adam", "tuned": "held-out", "set": small}]}))
     runs = plan(load_campaign(str(path)), tmp_path)
-    assert [r.name for r in runs[:2]] == ["adam", "adam@tuned=held-out"]
+    assert [r.spec.name for r in runs[:2]] == ["adam", "adam@tuned=held-out"]
     chosen = yaml.safe_load((tmp_path / "quick" / "tuning" / "split-cifar.quick.full.adam.held-out.yaml").read_text())
-    args = SimpleNamespace(device="cpu", data_kind="full", data_root=str(cifar_root), no_download=True)
-    cmd = child_command([runs[1]], args)
-    assert cmd[cmd.index("--tuned") + 1] == "held-out" and "--tuned" not in child_command([runs[0]], args)
+    args = SimpleNamespace(device="cpu", data_root=str(cifar_root), no_download=True)
+    cmd = child_command([runs[1]], args, "full")
+    assert cmd[cmd.index("--tuned") + 1] == "held-out" and "--tuned" not in child_command([runs[0]], args, "full")
     assert subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True).returncode == 0
     record = json.loads(runs[1].path.read_text())
     assert record["config"]["train"]["lr"] == chosen["values"]["train.lr"] and record["tuned"]["budget"] == 1
