@@ -469,7 +469,7 @@ def write_readme(out: pathlib.Path, df: pd.DataFrame, written, runs_folder: str)
              "CIFAR-10 copy, and the embedded mini set for the records in `runs/mini`) and "
              "`results/gpu_commands.sh` (GPU: the gpu-short profile, named `paper` before 2026-11-26, in `runs/gpu-short`; the campaigns' records in `runs/der` and "
              "`runs/converge`, with the job logs in `gpu-logs/`). `speed.json` comes from `python bench.py speed` on "
-             "the CPU, `speed-h100.json` and `speed-h200.json` from `gpu_suite.sh` on one H100 / H200. "
+             "the CPU, `speed-h100.json` and `speed-h200.json` from `scripts/gpu_suite.sh` on one H100 / H200. "
              "Do not edit these files by hand.") if committed else (
               f"The records are your runs in `{runs_folder}` ({len(runs)} records; strategies "
               f"{', '.join(sorted(runs['run'].unique()))}); the provenance table below says where each group ran.")

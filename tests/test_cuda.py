@@ -1,4 +1,4 @@
-"""CUDA code paths: skipped without a GPU (CI has none); run by gpu_suite.sh on a lent GPU."""
+"""CUDA code paths: skipped without a GPU (CI has none); run by scripts/gpu_suite.sh on a lent GPU."""
 import json
 
 import pytest

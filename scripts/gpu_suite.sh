@@ -10,10 +10,10 @@
 #      time; runs that cannot finish are checkpointed on the machine and reported, never half-written.
 # Brings back (to $OUT) only small files: logs, speed.json and a tarball of the run records (no checkpoints).
 #
-#   bash gpu_suite.sh            # expects .dev/cifar10_jpeg.npz + .dev/make_cifar10.py, optional .whl/
-#   DRY_RUN=1 bash gpu_suite.sh  # CPU dry run with tiny settings (checks the plumbing only)
+#   bash scripts/gpu_suite.sh            # expects .dev/cifar10_jpeg.npz + .dev/make_cifar10.py, optional .whl/
+#   DRY_RUN=1 bash scripts/gpu_suite.sh  # CPU dry run with tiny settings (checks the plumbing only)
 set -u
-cd "$(dirname "$0")"
+cd "$(dirname "$0")/.."  # the project root
 T0=$(date +%s)
 END_S=${END_S:-550}
 OUT=${OUT:-gpu-out}
