@@ -25,10 +25,9 @@ from torch import nn
 
 from .errors import UserError
 from .levels import LevelOptimizer
-from .registry import BACKBONES, STRATEGIES, Entry, lookup, register_strategy
+from .registry import AVALANCHE_PREFIX, BACKBONES, STRATEGIES, Entry, lookup, register_strategy
 from .strategy import RunContext, Strategy
 
-PREFIX = "avalanche:"
 # Avalanche's strategies that have a twin among ours: scenarios/campaigns/avalanche-parity.yaml pairs them.
 # Set by us from our config: never constructor arguments a user passes with --set.
 RESERVED = {"model", "optimizer", "criterion", "train_mb_size", "train_epochs", "eval_mb_size", "device",
@@ -96,11 +95,11 @@ def required_args(cls) -> list[str]:
 
 def register(name: str) -> Entry:
     """Create and register the entry for ``avalanche:NAME`` on first use."""
-    cls_name = name[len(PREFIX):]
+    cls_name = name[len(AVALANCHE_PREFIX):]
     supervised, _ = _avalanche()
     cls = getattr(supervised, cls_name, None)
     if cls is None or not inspect.isclass(cls):
-        valid = ", ".join(PREFIX + n for n in KNOWN_WORKING)
+        valid = ", ".join(AVALANCHE_PREFIX + n for n in KNOWN_WORKING)
         raise UserError(f"unknown Avalanche strategy '{cls_name}'; working ones: {valid}")
     if cls_name in NEEDS:
         raise UserError(f"avalanche:{cls_name} needs {NEEDS[cls_name]}; it cannot run on our scenarios as is")

@@ -12,10 +12,9 @@ import sys
 from importlib.metadata import entry_points
 
 from .errors import UserError
-from .registry import STRATEGIES, shipped
+from .registry import AVALANCHE_PREFIX, STRATEGIES, shipped
 
 BASELINES_DIR = shipped("baselines")
-AVALANCHE_PREFIX = "avalanche:"
 
 _loaded = False
 

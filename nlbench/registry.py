@@ -29,6 +29,7 @@ BENCH = [sys.executable, str(ROOT / "bench.py")] if IN_CHECKOUT else [sys.execut
 def shipped(folder: str) -> pathlib.Path:
     """The suite's own ``baselines`` or ``scenarios`` folder: the checkout's, else the installed copy."""
     return ROOT / folder if IN_CHECKOUT else PACKAGE / f"_shipped_{folder}"
+AVALANCHE_PREFIX = "avalanche:"  # avalanche:NAME: Avalanche's strategy NAME, through nlbench.avalanche_bridge
 # Table sections, in the order tables list them; a strategy names one as its ``group``.
 GROUPS = ("baseline", "nested", "plugin", "avalanche", "upper bound")
 

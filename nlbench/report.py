@@ -18,9 +18,9 @@ from .comparisons import (class_order_table, floor_mark, main_setting, study_run
                           versus_control_caption, versus_control_table)
 from .metrics import MEANINGS, old_task_acc, summarize
 from .stats import EXPLORATORY, METHOD, PAIRED_METHOD, cell, mean_std
-from .plugins import AVALANCHE_PREFIX, load
+from .plugins import load
 from .records import atomic_write_text, read_record
-from .registry import ROOT, STRATEGIES, base_name, label_of, ordered, standard_label_of
+from .registry import AVALANCHE_PREFIX, ROOT, STRATEGIES, base_name, label_of, ordered, standard_label_of
 
 # The source blog post's numbers: claimed, with no code behind them (see docs/nested-learning.md).
 BLOG_CLAIMS = {"adam": ("92.1", "2.4 GB"), "nested-blog": ("91.8", "1.8 GB"), "nested-cms": ("92.3", "2.1 GB")}
@@ -354,7 +354,7 @@ def main(argv: list[str]) -> int:
         written.append(("tables/speed-seed-parallel.md", "Seed-parallel groups against separate runs "
                                                         "(from the speed JSON files)"))
         tables["speed-seed-parallel"] = grouped
-    from .tuning import studies_table, study_figures
+    from .studies import studies_table, study_figures
     tuning = studies_table(runs)
     if tuning is not None:
         atomic_write_text(out / "tables" / "tuning.md", tuning)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from . import config as C
 from .errors import UserError
 from .records import record_path
-from .registry import STRATEGIES, ordered
+from .registry import AVALANCHE_PREFIX, STRATEGIES, ordered
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,6 @@ def plan_sweep(out, scenarios: list[str], strategies: list[str], seeds: list[int
 
 def ordered_strategies() -> list[str]:
     """Every loaded strategy in table order (Avalanche's are asked for by name, never in 'all')."""
-    from .plugins import AVALANCHE_PREFIX
     return ordered(s for s in STRATEGIES if not s.startswith(AVALANCHE_PREFIX))
 
 

@@ -41,6 +41,7 @@ from . import config as C
 from .errors import UserError
 from .records import atomic_write_text
 from .registry import BENCH
+from .studies import best_or_none, finished, fmt_value, quiet_optuna
 from .tuned import TUNED_MARK, as_sets, merge_sets, study_name, tuned_file  # noqa: F401 (re-exported)
 
 PROTOCOLS = {
@@ -182,26 +183,6 @@ def open_study(name: str, url: str, attrs: dict):
     return study
 
 
-def quiet_optuna():
-    """Optuna, imported with its logging at ERROR (a trial stopped by Ctrl-C / SIGTERM is "failed" to it,
-    which would log its traceback: the command says it in one line; a real error still propagates) and
-    without the warnings that heartbeats and fail_stale_trials are experimental (the suite pins optuna>=4.9)."""
-    import warnings
-
-    import optuna
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    return optuna
-
-
-def finished(study) -> list:
-    """The trials that count against the budget: complete, pruned, or failed by divergence."""
-    from optuna.trial import TrialState
-    return [t for t in study.get_trials(deepcopy=False)
-            if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-            or (t.state == TrialState.FAIL and t.user_attrs.get("diverged"))]
-
-
 def requeue_interrupted(study) -> int:
     """Run by the command that owns the study (one ``tune`` at a time; its --jobs workers share it):
     trials left running by a killed earlier command, and trials stopped by Ctrl-C or SIGTERM, are
@@ -279,7 +260,7 @@ def headline_metric(scenario: str, given: str | None) -> tuple[str, str]:
 
 def describe_trial(t, done: int, budget: int, best) -> str:
     from optuna.trial import TrialState
-    params = " ".join(f"{k}={_fmt(v)}" for k, v in t.params.items())  # choices are JSON text (see suggest)
+    params = " ".join(f"{k}={fmt_value(v)}" for k, v in t.params.items())  # choices are JSON text (see suggest)
     if t.state == TrialState.COMPLETE:
         what = f"value {t.value:.2f}"
     elif t.state == TrialState.PRUNED:
@@ -288,24 +269,6 @@ def describe_trial(t, done: int, budget: int, best) -> str:
         what = "diverged" if t.user_attrs.get("diverged") else "failed"
     best_s = f" (best {best.value:.2f}, trial {best.number})" if best is not None else ""
     return f"trial {done}/{budget} (#{t.number}): {what}{best_s} | {params}"
-
-
-def _fmt(v) -> str:
-    if isinstance(v, str):  # a categorical parameter as the study stores it (JSON text), or a decoded string
-        try:
-            v = json.loads(v)
-        except json.JSONDecodeError:
-            pass
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
-
-
-def best_or_none(study):
-    try:
-        return study.best_trial
-    except ValueError:  # no complete trial yet
-        return None
 
 
 def work(study, objective: Objective, quota: int, budget: int, base_seed: int, bar=None) -> None:
@@ -473,7 +436,7 @@ def tune_one(args, strategy, profile, user_sets, metric, device, data, argv) -> 
     doc = write_tuned(tuned_file(args.out, args.scenario, profile, data.kind, name, args.protocol), study,
                       {**{k: attrs[k] for k in ("protocol", "budget", "metric", "seed")}, "storage": shown(url, args.out)},
                       run_sets, space)
-    print(f"tuned {name}: {' '.join(f'{k}={_fmt(v)}' for k, v in doc['values'].items())} (validation "
+    print(f"tuned {name}: {' '.join(f'{k}={fmt_value(v)}' for k, v in doc['values'].items())} (validation "
           f"{doc['best_value']:.2f}, trial {doc['best_trial']} of {doc['trials_finished']}) -> "
           f"{tuned_file(args.out, args.scenario, profile, data.kind, name, args.protocol)}; "
           f"run it with bench.py --scenario {args.scenario} --strategy {strategy} --profile {profile} --tuned "
@@ -561,66 +524,3 @@ def tune_on_ray(args, objective, study: str, url: str, quotas: list[int], attrs:
         for ref in refs:
             ray.cancel(ref, force=True)
         raise
-
-
-# ---------------------------------------------------------------------------------------- the report
-
-def study_files(runs: pathlib.Path) -> list[pathlib.Path]:
-    return sorted(pathlib.Path(runs).rglob("tuning/*.sqlite3"))
-
-
-def studies_table(runs: pathlib.Path) -> str | None:
-    """One row per study found under the records folder: its budget and what it chose."""
-    files = study_files(runs)
-    if not files:
-        return None
-    import pandas as pd
-    from optuna.trial import TrialState
-    optuna = quiet_optuna()
-    rows = []
-    for path in files:
-        study = optuna.load_study(study_name=path.stem, storage=f"sqlite:///{path.resolve()}")
-        trials = study.get_trials(deepcopy=False)
-        count = {s: sum(t.state == s for t in trials) for s in (TrialState.COMPLETE, TrialState.PRUNED)}
-        best = best_or_none(study)
-        rows.append({"Study": path.stem, "Protocol": study.user_attrs.get("protocol", "?"),
-                     "Metric": study.user_attrs.get("metric", "?"), "Budget": str(study.user_attrs.get("budget")),
-                     "Complete / pruned / diverged": f"{count[TrialState.COMPLETE]} / {count[TrialState.PRUNED]} / "
-                                                     f"{len(finished(study)) - sum(count.values())}",
-                     "Best (validation)": "n/a" if best is None else f"{best.value:.2f}",
-                     "Chosen values": "n/a" if best is None else " ".join(
-                         f"{k}={_fmt(v)}" for k, v in best.params.items())})
-    return ("Tuning studies (`python bench.py tune`, nlbench.tuning; docs/tuning.md): the budget is finished "
-            "trials per method; values are validation accuracies (held-out training images, never the test set) "
-            "at the study's seed, from TPE with median pruning.\n\n"
-            f"{pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)}\n")
-
-
-def study_figures(runs: pathlib.Path, folder: pathlib.Path) -> list[tuple[str, str]]:
-    """Optuna's own plots of each study: the optimization history and the parameter importances."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as ovm
-    optuna = quiet_optuna()
-    written = []
-    for path in study_files(runs):
-        study = optuna.load_study(study_name=path.stem, storage=f"sqlite:///{path.resolve()}")
-        if best_or_none(study) is None:
-            continue
-        plots = [("history", ovm.plot_optimization_history, "optimization history")]
-        if len(study.best_trial.params) > 1:  # importances need two parameters or more
-            evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)  # its forest is random: fixed, reproducible
-            plots.append(("importance", lambda s: ovm.plot_param_importances(s, evaluator=evaluator),
-                          "parameter importances (fANOVA)"))
-        for kind, plot, what in plots:
-            name = f"tuning-{path.stem}-{kind}.png"
-            ax = plot(study)
-            ax.figure.tight_layout()
-            folder.mkdir(parents=True, exist_ok=True)
-            tmp = folder / f".{name}.tmp.png"
-            ax.figure.savefig(tmp, dpi=110, metadata={"Software": None})
-            tmp.replace(folder / name)
-            plt.close(ax.figure)
-            written.append((f"figures/{name}", f"Tuning study {path.stem}: {what} (Optuna)"))
-    return written

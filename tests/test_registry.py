@@ -8,7 +8,8 @@ import pytest
 
 from conftest import load_record
 from nlbench import config as C, report
-from nlbench.plugins import AVALANCHE_PREFIX, load_builtins
+from nlbench.plugins import load_builtins
+from nlbench.registry import AVALANCHE_PREFIX
 from nlbench.registry import STRATEGIES, label_of
 from nlbench.runner import StepRunner
 

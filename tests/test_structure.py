@@ -84,3 +84,30 @@ def test_the_registry_is_a_leaf_and_lookup_registers_nothing():
     except UserError:
         pass
     assert set(STRATEGIES) == before
+
+
+# The package's layers, lowest first; a module may import its own layer and those below, never above
+# (lazy imports inside functions count). Every module is placed, so a new one has to be.
+LAYERS = {
+    "foundation": ["errors", "registry", "metrics", "stats", "memory", "optimizers", "probe", "data", "tuned",
+                   "buffer", "strategies"],
+    "a run's parts": ["nlbench", "config", "models", "scenarios", "levels", "cms", "strategy", "checkpoint",
+                      "records", "layout", "specs", "runspec", "strategies.levelled", "strategies.m3",
+                      "strategies.muon", "strategies.nested", "strategies.nested_blog", "strategies.cms",
+                      "strategies.nested_cms"],
+    "training and bridges": ["runner", "group", "avalanche_bridge", "plugins"],
+    "reporting": ["comparisons", "figures", "replication", "studies", "report"],
+    "launchers": ["sweep", "campaign", "ray_launcher", "tuning", "speed"],
+    "entry points": ["cli", "__main__", "mini.draw_mini"],
+}
+
+
+def test_no_module_imports_from_a_layer_above_its_own():
+    level = {("nlbench" if m == "nlbench" else f"nlbench.{m}"): i
+             for i, members in enumerate(LAYERS.values()) for m in members}
+    edges = graph()
+    assert sorted(set(edges) - set(level)) == [], "place every module in LAYERS"
+    upward = [f"{m} ({list(LAYERS)[level[m]]}) imports {d} ({list(LAYERS)[level[d]]})"
+              for m, deps in edges.items() for d in deps if d in level and level[d] > level[m]]
+    assert upward == []
+    assert level["nlbench.report"] < level["nlbench.campaign"]  # the report reads campaigns, never schedules them
