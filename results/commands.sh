@@ -141,3 +141,15 @@ python bench.py campaign mir-online --budget 9000 --jobs 1 --out results/runs --
 # Issue 26: mir-online's GDumb-200 (a clean worktree of bddaf48; a copy of mir-online.yaml holding ER-200 and GDumb-200),
 # one torch thread, beside the ER-ACE campaign; stopped with SIGTERM at the session's end (seeds 0 and 2 checkpointed):
 python bench.py campaign mir-online --budget 5000 --jobs 1 --out results/runs --data-root $DATA
+# 2026-11-29, issue 26: mir-online's ER-ACE-200 seed 4, ER-ACE-1000 seeds 3-4 and GDumb-200 seeds 3-4 (a clean worktree
+# of 88ab617, moved to ac6973d while the first two ran: their records name ac6973d, whose only change on their path is the
+# training_samples hook; a copy of mir-online.yaml holding ER-200/500/1000, ER-ACE-200/1000 and GDumb-200), two runs at a
+# time at one torch thread each; then, for the time left, LwF, iCaRL-200 and A-GEM-200 (a copy holding them with Fine-tune
+# and ER-200), seeds in order:
+OMP_NUM_THREADS=1 python bench.py campaign mir-online --seeds 3 4 --budget 5400 --grace 60 --jobs 2 --out results/runs --data full --data-root $DATA --no-download
+OMP_NUM_THREADS=1 python bench.py campaign mir-online --budget $LEFT --grace 60 --jobs 2 --out results/runs --data full --data-root $DATA --no-download
+# 2026-11-29, issue 26: the Avalanche parity campaign (a clean worktree of 16ef4f9), beside the above at one thread; its
+# --out is a folder whose quick/ links to results/runs, so that the quick profile's records sit with the existing ones:
+mkdir -p /tmp/par && ln -sfn "$PWD/results/runs" /tmp/par/quick
+OMP_NUM_THREADS=1 python bench.py campaign avalanche-parity --budget 6600 --grace 60 --jobs 1 --out /tmp/par --data full --data-root $DATA --no-download
+python bench.py report
