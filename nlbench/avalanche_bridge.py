@@ -182,6 +182,12 @@ class AvalancheStrategy(Strategy):
     def observe(self, batch):
         raise NotImplementedError("Avalanche strategies train through train_task")
 
+    def evaluation_model(self) -> nn.Module:
+        """The network Avalanche trains now: some strategies replace ``strategy.model`` (GDumb starts
+        each experience from a copy of the initial network), so ours may no longer be the one trained."""
+        trained = self.avalanche.model
+        return trained.model if isinstance(trained, PreparedInput) else trained
+
 
 def levelled_model_and_optimizer(name: str = "nested", backbone: str = "cnn", width: int = 32, lr: float = 1e-3,
                                  batch_size: int = 32, device="cpu", **hp):

@@ -26,6 +26,16 @@ def test_listed_avalanche_strategies_run_on_our_scenario(bench, name):
     assert len(rec["acc"]["class_il"]) == 2 and rec["metrics"]["class_il"]["avg_acc"] is not None
 
 
+def test_the_network_avalanche_trains_is_the_one_evaluated(bench):
+    """Avalanche's GDumb trains a copy of the initial network on each experience (it replaces
+    strategy.model): the evaluation must read that copy. Evaluating the network first handed to
+    Avalanche read one never trained: its accuracy on a task just learned stayed at chance."""
+    code, out = bench("--scenario", "split-cifar", "--strategy", "avalanche:GDumb",
+                      sets=["scenario.n_tasks=2", "train.epochs=6", "strategy.mem_size=200"])
+    rec = load_record(out, "split-cifar", "avalanche-GDumb@mem_size=200")
+    assert code == 0 and rec["acc"]["task_il"][1][1] > 75  # the second task, just learned (chance: 50)
+
+
 def test_permuted_replay_keeps_each_samples_own_permutation(bench):
     code, out = bench("--scenario", "permuted-cifar", "--strategy", "avalanche:Replay",
                       sets=["scenario.n_tasks=2", "train.epochs=1", "strategy.mem_size=60"])
