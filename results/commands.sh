@@ -153,3 +153,6 @@ OMP_NUM_THREADS=1 python bench.py campaign mir-online --budget $LEFT --grace 60 
 mkdir -p /tmp/par && ln -sfn "$PWD/results/runs" /tmp/par/quick
 OMP_NUM_THREADS=1 python bench.py campaign avalanche-parity --budget 6600 --grace 60 --jobs 1 --out /tmp/par --data full --data-root $DATA --no-download
 python bench.py report
+# 2026-11-29: avalanche:GDumb rerun after the bridge fix (037ae3c: evaluate the network Avalanche trains; its GDumb
+# replaces the model at each experience), a clean worktree of 037ae3c, replacing the parity campaign's five records:
+OMP_NUM_THREADS=1 python bench.py --scenario split-cifar --strategy avalanche:GDumb --set strategy.mem_size=500 --seeds 0 1 2 3 4 --force --profile quick --device cpu --quiet --data full --data-root $DATA --no-download --out results/runs
