@@ -118,7 +118,7 @@ def test_campaign_sigterm_stops_its_runs_with_a_checkpoint(cifar_root, tmp_path)
 
 
 @pytest.mark.parametrize("argv, fragment", [
-    (["campaign", "nope"], "unknown campaign 'nope'; valid: cifar10-converge, der-table2"),
+    (["campaign", "nope"], "unknown campaign 'nope'; valid: avalanche-parity, cifar10-converge, der-table2"),
     (["campaign", "der-table2"], "campaign needs --budget SECONDS"),
     (["campaign", "der-table2", "--budget", "10", "--grace", "20"], "--grace must be from 0 to below --budget"),
 ])
