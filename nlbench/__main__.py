@@ -1,4 +1,7 @@
-"""``python -m nlbench``: the command line, as ``bench.py`` in a checkout (what an installed suite runs)."""
+"""``python -m nlbench``: the command line, as ``bench.py`` in a checkout (what an installed suite runs).
+
+bench.py keeps its own copy of these lines on purpose: importing anything from the package (this module
+included) already imports torch, so its Ctrl-C guard must sit outside the package to cover that."""
 import sys
 
 try:
