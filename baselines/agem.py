@@ -12,8 +12,8 @@ host and changes only between tasks, so the step stays graph-safe (a new graph p
 import torch
 
 from nlbench import Strategy, register_strategy
-from nlbench.buffer import ReservoirBuffer, check_buffer_options
-from nlbench.strategy import Batch
+from nlbench.training.buffer import ReservoirBuffer, check_buffer_options
+from nlbench.training.strategy import Batch
 
 
 @register_strategy("agem")

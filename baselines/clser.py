@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from nlbench import Strategy, register_strategy, require
-from nlbench.buffer import ReservoirBuffer, check_buffer_options
+from nlbench.training.buffer import ReservoirBuffer, check_buffer_options
 
 
 @register_strategy("clser")

@@ -21,7 +21,7 @@ profile: mammoth's utils/best_args.py, seq-cifar10).
 import torch
 
 from nlbench import Strategy, register_strategy, require
-from nlbench.buffer import ReservoirBuffer, check_buffer_options
+from nlbench.training.buffer import ReservoirBuffer, check_buffer_options
 
 
 @register_strategy("der")

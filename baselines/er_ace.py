@@ -16,7 +16,7 @@ still pass through BatchNorm in their own forward pass (its running statistics m
 import torch
 
 from nlbench import Strategy, register_strategy
-from nlbench.buffer import ReservoirBuffer, check_buffer_options
+from nlbench.training.buffer import ReservoirBuffer, check_buffer_options
 
 
 @register_strategy("er-ace")

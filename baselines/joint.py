@@ -1,6 +1,6 @@
 """Joint training on all tasks' data at once: the upper bound."""
 from nlbench import PlainStrategy, register_strategy
-from nlbench.scenarios import merge_tasks
+from nlbench.training.scenarios import merge_tasks
 
 
 @register_strategy("joint")

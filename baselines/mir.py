@@ -19,7 +19,7 @@ import torch
 from torch.func import functional_call
 
 from nlbench import Strategy, register_strategy, require
-from nlbench.buffer import ReservoirBuffer, check_buffer_options
+from nlbench.training.buffer import ReservoirBuffer, check_buffer_options
 
 
 @register_strategy("mir")

@@ -10,7 +10,7 @@ earlier tasks (so replay starts at task 2), and ``replay_loss=separate`` runs th
 through its own forward pass and adds its mean loss to the stream's (two backward passes, one
 step), skipping it while no earlier-task sample exists, so that no empty batch enters BatchNorm.
 
-The buffer (nlbench.buffer) works on the device, so that a step never waits for the host and can
+The buffer (nlbench.training.buffer) works on the device, so that a step never waits for the host and can
 be recorded in a CUDA graph: samples a step cannot use (an empty buffer) are masked instead of
 skipped. One difference remains: on the run's very first step the masked (empty) replay half still
 enters BatchNorm's batch statistics; from the second step on the buffer holds at least one batch.
@@ -18,7 +18,7 @@ enters BatchNorm's batch statistics; from the second step on the buffer holds at
 import torch
 
 from nlbench import Strategy, register_strategy, require
-from nlbench.buffer import ReservoirBuffer, check_buffer_options
+from nlbench.training.buffer import ReservoirBuffer, check_buffer_options
 
 
 @register_strategy("replay")

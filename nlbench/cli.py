@@ -11,13 +11,13 @@ import signal
 import sys
 import time
 
-from . import config as C
-from .errors import UserError
-from .plugins import load
-from .records import check_out_folder
-from .registry import BACKBONES, BENCH, STRATEGIES
-from .runspec import RunSpec, ordered_strategies, plan_sweep
-from .sweep import check_existing, finish_record, run_lock
+from nlbench.training import config as C
+from nlbench.errors import UserError
+from nlbench.plugins import load
+from nlbench.training.records import check_out_folder
+from nlbench.registry import BACKBONES, BENCH, STRATEGIES
+from nlbench.training.runspec import RunSpec, ordered_strategies, plan_sweep
+from nlbench.launchers.sweep import check_existing, finish_record, run_lock
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray-retries", type=int, default=3, help="with --launcher ray: times a run whose worker died is "
                    "retried from its last checkpoint (default 3)")
     p.add_argument("--seed-parallel", type=int, default=1, metavar="K", help="train up to K seeds of one "
-                   "configuration at once in one process, stacked (nlbench.group; each still writes its own record); "
+                   "configuration at once in one process, stacked (nlbench.training.group; each still writes its own record); "
                    "default 1. Faster on CUDA; on the CPU one seed at a time is faster (bench.py speed --seed-parallel)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (recorded in the run record)")
     p.add_argument("--tuned", metavar="PROTOCOL", help="use the values bench.py tune chose under this protocol "
@@ -75,7 +75,7 @@ def print_list() -> None:
     print("strategies:")
     for name in ordered_strategies():
         print(f"  {name:16s} {STRATEGIES[name].description}")
-    from .avalanche_bridge import KNOWN_WORKING
+    from nlbench.bridges.avalanche import KNOWN_WORKING
     print("  avalanche:NAME   any Avalanche strategy class (avalanche-lib); checked to work: " +
           ", ".join(KNOWN_WORKING))
     print("backbones:")
@@ -87,16 +87,16 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv[:1] == ["report"]:
-            from .report import main as report_main
+            from nlbench.reporting.report import main as report_main
             return report_main(argv[1:])
         if argv[:1] == ["campaign"]:
-            from .campaign import main as campaign_main
+            from nlbench.launchers.campaign import main as campaign_main
             return campaign_main(argv[1:])
         if argv[:1] == ["tune"]:
-            from .tuning import main as tune_main
+            from nlbench.launchers.tuning import main as tune_main
             return tune_main(argv[1:])
         if argv[:1] == ["speed"]:
-            from .speed import main as speed_main
+            from nlbench.launchers.speed import main as speed_main
             return speed_main(argv[1:])
         return run_main(argv)
     except UserError as exc:
@@ -120,8 +120,8 @@ def run_main(argv: list[str]) -> int:
                         "python bench.py --scenario split-cifar --strategy ewc")
     C.check_seeds(args.seeds)
     check_out_folder(args.out)
-    from .data import select_data
-    from .runner import resolve_device  # torch-heavy imports only once we run
+    from nlbench.training.data import select_data
+    from nlbench.training.runner import resolve_device  # torch-heavy imports only once we run
     device = resolve_device(args.device)
     sets = C.parse_sets(args.set)
     if args.compile:  # --compile and --epochs are sugar for --set train.compile=true / train.epochs=N
@@ -144,7 +144,7 @@ def run_main(argv: list[str]) -> int:
                             "runs (set --ray-cpus / --ray-gpus per run)")
         if args.ray_cpus < 1 or args.ray_retries < 0 or (args.ray_gpus is not None and args.ray_gpus < 0):
             raise UserError("--ray-cpus must be a positive integer, --ray-retries and --ray-gpus not negative")
-        from .ray_launcher import run_on_ray
+        from nlbench.launchers.ray_launcher import run_on_ray
         return run_on_ray(plan, args, data)
     if args.address or args.launcher != "local":
         raise UserError("--address needs --launcher ray")
@@ -183,7 +183,7 @@ def run_unit(args, unit: list[RunSpec], device, data) -> int:
 
 def run_group_unit(args, unit: list[RunSpec], device, data) -> int | None:
     """Train the unit's seeds that have no record yet as one group; None: run them one by one."""
-    from .group import unsupported
+    from nlbench.training.group import unsupported
     reason = unsupported(unit[0].cfg, unit[0].strategy)
     if reason:
         print(f"seed-parallel: {unit[0].name} runs one seed per process ({reason})")
@@ -201,8 +201,8 @@ def run_group_unit(args, unit: list[RunSpec], device, data) -> int | None:
 
 
 def _train_and_record_group(args, specs: list[RunSpec], device, data) -> int | None:
-    from .checkpoint import Interrupted
-    from .group import GroupMismatch, run_group
+    from nlbench.training.checkpoint import Interrupted
+    from nlbench.training.group import GroupMismatch, run_group
     lead, seeds = specs[0], [spec.seed for spec in specs]
     t0 = time.perf_counter()
     try:
@@ -250,8 +250,8 @@ def run_one(args, spec: RunSpec, device, data) -> int:
 
 
 def _train_and_record(args, spec: RunSpec, device, data) -> int:
-    from .checkpoint import Interrupted
-    from .runner import run
+    from nlbench.training.checkpoint import Interrupted
+    from nlbench.training.runner import run
     t0 = time.perf_counter()
     try:
         record = run(spec, device=device, data=data, checkpoint=spec.checkpoint, progress=not args.quiet)

@@ -11,8 +11,8 @@ import pathlib
 import sys
 from importlib.metadata import entry_points
 
-from .errors import UserError
-from .registry import AVALANCHE_PREFIX, STRATEGIES, shipped
+from nlbench.errors import UserError
+from nlbench.registry import AVALANCHE_PREFIX, STRATEGIES, shipped
 
 BASELINES_DIR = shipped("baselines")
 
@@ -41,8 +41,8 @@ def load_builtins() -> None:
     if _loaded:
         return
     _loaded = True
-    from . import models, scenarios  # noqa: F401  (register backbones and builders)
-    from .strategies import nested, cms, nested_cms, nested_blog, m3, muon  # noqa: F401
+    from nlbench.training import models, scenarios  # noqa: F401  (register backbones and builders)
+    from nlbench.strategies import nested, cms, nested_cms, nested_blog, m3, muon  # noqa: F401
     for path in sorted(BASELINES_DIR.glob("*.py")):
         load_plugin(path)
     for ep in entry_points(group="nlbench.strategies"):
@@ -56,5 +56,5 @@ def load(plugin_files=(), strategies=()) -> None:
         load_plugin(path)
     for name in strategies:
         if name.startswith(AVALANCHE_PREFIX) and name not in STRATEGIES:
-            from .avalanche_bridge import register  # registers avalanche:NAME, or says why it cannot
+            from nlbench.bridges.avalanche import register  # registers avalanche:NAME, or says why it cannot
             register(name)

@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .errors import UserError
+from nlbench.errors import UserError
 
 # The project root: the one place that computes it. In a checkout (or an editable install) it holds
 # bench.py, baselines/ and scenarios/; a non-editable install (pip install .) ships those two folders
@@ -29,7 +29,7 @@ BENCH = [sys.executable, str(ROOT / "bench.py")] if IN_CHECKOUT else [sys.execut
 def shipped(folder: str) -> pathlib.Path:
     """The suite's own ``baselines`` or ``scenarios`` folder: the checkout's, else the installed copy."""
     return ROOT / folder if IN_CHECKOUT else PACKAGE / f"_shipped_{folder}"
-AVALANCHE_PREFIX = "avalanche:"  # avalanche:NAME: Avalanche's strategy NAME, through nlbench.avalanche_bridge
+AVALANCHE_PREFIX = "avalanche:"  # avalanche:NAME: Avalanche's strategy NAME, through nlbench.bridges.avalanche
 # Table sections, in the order tables list them; a strategy names one as its ``group``.
 GROUPS = ("baseline", "nested", "plugin", "avalanche", "upper bound")
 

@@ -16,7 +16,7 @@ REQUIRED = {"EWC": ["strategy.ewc_lambda=1.0"], "SynapticIntelligence": ["strate
 @pytest.mark.parametrize("name", ["Naive", "EWC", "SynapticIntelligence", "LwF", "Replay", "GDumb", "AGEM",
                                   "MAS", "ER_ACE", "DER", "Cumulative"])
 def test_listed_avalanche_strategies_run_on_our_scenario(bench, name):
-    from nlbench.avalanche_bridge import KNOWN_WORKING
+    from nlbench.bridges.avalanche import KNOWN_WORKING
     assert name in KNOWN_WORKING
     sets = ["scenario.n_tasks=2", "train.epochs=1", *REQUIRED.get(name, [])]
     code, out = bench("--scenario", "split-cifar", "--strategy", f"avalanche:{name}", sets=sets)
@@ -78,12 +78,12 @@ def test_our_nested_strategy_inside_plain_avalanche(cifar_root):
     from avalanche.training.plugins import EvaluationPlugin
     from avalanche.training.supervised import Naive
 
-    from nlbench.avalanche_bridge import PreparedInput, levelled_model_and_optimizer, to_avalanche_benchmark
-    from nlbench.config import resolve
-    from nlbench.data import Augmenter
-    from nlbench.data import select_data
-    from nlbench.runner import build_scenario
-    from nlbench.strategy import RunContext
+    from nlbench.bridges.avalanche import PreparedInput, levelled_model_and_optimizer, to_avalanche_benchmark
+    from nlbench.training.config import resolve
+    from nlbench.training.data import Augmenter
+    from nlbench.training.data import select_data
+    from nlbench.training.runner import build_scenario
+    from nlbench.training.strategy import RunContext
 
     cfg = resolve("split-cifar", "adam", "quick", {"scenario": {"n_tasks": 2}, "data": {"train_per_class": 16}})
     scenario = build_scenario("split-cifar", "split", cfg, 0, torch.device("cpu"), select_data("full", cifar_root, False))

@@ -6,9 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from nlbench import config
-
-
+from nlbench.training import config
 def _files(folder):
     return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
 
@@ -98,7 +96,7 @@ def test_one_broken_scenario_file_does_not_break_list(tmp_path, monkeypatch, cap
 
 
 def test_the_batches_folder_itself_is_a_data_root(cifar_root):
-    from nlbench.data import select_data
+    from nlbench.training.data import select_data
     assert select_data("auto", cifar_root / "cifar-10-batches-py", False).kind == "full"
 
 
@@ -161,7 +159,7 @@ def test_cuda_without_cuda(capsys):
 
 @pytest.mark.parametrize("damage", ["truncated", "altered", "missing"])
 def test_damaged_mini_set_is_refused(damage, tmp_path, monkeypatch, capsys):
-    from nlbench import data
+    from nlbench.training import data
     from nlbench.cli import main
     bad = tmp_path / "cifar10_mini.npz"
     raw = data.MINI_PATH.read_bytes()
@@ -192,7 +190,7 @@ def test_ray_never_asks_for_gpus_a_cluster_lacks():
     """--launcher ray on a CPU-only cluster used to ask 1 GPU per run and wait forever."""
     from types import SimpleNamespace
     from nlbench.errors import UserError
-    from nlbench.ray_launcher import gpus_per_run
+    from nlbench.launchers.ray_launcher import gpus_per_run
     auto = SimpleNamespace(ray_gpus=None, device="auto")
     assert gpus_per_run(auto, 0) == 0.0 and gpus_per_run(auto, 4) == 1.0
     assert gpus_per_run(SimpleNamespace(ray_gpus=None, device="cpu"), 4) == 0.0
@@ -217,7 +215,7 @@ def test_a_torchvision_of_another_build_is_a_one_line_error(monkeypatch):
     """torch and torchvision from different indexes: torchvision fails at import with an operator error."""
     import importlib
 
-    from nlbench.data import torchvision_module
+    from nlbench.training.data import torchvision_module
     from nlbench.errors import UserError
     real = importlib.import_module
 
@@ -234,7 +232,7 @@ def test_a_torchvision_of_another_build_is_a_one_line_error(monkeypatch):
 def test_ray_is_told_to_stay_quiet_unless_the_user_chose_otherwise():
     """No colour codes around the workers' lines in a log file or CI, and no usage-statistics notice
     (the collection choice itself is left to the user); a value the user set is kept."""
-    from nlbench.ray_launcher import quiet_ray_environment
+    from nlbench.launchers.ray_launcher import quiet_ray_environment
     assert quiet_ray_environment({}, terminal=False) == {"RAY_COLOR_PREFIX": "0", "RAY_USAGE_STATS_PROMPT_ENABLED": "0"}
     assert quiet_ray_environment({}, terminal=True) == {"RAY_USAGE_STATS_PROMPT_ENABLED": "0"}
     assert quiet_ray_environment({"RAY_COLOR_PREFIX": "1"}, terminal=False) == {"RAY_USAGE_STATS_PROMPT_ENABLED": "0"}

@@ -6,7 +6,7 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from nlbench.strategy import Batch
+from nlbench.training.strategy import Batch
 
 from test_fast_path import _context
 

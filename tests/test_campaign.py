@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from nlbench.cli import main
-from nlbench.records import read_record
+from nlbench.training.records import read_record
 
 from conftest import TINY
 
@@ -131,7 +131,7 @@ def test_campaign_bad_input_is_one_line(argv, fragment, capsys, tmp_path):
 def test_campaign_status_lists_every_run(capsys, tmp_path):
     assert main(["campaign", "der-table2", "--status", "--out", str(tmp_path), "--seeds", "0"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    from nlbench.specs import load_campaign
+    from nlbench.reporting.specs import load_campaign
     rows = len(load_campaign("der-table2")["runs"])  # one line per row of the one seed
     assert len(lines) == rows and all(line.split()[0] == "missing" for line in lines)
     assert "der/split-cifar/replay@buffer_size=200/seed0.json" in "\n".join(lines)

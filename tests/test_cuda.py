@@ -11,7 +11,7 @@ GRAPH_SAFE = {"adam", "finetune", "ewc", "replay", "joint"}
 
 
 def test_augmentation_runs_on_the_device_and_is_seeded():
-    from nlbench.data import Augmenter
+    from nlbench.training.data import Augmenter
     x = torch.randint(0, 255, (256, 3, 32, 32), dtype=torch.uint8, device="cuda")
     a = Augmenter(torch.Generator("cuda").manual_seed(0))(x)
     b = Augmenter(torch.Generator("cuda").manual_seed(0))(x)
@@ -41,11 +41,11 @@ def test_strategies_run_on_cuda_with_bf16_channels_last_and_graphs(cifar_root, t
 def _graph_and_eager_parameters(cifar_root, strategy, n_steps=10):
     """Parameters after the same steps run eagerly and replayed from a CUDA graph (fp32, no
     augmentation, randomness from the default generator in both)."""
-    from nlbench import config as C
-    from nlbench.data import Augmenter, select_data
+    from nlbench.training import config as C
+    from nlbench.training.data import Augmenter, select_data
     from nlbench.registry import BACKBONES, STRATEGIES
-    from nlbench.runner import StepRunner, amp_context, build_scenario
-    from nlbench.strategy import RunContext
+    from nlbench.training.runner import StepRunner, amp_context, build_scenario
+    from nlbench.training.strategy import RunContext
     torch.backends.cudnn.benchmark = False
     sets = C.parse_sets(["backbone.width=8", "train.amp=false", "train.augment=false", "train.optimizer=sgd",
                          "train.lr=0.05", "train.channels_last=false"])
@@ -107,7 +107,7 @@ def test_same_seed_same_matrix_on_cuda_within_tolerance(cifar_root, tmp_path):
 def test_memory_breakdown_arithmetic_matches_cuda_allocations():
     """Parameters, buffers, gradients and Adam's states as the breakdown computes them are what
     CUDA's allocator hands out for them (each block rounded up to 512 bytes)."""
-    from nlbench.memory import _bytes, optimizer_state_bytes
+    from nlbench.training.memory import _bytes, optimizer_state_bytes
     from nlbench.registry import BACKBONES
     torch.cuda.synchronize()
     base = torch.cuda.memory_allocated()

@@ -4,7 +4,7 @@ import pickle
 import pytest
 import torch
 
-from nlbench.data import Augmenter, load_split, subset_per_class
+from nlbench.training.data import Augmenter, load_split, subset_per_class
 from nlbench.errors import UserError
 
 

@@ -30,9 +30,9 @@ def test_the_readme_is_a_landing_page_whose_links_resolve():
 
 
 def test_every_command_line_option_is_documented():
-    from nlbench.campaign import build_parser as campaign_parser
+    from nlbench.launchers.campaign import build_parser as campaign_parser
     from nlbench.cli import build_parser
-    from nlbench.tuning import build_parser as tune_parser
+    from nlbench.launchers.tuning import build_parser as tune_parser
     docs = "".join((ROOT / "docs" / name).read_text() for name in ("command-line.md", "protocols.md", "ray.md",
                                                                    "tuning.md"))
     for parser in (build_parser(), campaign_parser(), tune_parser()):
@@ -76,8 +76,8 @@ def options_of(subcommand: str | None, capsys) -> str:
 def test_every_documented_command_uses_options_and_names_that_exist(capsys):
     """The README's and the docs' concrete commands: each option is one its subcommand has, each
     scenario, profile, strategy and campaign it names exists, and its --set keys resolve."""
-    from nlbench import config as C
-    from nlbench.specs import load_campaign
+    from nlbench.training import config as C
+    from nlbench.reporting.specs import load_campaign
     from nlbench.plugins import load
     examples = [(where, args) for where, args in documented_commands() if concrete(args)]
     assert len(examples) >= 15, examples  # the extraction still finds them

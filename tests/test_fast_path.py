@@ -5,12 +5,12 @@ import copy
 import pytest
 import torch
 
-from nlbench import config as C
-from nlbench.data import Augmenter
+from nlbench.training import config as C
+from nlbench.training.data import Augmenter
 from nlbench.registry import BACKBONES, STRATEGIES
-from nlbench.runner import StepRunner, amp_context, build_scenario, lr_factor
-from nlbench.strategy import Batch, RunContext
-from nlbench.data import select_data
+from nlbench.training.runner import StepRunner, amp_context, build_scenario, lr_factor
+from nlbench.training.strategy import Batch, RunContext
+from nlbench.training.data import select_data
 
 from conftest import TINY, load_record
 

@@ -56,7 +56,7 @@ def test_record_says_which_optimizer_and_which_plugin_file_trained_the_model(ben
     assert code == 0 and [(o["type"], o["lr"]) for o in rec["optimizers"]] == [("SGD", 0.05)]
     import hashlib
     assert rec["strategy_source"] == {"file": str(plugin.resolve()), "sha256": hashlib.sha256(plugin.read_bytes()).hexdigest()}
-    from nlbench.report import load_records
+    from nlbench.reporting.report import load_records
     assert set(load_records(out)["optimizer"]) == {"SGD, lr 0.05"}  # what the report's caption shows
 
 

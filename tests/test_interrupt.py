@@ -50,7 +50,7 @@ def test_sigint_at_a_random_point_then_resume_gives_the_uninterrupted_matrix(cif
 
 def test_checkpoint_at_end_of_task_resumes_identically(bench, tmp_path, monkeypatch):
     """A killed process (SIGKILL) loses at most the current task: simulate by failing in task 2."""
-    from nlbench import runner
+    from nlbench.training import runner
     bench("--scenario", "split-cifar", "--strategy", "nested", out=tmp_path / "ref", sets=["scenario.n_tasks=3"])
     real = runner._train_task
     calls = {"n": 0}
@@ -108,7 +108,7 @@ def test_nan_loss_stops_the_run_and_records_it_as_diverged(bench, tmp_path, caps
 def test_a_second_process_on_a_running_run_stops_with_one_line_and_leaves_it_alone(cifar_root, tmp_path):
     """Two processes on one run would train side by side and overwrite each other's checkpoint (it
     happened: a campaign resumed from the checkpoint of a run still going by hand)."""
-    from nlbench.sweep import run_lock
+    from nlbench.launchers.sweep import run_lock
     record = tmp_path / "split-cifar" / "replay" / "seed0.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with run_lock(record):  # this test process plays the run already going

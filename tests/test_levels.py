@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from nlbench.levels import build_levels
-from nlbench.cms import CMSModel
-from nlbench.models import cnn
+from nlbench.nested.levels import build_levels
+from nlbench.nested.cms import CMSModel
+from nlbench.training.models import cnn
 
 
 def tiny_model():

@@ -1,8 +1,7 @@
 """Metrics against hand computations on hand-written matrices."""
 import pytest
 
-from nlbench import metrics as M
-
+from nlbench.training import metrics as M
 R = [[90.0, 10.0, 5.0],
      [60.0, 80.0, 20.0],
      [40.0, 70.0, 85.0]]

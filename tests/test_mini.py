@@ -8,7 +8,7 @@ import torch
 
 from conftest import load_record
 from nlbench.cli import main
-from nlbench.data import MINI_PATH, load_mini, load_split
+from nlbench.training.data import MINI_PATH, load_mini, load_split
 
 # batches.meta of the official archive, in order (labels 0..9).
 STANDARD_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import load_record
-from nlbench.optimizers import M3, Muon, NestedAdam, newton_schulz
+from nlbench.nested.optimizers import M3, Muon, NestedAdam, newton_schulz
 
 B1, B2, EPS = 0.9, 0.999, 1e-8
 
@@ -126,7 +126,7 @@ def test_train_levels_on_adam_reproduces_the_nested_strategy(bench):
 def test_any_strategy_runs_with_levels_and_resumes(bench, tmp_path, monkeypatch, strategy):
     import os
     import signal
-    from nlbench.runner import StepRunner
+    from nlbench.training.runner import StepRunner
     sets = ["scenario.n_tasks=2", "train.levels=nested-blog"]
     code, ref = bench("--scenario", "split-cifar", "--strategy", strategy, out=tmp_path / "ref", sets=sets)
     name = f"{strategy}@train.levels=nested-blog"  # the levels name the run: never the plain run's folder
@@ -175,7 +175,7 @@ def test_muon_strategy_gives_the_head_and_1d_parameters_to_adam(bench):
     rec = load_record(out, "split-cifar", "muon")
     kinds = {o["type"]: o["parameters"] for o in rec["optimizers"]}
     assert code == 0 and set(kinds) == {"Muon", "Adam"} and rec["metrics"]["task_il"]["avg_acc"] > 50
-    from nlbench.models import cnn
+    from nlbench.training.models import cnn
     net = cnn(width=8)  # the tiny runs' backbone: Muon takes its three conv weights, Adam the rest
     convs = sum(m.weight.numel() for m in net.modules() if isinstance(m, torch.nn.Conv2d))
     assert kinds["Muon"] == convs and kinds["Adam"] == sum(p.numel() for p in net.parameters()) - convs

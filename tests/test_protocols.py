@@ -4,10 +4,10 @@ import copy
 
 import torch
 
-from nlbench import config as C
-from nlbench.data import fraction_per_class
-from nlbench.scenarios import standardize_input
-from nlbench.strategy import Batch
+from nlbench.training import config as C
+from nlbench.training.data import fraction_per_class
+from nlbench.training.scenarios import standardize_input
+from nlbench.training.strategy import Batch
 
 from test_fast_path import _context
 
@@ -91,7 +91,7 @@ def test_cuda_runs_default_to_a_published_protocol_and_the_old_paper_profile_rea
     """Without --profile a CUDA run of split-cifar gets DER's protocol (no scenario has a `paper`
     profile any more: the 2-epoch one is gpu-short); records written as `paper` read as gpu-short."""
     import json
-    from nlbench.records import read_record
+    from nlbench.training.records import read_record
     assert C.default_profile("split-cifar", "cuda") == "der" and C.default_profile("split-cifar", "cpu") == "quick"
     assert C.default_profile("permuted-cifar", "cuda") == "gpu-short"
     assert all("paper" not in C.profile_names(s) and "gpu-short" in C.profile_names(s) for s in C.scenario_names())

@@ -7,11 +7,12 @@ import signal
 import pytest
 
 from conftest import load_record
-from nlbench import config as C, report
+from nlbench.training import config as C
+from nlbench.reporting import report
 from nlbench.plugins import load_builtins
 from nlbench.registry import AVALANCHE_PREFIX
 from nlbench.registry import STRATEGIES, label_of
-from nlbench.runner import StepRunner
+from nlbench.training.runner import StepRunner
 
 load_builtins()
 REGISTERED = sorted(n for n in STRATEGIES if not n.startswith(AVALANCHE_PREFIX))

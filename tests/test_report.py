@@ -4,13 +4,13 @@ import json
 import pytest
 
 from nlbench.errors import UserError
-from nlbench.report import build_tables, load_records, main, to_latex, to_markdown
+from nlbench.reporting.report import build_tables, load_records, main, to_latex, to_markdown
 
 CFG = {"scenario": {}, "backbone": {"name": "cnn", "width": 8}, "train": {"epochs": 2, "batch_size": 16, "optimizer": "adam", "lr": 0.001}}
 
 
 def record(strategy, seed, class_il, task_il, run=None, status="complete"):
-    from nlbench import metrics
+    from nlbench.training import metrics
     acc = {"class_il": class_il, "task_il": task_il}
     init = {"class_il": [10.0, 10.0], "task_il": [50.0, 50.0]}
     return {"scenario": "split-cifar", "strategy": strategy, "run_name": run or strategy, "seed": seed,
@@ -168,7 +168,7 @@ def test_a_campaign_table_needs_a_recorded_pair_and_never_mixes_data_sets(runs, 
 
 def test_interval_is_the_student_t_interval_by_hand():
     import pandas as pd
-    from nlbench.replication import interval, mean_std
+    from nlbench.reporting.replication import interval, mean_std
     # 1, 2, 3: mean 2, sample std 1, t(0.975, 2) = 4.3027: half width 4.3027 / sqrt(3) = 2.4841
     assert interval(pd.Series([1.0, 2.0, 3.0])) == "[-0.48, 4.48]"
     assert mean_std(pd.Series([1.0, 2.0, 3.0])) == "2.00 ± 1.00"
@@ -177,7 +177,7 @@ def test_interval_is_the_student_t_interval_by_hand():
 
 def test_campaign_table_puts_the_published_numbers_beside_ours(tmp_path):
     """der-table2's SGD row: our two seeds (mean, interval, learning accuracy) next to the paper's."""
-    from nlbench.replication import campaign_tables
+    from nlbench.reporting.replication import campaign_tables
     runs = tmp_path / "runs"
     for seed, (a, b) in enumerate([(20.0, 18.0), (22.0, 20.0)]):
         rec = record("finetune", seed, [[96.0, 0.0], [a, b]], [[96.0, 50.0], [70.0, 90.0]])
@@ -208,7 +208,7 @@ def test_replication_interval_of_the_difference_and_its_equivalence_verdict_by_h
     import math
     import numpy as np
     from scipy import stats
-    from nlbench.replication import campaign_tables, published_se
+    from nlbench.reporting.replication import campaign_tables, published_se
     for accs, expected in (((27.4, 27.5, 27.6), "replicated within ±2"), ((25, 26, 27), "not shown either way"),
                            ((20, 21, 22), "differs")):
         runs = tmp_path / f"runs{accs[0]}"
@@ -253,7 +253,7 @@ def test_campaign_comparisons_are_paired_by_seed_and_a_bad_one_names_itself(tmp_
     one-line error."""
     import numpy as np
     from scipy import stats
-    from nlbench.replication import campaign_tables, comparisons
+    from nlbench.reporting.replication import campaign_tables, comparisons
     runs = tmp_path / "runs"
     for seed, (ft, er) in enumerate([(20, 30), (21, 33), (22, 33)]):
         for strategy, run, a in (("finetune", "finetune", ft), ("replay", "replay@buffer_size=200", er)):
@@ -271,7 +271,7 @@ def test_campaign_comparisons_are_paired_by_seed_and_a_bad_one_names_itself(tmp_
 
 
 def test_records_carry_a_schema_version_and_old_ones_are_read_as_such(tmp_path, bench):
-    from nlbench.records import SCHEMA_VERSION, read_record
+    from nlbench.training.records import SCHEMA_VERSION, read_record
     code, out = bench("--scenario", "split-cifar", "--strategy", "adam", sets=["scenario.n_tasks=2"])
     new = json.loads((out / "split-cifar" / "adam" / "seed0.json").read_text())
     assert new["schema_version"] == SCHEMA_VERSION and len(new["versions"]["git_commit"] or "x" * 40) == 40
@@ -314,7 +314,7 @@ def test_versus_control_is_the_paired_t_interval_and_never_bold(tmp_path):
 
 def test_variance_split_matches_a_hand_computed_two_way_table():
     import pandas as pd
-    from nlbench.stats import variance_split
+    from nlbench.reporting.stats import variance_split
     # orders are rows, seeds columns: grand mean 5; order means 2, 5, 8 -> SS 3 * (9 + 0 + 9) = 54;
     # seed means 4, 5, 6 -> SS 3 * (1 + 0 + 1) = 6; total SS 60, so rest 0
     grid = pd.DataFrame([[1, 2, 3], [4, 5, 6], [7, 8, 9]])
@@ -342,13 +342,13 @@ def test_declared_study_pairs_each_row_with_its_own_control(tmp_path):
 def test_every_study_row_names_runs_the_command_line_can_make():
     """A study's run names must be what bench.py names those runs (a typo would silently drop a row)."""
     import re
-    from nlbench import config as C
-    from nlbench.comparisons import study_specs
+    from nlbench.training import config as C
+    from nlbench.reporting.comparisons import study_specs
     from nlbench.plugins import load
     load()
     for spec in study_specs("split-cifar").values():
         for run in {r for row in spec["rows"] for r in row[1:3]}:
-            from nlbench.tuning import PROTOCOLS, TUNED_MARK
+            from nlbench.launchers.tuning import PROTOCOLS, TUNED_MARK
             if TUNED_MARK in run:  # NAME@tuned=PROTOCOL is what --tuned PROTOCOL names the run NAME
                 run, _, protocol = run.rpartition(TUNED_MARK)
                 run = run.rstrip("@,")

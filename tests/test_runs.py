@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from conftest import load_record
-from nlbench.data import Augmenter, normalize
-from nlbench.records import REQUIRED_KEYS
+from nlbench.training.data import Augmenter, normalize
+from nlbench.training.records import REQUIRED_KEYS
 from nlbench.registry import STRATEGIES
 
 def test_adam_forgets_first_task_in_class_il_while_replay_keeps_much_of_it(bench):
@@ -88,9 +88,9 @@ def test_joint_is_the_upper_bound(bench):
 
 
 def test_permutations_identical_for_train_and_test_and_different_between_tasks(cifar_root):
-    from nlbench.config import resolve
-    from nlbench.data import select_data
-    from nlbench.runner import build_scenario
+    from nlbench.training.config import resolve
+    from nlbench.training.data import select_data
+    from nlbench.training.runner import build_scenario
     cfg = resolve("permuted-cifar", "adam", "quick", {"data": {"train_per_class": 10, "test_per_class": 5},
                                                       "scenario": {"permute": "pixels", "standardize": "dataset"}})
     sc = build_scenario("permuted-cifar", "permuted", cfg, 0, torch.device("cpu"), select_data("full", cifar_root, False))
@@ -116,10 +116,10 @@ def test_permutations_identical_for_train_and_test_and_different_between_tasks(c
 
 
 def test_value_permutations_move_every_input_and_standardise_each_image(cifar_root):
-    from nlbench.config import resolve
-    from nlbench.data import select_data
-    from nlbench.runner import build_scenario
-    from nlbench.scenarios import standardize_per_image
+    from nlbench.training.config import resolve
+    from nlbench.training.data import select_data
+    from nlbench.training.runner import build_scenario
+    from nlbench.training.scenarios import standardize_per_image
     cfg = resolve("permuted-cifar", "adam", "quick", {"data": {"train_per_class": 10, "test_per_class": 5}})
     assert cfg["scenario"]["permute"] == "values" and cfg["backbone"]["name"] == "mlp" and not cfg["train"]["augment"]
     sc = build_scenario("permuted-cifar", "permuted", cfg, 0, torch.device("cpu"), select_data("full", cifar_root, False))
@@ -134,9 +134,9 @@ def test_value_permutations_move_every_input_and_standardise_each_image(cifar_ro
 
 
 def test_class_order_seed_is_its_own_axis(cifar_root):
-    from nlbench.config import resolve
-    from nlbench.data import select_data
-    from nlbench.runner import build_scenario
+    from nlbench.training.config import resolve
+    from nlbench.training.data import select_data
+    from nlbench.training.runner import build_scenario
 
     def classes(order_seed, seed):
         cfg = resolve("split-cifar", "adam", "quick", {"data": {"train_per_class": 5, "test_per_class": 5},
@@ -196,7 +196,7 @@ def test_a_changed_config_never_reuses_an_old_record(bench, capsys, changed):
 
 
 def test_peak_memory_is_per_run_not_per_process():
-    from nlbench.runner import _peak_memory, _reset_peak_memory
+    from nlbench.training.runner import _peak_memory, _reset_peak_memory
     cpu = torch.device("cpu")
     big = torch.ones(100_000_000 // 4)  # 100 MB touched
     before = _peak_memory(cpu)[0]

@@ -1,14 +1,16 @@
-"""Seed-parallel groups (nlbench.group): K seeds trained stacked equal the K one-seed runs."""
+"""Seed-parallel groups (nlbench.training.group): K seeds trained stacked equal the K one-seed runs."""
 import json
 
 import pytest
 import torch
 
 from conftest import TINY
-from nlbench import config as C, group as G, runner
-from nlbench.checkpoint import Interrupted
-from nlbench.data import DataChoice
-from nlbench.runspec import RunSpec
+from nlbench.training import config as C
+from nlbench.training import group as G
+from nlbench.training import runner
+from nlbench.training.checkpoint import Interrupted
+from nlbench.training.data import DataChoice
+from nlbench.training.runspec import RunSpec
 
 SEEDS = [0, 1, 2]
 # A first task of exactly 20 steps: 2 classes x 60 synthetic training images, batches of 6.
@@ -79,7 +81,7 @@ def compare_with_one_seed_runs(cifar_root, monkeypatch, strategy, sets, seeds):
 @pytest.fixture
 def float64(monkeypatch):
     """Models, states and network inputs in float64: rounding no longer hides a difference."""
-    from nlbench.scenarios import Scenario
+    from nlbench.training.scenarios import Scenario
     real = Scenario.prepare
     monkeypatch.setattr(Scenario, "prepare", lambda self, x, t, augment, dtype=None: real(self, x, t, augment,
                                                                                           torch.float64))
@@ -261,8 +263,8 @@ def test_mini_set_run_within_seed_noise(tmp_path):
 def test_a_campaign_starts_up_to_k_seeds_of_a_row_as_one_group(tmp_path):
     from types import SimpleNamespace
 
-    from nlbench.campaign import child_command, expected_seconds, plan, units_of
-    from nlbench.specs import load_campaign
+    from nlbench.launchers.campaign import child_command, expected_seconds, plan, units_of
+    from nlbench.reporting.specs import load_campaign
     runs = plan(load_campaign("verdict-split"), tmp_path, seeds=[0, 1, 2])
     units = units_of(runs, 2)
     assert [[r.seed for r in u] for u in units[:len(units) // 2]] == [[0, 1]] * (len(units) // 2)

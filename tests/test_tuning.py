@@ -53,9 +53,9 @@ def test_the_test_set_is_never_read(cifar_root, tmp_path):
 def test_validation_images_come_from_the_training_set(cifar_root):
     import torch
 
-    from nlbench import config as C
-    from nlbench.data import load_data, select_data
-    from nlbench.runner import build_scenario
+    from nlbench.training import config as C
+    from nlbench.training.data import load_data, select_data
+    from nlbench.training.runner import build_scenario
     data = select_data("full", str(cifar_root), False)
     cfg = C.resolve("split-cifar", "adam", "quick", C.parse_sets(["data.validation_fraction=0.25"]))
     s = build_scenario("split-cifar", "split", cfg, 0, torch.device("cpu"), data)
@@ -117,7 +117,7 @@ def test_every_method_gets_the_same_budget(cifar_root, tmp_path):
     record = load_record(tmp_path, "split-cifar", "adam@tuned=held-out")
     assert record["config"]["data"]["validation_fraction"] is None and len(record["tasks"]) == 3
     assert record["tuned"]["file"] == "tuning/split-cifar.quick.full.adam.held-out.yaml"
-    from nlbench.report import main as report
+    from nlbench.reporting.report import main as report
     assert report(["--runs", str(tmp_path), "--out", str(tmp_path / "report")]) == 0
     table = (tmp_path / "report" / "tables" / "tuning.md").read_text()
     assert "split-cifar.quick.full.ewc.held-out" in table and "| 3        |" in table
@@ -153,7 +153,7 @@ def test_tuning_input_errors_are_one_line(cifar_root, tmp_path, capsys):
     assert main(tune_argv(cifar_root, tmp_path, trials=2)) == 0
     assert main(tune_argv(cifar_root, tmp_path, trials=2, sets=[*SMALL, "train.epochs=2"])) == 2  # another study
     assert "was made with another sets" in capsys.readouterr().err
-    from nlbench.tuning import check_spec
+    from nlbench.launchers.tuning import check_spec
     from nlbench.errors import UserError
     with pytest.raises(UserError, match="is not a search spec"):
         check_spec("train.lr", ["log", 0.0, 1.0], "test")
@@ -162,8 +162,8 @@ def test_tuning_input_errors_are_one_line(cifar_root, tmp_path, capsys):
 def test_a_campaign_row_can_use_the_tuned_values(cifar_root, tmp_path):
     from types import SimpleNamespace
 
-    from nlbench.campaign import child_command, plan
-    from nlbench.specs import load_campaign
+    from nlbench.launchers.campaign import child_command, plan
+    from nlbench.reporting.specs import load_campaign
     from nlbench.cli import main
     assert main(tune_argv(cifar_root, tmp_path / "quick", trials=1)) == 0  # OUT/PROFILE/tuning, beside the records
     small = dict(s.split("=", 1) for s in SMALL)
@@ -185,7 +185,7 @@ def test_a_campaign_row_can_use_the_tuned_values(cifar_root, tmp_path):
 def test_parallel_workers_spend_the_budget_exactly(cifar_root, tmp_path):
     """--jobs 2: the remaining trials are shared out, so the study ends with exactly --trials."""
     from nlbench.cli import main
-    from nlbench.tuning import shares
+    from nlbench.launchers.tuning import shares
     assert shares(5, 2) == [3, 2] and shares(1, 4) == [1] and shares(0, 2) == []
     assert main(tune_argv(cifar_root, tmp_path, "--jobs", "2", trials=3)) == 0
     trials = trials_of(tmp_path, "split-cifar.quick.full.adam.held-out")
@@ -199,7 +199,7 @@ def test_a_tuned_row_sits_beside_its_strategy_in_the_main_table():
     assert label_of("ewc@tuned=held-out") == "EWC, tuned (held-out)"
     assert ordered(["replay", "ewc@tuned=held-out", "ewc"]).index("ewc@tuned=held-out") == \
         ordered(["replay", "ewc@tuned=held-out", "ewc"]).index("ewc") + 1
-    from nlbench.report import main_rows
+    from nlbench.reporting.report import main_rows
     runs = pd.DataFrame({"run": ["ewc", "ewc@tuned=held-out", "ewc@lam=5", "ewc@lam=5,tuned=held-out"],
                          "strategy": ["ewc"] * 4})
     assert main_rows(runs)["run"].tolist() == ["ewc", "ewc@tuned=held-out"]  # a plain strategy's tuned run joins

@@ -10,12 +10,12 @@ import torch
 from scipy import stats
 
 from conftest import load_record
-from nlbench import metrics
+from nlbench.training import metrics
 from nlbench.cli import main
-from nlbench.levels import budget_lr_factor, build_levels
+from nlbench.nested.levels import budget_lr_factor, build_levels
 from nlbench.strategies.levelled import LevelledStrategy
 from nlbench.registry import STRATEGIES
-from nlbench.stats import holm, paired_p, seeds_for_margin, tost_paired, verdict
+from nlbench.reporting.stats import holm, paired_p, seeds_for_margin, tost_paired, verdict
 
 
 # --- old-task accuracy and the floor ---
@@ -29,7 +29,7 @@ def test_old_task_accuracy_is_the_last_row_without_its_last_task():
 
 def test_a_row_at_the_floor_is_marked_and_its_forgetting_called_plasticity(tmp_path):
     from test_report import record, write
-    from nlbench.report import build_tables, load_records
+    from nlbench.reporting.report import build_tables, load_records
     runs = tmp_path / "runs"
     for seed in (0, 1):
         write(runs, record("adam", seed, [[90.0, 0.0], [0.0, 95.0]], [[90.0, 50.0], [60.0, 95.0]]))
@@ -83,7 +83,7 @@ def test_the_probe_needs_images_the_run_does_not_train_on(tmp_path, capsys):
 
 
 def test_probe_images_are_outside_the_training_set_and_the_same_for_every_seed():
-    from nlbench.runner import probe_images
+    from nlbench.training.runner import probe_images
     labels = torch.arange(10).repeat(50)
     trained = torch.arange(0, 300)
     a, b = probe_images(labels, trained, 10), probe_images(labels, trained, 10)
@@ -187,7 +187,7 @@ def test_a_family_table_corrects_within_the_family_and_bolds_only_survivors(tmp_
     domain-IL old-task accuracy (Holm over every declared comparison, those without records counting as
     p = 1: bold); CMS minus its twin by +0.1, -0.2, 0.1, ... (equivalent within ±1)."""
     from test_report import write
-    from nlbench.replication import campaign_tables
+    from nlbench.reporting.replication import campaign_tables
     base = {"scenario": "permuted-cifar", "profile": "retention", "tasks": [[0], [1]], "settings": ["domain_il"],
             "config": {"scenario": {}, "backbone": {"name": "mlp", "width": 8},
                        "train": {"epochs": 1, "batch_size": 16, "optimizer": "adam", "lr": 0.001}},
@@ -206,7 +206,7 @@ def test_a_family_table_corrects_within_the_family_and_bolds_only_survivors(tmp_
         write(runs, rec("nested", "nested@periods=1", seed, 30.0, commit="abc" if seed else "def"))
         write(runs, rec("cms", "cms", seed, 30.0 + cms_d[seed]))
         write(runs, rec("cms", "cms@periods=1", seed, 30.0))
-    table, cap, _ = campaign_tables(__import__("nlbench.report", fromlist=["load_records"]).load_records(runs))[
+    table, cap, _ = campaign_tables(__import__("nlbench.reporting.report", fromlist=["load_records"]).load_records(runs))[
         "family-verdict-permuted"]
     rows = {(r["Row"], r["Control"]): r for _, r in table.iterrows()}
     nested = rows[("Nested", "every period 1 (architecture- and lr-matched)")]
@@ -215,7 +215,7 @@ def test_a_family_table_corrects_within_the_family_and_bolds_only_survivors(tmp_
     cms = np.array(cms_d)
     raw_cms = stats.ttest_1samp(cms, 0).pvalue
     from statsmodels.stats.multitest import multipletests
-    from nlbench.specs import load_campaign
+    from nlbench.reporting.specs import load_campaign
     declared = len(load_campaign("verdict-permuted")["family"]["comparisons"])  # the rest have no records: p = 1
     adjusted = multipletests([raw, 1, raw_cms] + [1] * (declared - 3), method="holm")[1]
     assert nested["Holm p"] == ("<0.001" if adjusted[0] < 0.001 else f"{adjusted[0]:.3f}")

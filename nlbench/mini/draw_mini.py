@@ -9,7 +9,7 @@ generator (seed 0), 500 of its 5,000 training images and 100 of its 1,000 test i
 drawn images in their source order. The JPEG bytes are copied unchanged (no re-encoding), so the
 mini set decodes to exactly the pixels of the same images in the full copy; ``source_index`` says
 which ones. ``--check`` verifies that against a ``cifar-10-batches-py`` folder written from the same
-source. The printed content hash goes into ``nlbench/data.py`` (``MINI_SHA256``).
+source. The printed content hash goes into ``nlbench/training/data.py`` (``MINI_SHA256``).
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def main() -> int:
                        f"{split}_source_index": index.astype(np.int64)})
     np.savez_compressed(args.out, **arrays)  # the ~600 header bytes every small JPEG repeats compress well
     sys.path.insert(0, str(HERE.parent.parent))
-    from nlbench.data import load_mini, mini_content_hash
+    from nlbench.training.data import load_mini, mini_content_hash
     print(f"wrote {args.out} ({pathlib.Path(args.out).stat().st_size / 1e6:.1f} MB); "
           f"source sha256 {hashlib.sha256(pathlib.Path(args.source).read_bytes()).hexdigest()}")
     print(f"content sha256 (MINI_SHA256): {mini_content_hash(np.load(args.out))}")
@@ -65,7 +65,7 @@ def main() -> int:
 
 def check_against_full(folder: pathlib.Path, mini, arrays) -> None:
     """Every mini image equals the full copy's image at its source index, label included."""
-    from nlbench.data import load_split
+    from nlbench.training.data import load_split
     for split, x, y in (("train", mini.train_x, mini.train_y), ("test", mini.test_x, mini.test_y)):
         full_x, full_y = load_split(folder, train=split == "train")
         idx = arrays[f"{split}_source_index"]

@@ -3,11 +3,11 @@
 CMS (section 7.1, Eq. 70): a chain of residual MLP blocks x + W1 act(W2 norm(x)), slowest first,
 every block used in every forward pass; block l is a level with period C_l (Eq. 71).
 """
-from ..cms import CMS_DEFAULTS, build_cms_model, check_cms_periods, cms_groups
-from ..errors import require
-from ..levels import LEVEL_DEFAULTS, check_level_options, expand_periods
-from ..registry import register_strategy
-from .levelled import LevelledStrategy
+from nlbench.nested.cms import CMS_DEFAULTS, build_cms_model, check_cms_periods, cms_groups
+from nlbench.errors import require
+from nlbench.nested.levels import LEVEL_DEFAULTS, check_level_options, expand_periods
+from nlbench.registry import register_strategy
+from nlbench.strategies.levelled import LevelledStrategy
 
 
 @register_strategy("cms")

@@ -1,11 +1,11 @@
 """The base class of the strategies with levels of their own (nested, cms, nested-cms): the level
-schedule (nlbench.levels) built from a subclass's ``level_plan``, its controls (every period 1), and
+schedule (nlbench.nested.levels) built from a subclass's ``level_plan``, its controls (every period 1), and
 the training step: loss, backward, the levels' step."""
 from __future__ import annotations
 
-from ..errors import UserError
-from ..levels import BUDGET_KEYS, budget_lr_factor, build_levels, check_clock, expand_periods, level_optimizer
-from ..strategy import Strategy
+from nlbench.errors import UserError
+from nlbench.nested.levels import BUDGET_KEYS, budget_lr_factor, build_levels, check_clock, expand_periods, level_optimizer
+from nlbench.training.strategy import Strategy
 
 
 class LevelledStrategy(Strategy):

@@ -1,9 +1,9 @@
 """``m3``: the whole model trained with M3, the paper's multi-scale momentum Muon (Alg. 1, Eq. 75;
-``nlbench.optimizers.M3``), one optimizer step per mini-batch."""
-from ..optimizers import M3 as M3Optimizer
-from ..registry import register_strategy
-from ..errors import require
-from ..strategy import PlainStrategy
+``nlbench.nested.optimizers.M3``), one optimizer step per mini-batch."""
+from nlbench.nested.optimizers import M3 as M3Optimizer
+from nlbench.registry import register_strategy
+from nlbench.errors import require
+from nlbench.training.strategy import PlainStrategy
 
 
 @register_strategy("m3")

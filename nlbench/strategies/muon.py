@@ -1,10 +1,10 @@
 """``muon``: Muon (Jordan et al. 2024) on the hidden weights, the suite's optimizer on the rest: the
 control that M3 (``m3``) is compared with, set up as Muon's authors advise (Muon for the hidden
 layers' weight matrices, conv weights reshaped; the classifier, biases and norms with Adam)."""
-from ..optimizers import Muon as MuonOptimizer
-from ..registry import register_strategy
-from ..errors import require
-from ..strategy import PlainStrategy
+from nlbench.nested.optimizers import Muon as MuonOptimizer
+from nlbench.registry import register_strategy
+from nlbench.errors import require
+from nlbench.training.strategy import PlainStrategy
 
 
 @register_strategy("muon")

@@ -5,8 +5,8 @@ updated every 2^i steps with learning rate lr / 2^i, Adam per level, and the gra
 steps in between are dropped (its training loop zeroes them). A different claim from the
 paper's Eq. 71, kept as its own row.
 """
-from ..registry import register_strategy
-from .nested import Nested
+from nlbench.registry import register_strategy
+from nlbench.strategies.nested import Nested
 
 register_strategy("nested-blog", description="The source blog's recipe: block i every 2^i steps, lr/2^i, "
                   "in-between gradients dropped", label="Nested (blog recipe)", order=20, levels="blocks", periods="powers_of_two",

@@ -1,0 +1,1 @@
+"""Bridges to other libraries' strategies (Avalanche), behind the same strategy interface."""

@@ -1,0 +1,468 @@
+"""Campaign tables: our runs of a named campaign beside the numbers it was built to test.
+
+For a literature protocol (``references``: the papers' numbers as data, one entry per row, setting,
+metric and source) the campaign table shows ours and the first reference per row, with our 95%
+interval (Student t over seeds) and the learning accuracy (accuracy on each task right after
+learning it) beside the final accuracy, so that less forgetting from learning less is visible; the
+replication table has one line per reference: published, ours, the difference with its interval,
+and an equivalence verdict at the campaign's declared margin (TOST). For
+the blog's claims (``published`` holds ``claim``/``acc``/``memory_gb``) it shows our accuracy,
+measured CUDA memory and the computed memory breakdown.
+"""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+from scipy import stats as st
+
+from nlbench.reporting.comparisons import by_seed, floor_mark, main_setting, study_table
+from nlbench.errors import UserError
+from nlbench.reporting.layout import SETTING_NAMES, scenario_layout
+from nlbench.reporting.specs import campaign_names, load_campaign, row_run_name
+from nlbench.reporting.stats import (EXPLORATORY, PAIRED_METHOD, holm, interval_text, mean_std, paired_p, paired_text, t_interval,
+                    tost_paired, verdict)
+
+REFERENCE_KEYS = ("row", "setting", "metric", "value", "pm", "pm_kind", "runs", "source")
+PM_KINDS = (None, "2se", "se", "std", "ci95", "printed")
+METRIC_NAMES = {"avg_acc": "final acc", "forgetting": "forgetting", "learning_acc": "learning acc"}
+
+
+def interval(values: pd.Series, digits: int = 2) -> str:
+    """Mean's 95% t-interval over seeds ('n=1: no interval' with one seed)."""
+    return interval_text(values, digits)
+
+
+def _published(pair) -> str:
+    return f"{pair[0]:.2f} ± {pair[1]:.2f}"
+
+
+def _rows_of(df: pd.DataFrame, spec: dict):
+    """(row spec, that row's records) for every row of the campaign, in its order."""
+    for row in spec["runs"]:
+        name = row_run_name(spec, row)
+        yield row, df[(df["scenario"] == spec["scenario"]) & (df["profile"] == spec["profile"]) & (df["run"] == name)]
+
+
+def _n(sub: pd.DataFrame) -> str:
+    done = sub.drop_duplicates("path")
+    diverged = int((done["status"] == "diverged").sum())
+    return str(len(done) - diverged) + (f" ({diverged} diverged)" if diverged else "")
+
+
+def comparisons(spec: dict) -> list[list[str]]:
+    """The campaign's declared paired comparisons (``comparisons``: [row, control row, what the control
+    is], rows named by label) as study rows [label, run, control run, what]; a bad entry fails loudly."""
+    runs = {row["label"]: row_run_name(spec, row) for row in spec["runs"]}
+    out = []
+    for entry in spec.get("comparisons") or []:
+        if not (isinstance(entry, list) and len(entry) == 3 and all(isinstance(v, str) for v in entry)
+                and entry[0] in runs and entry[1] in runs):
+            raise UserError(f"campaign {spec['name']}: a comparison is [row label, control row label, what the control "
+                            f"is], both labels among its runs ({', '.join(runs)}); got {entry!r}")
+        out.append([entry[0], runs[entry[0]], runs[entry[1]], entry[2]])
+    return out
+
+
+FAMILY_METRICS = {"avg_acc": "final acc", "old_acc": "old-task acc", "forgetting": "forgetting",
+                  "learning_acc": "learning acc"}
+SETTINGS = ("class_il", "task_il", "domain_il", "standard", "probe")
+
+
+def family(spec: dict) -> dict | None:
+    """The campaign's primary comparisons (``family``: margin, and comparisons [row, control row,
+    what the control is, setting, metric], rows by label), checked; None if it declares none."""
+    fam = spec.get("family")
+    if fam is None:
+        return None
+    runs = {row["label"]: row_run_name(spec, row) for row in spec["runs"]}
+    margin = fam.get("margin") if isinstance(fam, dict) else None
+    if not isinstance(margin, (int, float)) or isinstance(margin, bool) or margin <= 0:
+        raise UserError(f"campaign {spec['name']}: family needs a positive margin (percentage points), got {margin!r}")
+    out = []
+    for entry in fam.get("comparisons") or []:
+        if not (isinstance(entry, list) and len(entry) == 5 and all(isinstance(v, str) for v in entry)
+                and entry[0] in runs and entry[1] in runs and entry[3] in SETTINGS and entry[4] in FAMILY_METRICS):
+            raise UserError(f"campaign {spec['name']}: a family comparison is [row label, control row label, what the "
+                            f"control is, setting ({', '.join(SETTINGS)}), metric ({', '.join(FAMILY_METRICS)})], both "
+                            f"labels among its runs; got {entry!r}")
+        out.append({"row": entry[0], "run": runs[entry[0]], "control": runs[entry[1]], "control_label": entry[1],
+                    "what": entry[2], "setting": entry[3], "metric": entry[4]})
+    if not out:
+        raise UserError(f"campaign {spec['name']}: family declares no comparisons")
+    return {"margin": float(margin), "comparisons": out}
+
+
+def paired_differences(df: pd.DataFrame, run: str, control: str, setting: str, metric: str) -> pd.DataFrame:
+    """Per seed both have: the difference run - control and whether the two records' code versions
+    (git commits) differ."""
+    both = pd.concat([by_seed(df, name, setting, key) for key in (metric, "commit") for name in (run, control)],
+                     axis=1, join="inner", keys=["row", "control", "commit_row", "commit_control"])
+    both = both.dropna(subset=["row", "control"])
+    return pd.DataFrame({"d": both["row"].astype(float) - both["control"].astype(float),
+                         "mixed": both["commit_row"] != both["commit_control"]})
+
+
+def family_results(df: pd.DataFrame, spec: dict) -> list[dict]:
+    """Every primary comparison with its differences, raw p, Holm-adjusted p and verdict."""
+    fam = family(spec)
+    found = []
+    for comp in fam["comparisons"]:
+        pairs = paired_differences(df, comp["run"], comp["control"], comp["setting"], comp["metric"])
+        found.append({**comp, "pairs": pairs, "p": paired_p(pairs["d"])})
+    # the family is what was declared: a comparison without records counts as p = 1 in the correction
+    adjusted_all = holm([1.0 if c["p"] is None else c["p"] for c in found])
+    for item, adjusted in zip(found, adjusted_all):
+        item["p_holm"] = adjusted if item["p"] is not None else None
+        item["p_tost"] = tost_paired(item["pairs"]["d"], fam["margin"])
+        item["verdict"] = verdict(item["pairs"]["d"], item["p_holm"], fam["margin"])
+    return found
+
+
+def _p(value: float | None) -> str:
+    return "n/a" if value is None else ("<0.001" if value < 0.001 else f"{value:.3f}")
+
+
+def family_table(df: pd.DataFrame, spec: dict) -> pd.DataFrame | None:
+    """The family as a table: bold only where the Holm-adjusted p is below 0.05."""
+    rows = []
+    for c in family_results(df, spec):
+        d = c["pairs"]["d"]
+        if d.empty:
+            continue
+        result = {"n": len(d), "mean": float(d.mean()), "ci": t_interval(d)}
+        survives = c["p_holm"] is not None and c["p_holm"] < 0.05
+        mine = df[(df["run"] == c["run"]) & (df["setting"] == c["setting"]) & (df["status"] == "complete")]
+        rows.append({"Row": c["row"], "Control": c["what"],
+                     "Measure": f"{SETTING_NAMES.get(c['setting'], c['setting'])} {FAMILY_METRICS[c['metric']]}",
+                     "Row value": mean_std(mine[c["metric"]]), "Δ [95% CI]": paired_text(result, bold=survives),
+                     "p": _p(c["p"]), "Holm p": _p(c["p_holm"]), "TOST p": _p(c["p_tost"]), "Verdict": c["verdict"],
+                     "pairs": str(len(d)), "pairs across code versions": str(int(c["pairs"]["mixed"].sum()))})
+    return pd.DataFrame(rows) if rows else None
+
+
+def findings(df: pd.DataFrame, spec: dict) -> list[str]:
+    """One generated line per primary comparison with records: what the README's findings say."""
+    lines = []
+    for c in family_results(df, spec):
+        d = c["pairs"]["d"]
+        if d.empty:
+            continue
+        ci = t_interval(d)
+        ci_text = "" if ci is None else f" [{ci[0]:+.2f}, {ci[1]:+.2f}]"
+        lines.append(f"{c['row']} vs `{c['control_label']}` ({c['what']}), "
+                     f"{SETTING_NAMES.get(c['setting'], c['setting'])} {FAMILY_METRICS[c['metric']]}: "
+                     f"Δ {d.mean():+.2f}{ci_text}, Holm p {_p(c['p_holm'])}, n={len(d)}: **{c['verdict']}**")
+    return lines
+
+
+def references(spec: dict) -> list[dict]:
+    """The campaign's published numbers, checked (a malformed entry names itself)."""
+    refs = spec.get("references") or []
+    for ref in refs:
+        if not isinstance(ref, dict) or set(ref) != set(REFERENCE_KEYS) or ref["pm_kind"] not in PM_KINDS:
+            raise UserError(f"campaign {spec['name']}: a reference needs exactly the keys {', '.join(REFERENCE_KEYS)} "
+                              f"(pm_kind one of {', '.join(map(str, PM_KINDS))}), got {ref!r}")
+    return refs
+
+
+def first_references(spec: dict) -> dict:
+    """label -> {setting: [value, pm]}: each row's first final-accuracy reference per setting."""
+    out: dict = {}
+    for ref in references(spec):
+        if ref["metric"] == "avg_acc":
+            out.setdefault(ref["row"], {}).setdefault(ref["setting"], [ref["value"], ref["pm"] or 0.0])
+    return out
+
+
+def published_table(spec: dict) -> pd.DataFrame:
+    """A campaign's published final accuracies, one line per row (in the YAML's order), a column per
+    setting: 'value ± pm' as the source prints them (what the ± is: the references' pm_kind)."""
+    settings = [s for s in SETTINGS if any(r["setting"] == s and r["metric"] == "avg_acc" for r in references(spec))]
+    rows: dict = {}
+    for ref in references(spec):
+        if ref["metric"] == "avg_acc":
+            text = f"{ref['value']:.2f}" + (f" ± {ref['pm']:.2f}" if ref["pm"] is not None else "")
+            rows.setdefault(ref["row"], {}).setdefault(SETTING_NAMES[ref["setting"]], text)
+    return pd.DataFrame([{"Method": row, **{SETTING_NAMES[s]: cells.get(SETTING_NAMES[s], "-") for s in settings}}
+                         for row, cells in rows.items()])
+
+
+def published_se(ref: dict) -> float:
+    """The published mean's standard error from its ± and the ± 's kind: 2se / 2; se itself; std /
+    sqrt(runs); a 95% interval / 1.96; a ± of unstated kind taken as a standard error (the widest
+    of the usual readings, so that neither 'replicated' nor 'differs' is claimed from a guess); 0
+    without a ± (the published mean is then treated as exact)."""
+    pm, kind, runs = ref["pm"], ref["pm_kind"], ref["runs"]
+    if pm is None:
+        return 0.0
+    if kind == "2se":
+        return pm / 2
+    if kind == "std":
+        return pm / math.sqrt(runs) if runs else float(pm)
+    if kind == "ci95":
+        return pm / 1.96
+    return float(pm)
+
+
+def difference_to_published(ours: pd.Series, ref: dict, margin: float) -> dict | None:
+    """Ours minus published: the difference, its 95% interval (our standard error and the published
+    one combined, Welch-Satterthwaite degrees of freedom), and the TOST p that it lies inside
+    +-margin; None below 2 seeds of ours."""
+    x = ours.astype(float).to_numpy()
+    if len(x) < 2:
+        return None
+    ours_var, pub_var = x.var(ddof=1) / len(x), published_se(ref) ** 2
+    se = math.sqrt(ours_var + pub_var)
+    pub_df = (ref["runs"] - 1) if ref["runs"] and ref["runs"] > 1 else None
+    df = len(x) - 1 if pub_var == 0 or pub_df is None or se == 0 else \
+        (ours_var + pub_var) ** 2 / (ours_var ** 2 / (len(x) - 1) + pub_var ** 2 / pub_df)
+    d = float(x.mean() - ref["value"])
+    if se == 0:
+        return {"d": d, "ci": (d, d), "p_tost": 0.0 if abs(d) < margin else 1.0}
+    half = float(st.t.ppf(0.975, df)) * se
+    p_tost = max(1 - st.t.cdf((d + margin) / se, df), st.t.cdf((d - margin) / se, df))
+    return {"d": d, "ci": (d - half, d + half), "p_tost": float(p_tost)}
+
+
+def replication_verdict(diff: dict | None, margin: float) -> str:
+    if diff is None:
+        return "no test (fewer than 2 seeds)"
+    if diff["p_tost"] < 0.05:
+        return f"replicated within ±{margin:g}"
+    lo, hi = diff["ci"]
+    return "differs" if lo > 0 or hi < 0 else "not shown either way"
+
+
+def replication_margin(spec: dict) -> float:
+    margin = spec.get("replication_margin", 2.0)
+    if not isinstance(margin, (int, float)) or isinstance(margin, bool) or margin <= 0:
+        raise UserError(f"campaign {spec['name']}: replication_margin must be a positive number of points, got {margin!r}")
+    return float(margin)
+
+
+def replication_table(df: pd.DataFrame, spec: dict) -> pd.DataFrame:
+    """One line per published reference and per campaign row without one: ours beside it, ours minus
+    published with its interval, and the equivalence verdict at the campaign's margin."""
+    refs = references(spec)
+    margin = replication_margin(spec)
+    lines = []
+    for row, sub in _rows_of(df, spec):
+        ok = sub[sub["status"] == "complete"]
+        mine = [r for r in refs if r["row"] == row["label"]] or [None]
+        for ref in mine:
+            setting, metric = (ref["setting"], ref["metric"]) if ref else ("class_il", "avg_acc")
+            ours = ok[ok["setting"] == setting][metric].dropna()
+            line = {"Row": row["label"], "Metric": f"{SETTING_NAMES.get(setting, setting)} {METRIC_NAMES[metric]}",
+                    "Published": "-", "Source": "no published counterpart", "Ours": mean_std(ours),
+                    "Ours 95% CI": interval(ours), "n": str(len(ours)), "Ours − published [95% CI]": "-",
+                    f"TOST p (±{margin:g})": "-", "Verdict": "-"}
+            if ref:
+                pm = "" if ref["pm"] is None else f" ± {ref['pm']:.2f} ({ref['pm_kind']})"
+                line.update({"Published": f"{ref['value']:.2f}{pm}" + (f", {ref['runs']} runs" if ref["runs"] else ""),
+                             "Source": ref["source"]})
+                diff = difference_to_published(ours, ref, margin)
+                if diff is not None:
+                    line["Ours − published [95% CI]"] = f"{diff['d']:+.2f} [{diff['ci'][0]:+.2f}, {diff['ci'][1]:+.2f}]"
+                    line[f"TOST p (±{margin:g})"] = f"{diff['p_tost']:.3f}"
+                elif len(ours):
+                    line["Ours − published [95% CI]"] = f"{ours.mean() - ref['value']:+.2f}"
+                line["Verdict"] = replication_verdict(diff, margin)
+            lines.append(line)
+    return pd.DataFrame(lines)
+
+
+def literature_table(df: pd.DataFrame, spec: dict) -> pd.DataFrame:
+    rows = []
+    firsts = first_references(spec)
+    for row, sub in _rows_of(df, spec):
+        ok = sub[sub["status"] == "complete"]
+        pub = firsts.get(row["label"], {})
+        out = {"Row": row["label"], "run": sub["run"].iloc[0] if len(sub) else row["strategy"]}
+        for setting, head in (("class_il", "Class-IL"), ("task_il", "Task-IL")):
+            s = ok[ok["setting"] == setting]
+            out[f"{head} ours"] = mean_std(s["avg_acc"])
+            out[f"{head} ours 95% CI"] = interval(s["avg_acc"])
+            out[f"{head} published"] = _published(pub[setting]) if setting in pub else "-"
+        cls = ok[ok["setting"] == "class_il"]
+        out["Old-task acc (class-IL)"] = mean_std(cls["old_acc"], 1) + floor_mark(ok, "class_il", "old_acc")
+        out["Learning acc (class-IL)"] = mean_std(cls["learning_acc"], 1)
+        out["Forgetting (class-IL)"] = mean_std(cls["forgetting"], 1) + floor_mark(ok, "class_il", "forgetting")
+        out["Train s / run"] = mean_std(sub.drop_duplicates("path")["train_seconds"], 0)
+        out["n"] = _n(sub)
+        rows.append(out)
+    return pd.DataFrame(rows)
+
+
+def layout_table(df: pd.DataFrame, spec: dict) -> pd.DataFrame:
+    """A campaign without published numbers: its rows in the scenario's own columns (old-task and
+    probe columns included, the class-IL floor marked)."""
+    columns = scenario_layout(spec["scenario"], df)["columns"]
+    rows = []
+    for row, sub in _rows_of(df, spec):
+        ok = sub[sub["status"] == "complete"]
+        out = {"Row": row["label"], "run": row_run_name(spec, row)}
+        for header, setting, metric in columns:
+            out[header] = mean_std(ok[ok["setting"] == setting][metric]) + floor_mark(ok, setting, metric)
+        out["Train s / run"] = mean_std(sub.drop_duplicates("path")["train_seconds"], 0)
+        out["n"] = _n(sub)
+        rows.append(out)
+    return pd.DataFrame(rows)
+
+
+def _memory(sub: pd.DataFrame, key: str, part: str) -> pd.Series:
+    return sub["memory"].map(lambda m: ((m or {}).get(part) or {}).get(key))
+
+
+def claims_table(df: pd.DataFrame, spec: dict) -> pd.DataFrame:
+    rows = []
+    for row, sub in _rows_of(df, spec):
+        runs = sub.drop_duplicates("path")
+        ok = runs[runs["status"] == "complete"]
+        claim = (spec.get("published") or {}).get(row["label"], {})
+        model = lambda k: mean_std(_memory(runs, k, "model_mb"), 0)  # noqa: E731
+        rows.append({
+            "Row": row["label"], "run": runs["run"].iloc[0] if len(runs) else row["strategy"],
+            "Test acc": mean_std(ok["avg_acc"]), "95% CI": interval(ok["avg_acc"]),
+            "Blog claim": f"{claim['claim']}: {claim['acc']}" if claim else "-",
+            "CUDA peak alloc / reserved (MB)": (mean_std(_memory(runs, "cuda_max_allocated", "measured_mb"), 0) + " / " +
+                                                mean_std(_memory(runs, "cuda_max_reserved", "measured_mb"), 0)),
+            "Blog memory claim": f"{claim['memory_gb']} GB" if claim else "-",
+            "Params + grads + optimizer (MB)": mean_std(
+                _memory(runs, "parameters", "model_mb") + _memory(runs, "gradients", "model_mb")
+                + _memory(runs, "optimizer_states", "model_mb"), 0),
+            "Level accumulators (MB)": model("level_accumulators"),
+            "Activations, one batch (MB)": model("activations_one_batch"),
+            "CUDA graph": ", ".join(sorted({str(g) for g in runs["cuda_graph"]})) or "-",
+            "Train s": mean_std(runs["train_seconds"], 0), "Images/s": mean_std(runs["images_per_second"], 0),
+            "n": _n(sub),
+        })
+    return pd.DataFrame(rows)
+
+
+def campaign_tables(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str, str]]:
+    """name -> (table, caption, what it is) for every campaign with records in ``df``."""
+    out = {}
+    for spec in map(load_campaign, campaign_names()):
+        for suffix, mine in campaign_records(df, spec):
+            out.update(one_campaign_tables(mine, spec, suffix))
+    return out
+
+
+def campaign_records(df: pd.DataFrame, spec: dict):
+    """(table-name suffix, records) of a campaign per data set, as the profile tables split them (runs on
+    different data never share a table): no suffix on the full set, else ``-mini`` and the like. Only
+    data sets where the campaign shows something: a row with a published reference, or one of its
+    declared comparisons (``comparisons``, ``family``) with both sides, or (a campaign without any) any
+    row, recorded; the profile's records made for other tables (one side of a pair alone, say) make no
+    campaign table."""
+    mine = df[(df["profile"] == spec["profile"]) & (df["scenario"] == spec["scenario"])
+              & df["class_order_seed"].isna()]  # the class-order study's runs are its own
+    fam = family(spec)
+    pairs = [(run, control) for _, run, control, _ in comparisons(spec)] + \
+        [(c["run"], c["control"]) for c in (fam["comparisons"] if fam else [])]
+    labels = {r["row"] for r in references(spec)}
+    referenced = {row_run_name(spec, row) for row in spec["runs"] if row["label"] in labels}
+    for data_set, records in mine.groupby("data_set", sort=True):
+        recorded = set(records.loc[records["status"] == "complete", "run"])
+        paired = any(run in recorded and control in recorded for run, control in pairs)
+        shown = bool(referenced & recorded) or paired or (
+            not pairs and any(row_run_name(spec, row) in recorded for row in spec["runs"]))
+        if shown:
+            yield ("" if data_set == "full" else f"-{data_set}"), records
+
+
+def one_campaign_tables(mine: pd.DataFrame, spec: dict, suffix: str) -> dict:
+    """name -> (table, caption, what it is) for one campaign's records on one data set."""
+    out, name = {}, spec["name"]
+    claims = any("claim" in v for v in (spec.get("published") or {}).values())
+    table = claims_table(mine, spec) if claims else literature_table(mine, spec) if references(spec) else \
+        layout_table(mine, spec)
+    seeds = ", ".join(str(s) for s in sorted(mine["seed"].unique()))
+    devices = ", ".join(sorted(mine["device"].unique()))
+    cap = (f"Campaign `{name}` ({spec['description']}): profile {spec['profile']} (settings and their sources in "
+           f"scenarios/{spec['scenario']}.yaml), seeds {seeds}, device {devices}; accuracies in %, mean ± sample "
+           f"std over seeds and a 95% Student-t interval (none with one seed). Times and images/s were measured "
+           f"while other runs of the campaign shared the device (bench.py campaign --jobs), so they are upper "
+           f"bounds of a run alone. "
+           + (f"Published / claimed numbers: {spec['source']}; they are the authors' runs, not ours. "
+              if claims or references(spec) else "Old-task acc: mean over tasks 1..T-1 of the last row; '(floor)': "
+              "class-IL old-task accuracy 0 in every seed; Probe: linear probes on the frozen features "
+              "(nlbench.training.probe). ")
+           + "Data: "
+           + "; ".join(sorted(mine["data_source"].unique())) + ".")
+    out[f"campaign-{name}{suffix}"] = (table.drop(columns=["run"]), cap, f"Campaign {name}: ours beside the published numbers")
+    if not claims and references(spec):
+        margin = replication_margin(spec)
+        rep_cap = (f"Replication `{name}` ({spec['description']}): every published number beside ours, profile "
+                   f"{spec['profile']}, seeds {seeds}, device {devices}; ours: mean ± sample std and 95% Student-t "
+                   "interval over seeds; published: value ± as printed, with its kind (2se: 2·std/√runs; se; "
+                   "std: over the runs; printed: kind not stated, read as a standard error); ours − published: "
+                   "the difference with a 95% interval combining our standard error and the published one "
+                   "(Welch-Satterthwaite df; a published mean without ± counts as exact); verdict: 'replicated "
+                   f"within ±{margin:g}' where the two one-sided tests at ±{margin:g} points (declared in the "
+                   "campaign's replication_margin) give p < 0.05, else 'differs' where the interval excludes 0, "
+                   "else 'not shown either way'; a row without a published counterpart is listed without one. "
+                   f"Differences of protocol: scenarios/{spec['scenario']}.yaml (profile {spec['profile']}) and "
+                   "docs/protocols.md. Data: JPEG-75 re-encoded CIFAR-10, not the official files.")
+        out[f"replication-{name}{suffix}"] = (replication_table(mine, spec), rep_cap,
+                                              f"Replication {name}: each published number, ours, the difference")
+    out.update(campaign_comparisons(mine, spec, seeds, devices, suffix))
+    out.update(campaign_family(mine, spec, seeds, devices, suffix))
+    return out
+
+
+def campaign_family(mine: pd.DataFrame, spec: dict, seeds: str, devices: str, suffix: str = "") -> dict:
+    """The campaign's declared family (``family-NAME``), if it declares one and any pair has records."""
+    fam = family(spec)
+    table = family_table(mine, spec) if fam else None
+    if table is None:
+        return {}
+    margin = fam["margin"]
+    cap = (f"Campaign `{spec['name']}`, its primary comparisons (the family declared in "
+           f"scenarios/campaigns/{spec['name']}.yaml; profile {spec['profile']}, seeds {seeds}, device {devices}): "
+           f"each row minus its control in percentage points, {PAIRED_METHOD}; p: paired t test; Holm p: Holm's "
+           f"step-down adjustment over the family's {len(fam['comparisons'])} declared comparisons (statsmodels "
+           "multipletests; one without records counts as p = 1); bold = "
+           f"Holm p < 0.05; TOST p: paired two one-sided tests that the difference lies inside ±{margin:g} points; "
+           "verdict: higher / lower where Holm p < 0.05, 'equivalent' where TOST p < 0.05, else inconclusive with "
+           "the pairs whose 90% interval would fit inside the margin at the observed mean and spread; old-task "
+           "acc: mean over tasks 1..T-1 of the last row; Probe: linear probes on the frozen features, fit on "
+           "held-out training images of each task (nlbench.training.probe); pairs across code versions: pairs whose two "
+           "records come from different git commits.")
+    return {f"family-{spec['name']}{suffix}": (table, cap, f"Campaign {spec['name']}: the primary comparisons, Holm-corrected, "
+                                       "with equivalence tests")}
+
+
+def campaign_findings(df: pd.DataFrame) -> list[str]:
+    """The README's findings: every declared family's comparisons with records, one line each."""
+    lines = []
+    for name in campaign_names():
+        spec = load_campaign(name)
+        fam = family(spec)
+        if not fam:
+            continue
+        for suffix, mine in campaign_records(df, spec):
+            found = findings(mine, spec)
+            if found:
+                seeds = ", ".join(str(s) for s in sorted(mine["seed"].unique()))
+                lines += ["", f"Campaign `{name}` ({spec['description']}; seeds {seeds}; table `family-{name}{suffix}`; "
+                              f"equivalence margin ±{fam['margin']:g} points):", ""]
+                lines += [f"- {line}" for line in found]
+    return lines
+
+
+def campaign_comparisons(mine: pd.DataFrame, spec: dict, seeds: str, devices: str, suffix: str = "") -> dict:
+    """The campaign's declared comparisons as a paired table (``vs-control-campaign-NAME``), if any has records."""
+    rows = comparisons(spec)
+    table = study_table(mine, spec["scenario"], {"rows": rows}) if rows else None
+    if table is None:
+        return {}
+    setting = main_setting(scenario_layout(spec["scenario"], mine))
+    cap = (f"Campaign `{spec['name']}`, each row minus its control under the same protocol (profile {spec['profile']}, "
+           f"seeds {seeds}, device {devices}) on {SETTING_NAMES[setting]} metrics (percentage points), "
+           f"{PAIRED_METHOD}; {EXPLORATORY}; forgetting: a negative difference is less forgetting; '(floor: "
+           "plasticity)': a side's class-IL old-task accuracy is 0 in every seed. The comparisons are declared "
+           f"in scenarios/campaigns/{spec['name']}.yaml (comparisons).")
+    return {f"vs-control-campaign-{spec['name']}{suffix}": (table, cap, f"Campaign {spec['name']}: each row minus its control, "
+                                                    "paired by seed, 95% intervals")}

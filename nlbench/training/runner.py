@@ -1,0 +1,508 @@
+"""The training loop, written once: for each task train, then evaluate every task.
+
+Checkpoints: at the end of every task, and at the end of the current step when SIGINT/SIGTERM
+arrives, the whole run state is saved beside the record (``seedK.ckpt``); the same command resumes
+from it and, on the CPU, reproduces the uninterrupted run exactly.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import inspect
+import os
+import pathlib
+import resource
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from tqdm import tqdm
+
+from nlbench.training import memory
+
+from nlbench.training import metrics
+from nlbench.training.data import Augmenter, DataChoice, fraction_per_class, load_data, subset_per_class
+from nlbench.errors import Diverged, UserError
+from nlbench.training.probe import evaluate_probes, probes_on
+from nlbench.training.checkpoint import Interrupted, RunState, SignalGuard, load_checkpoint, save_checkpoint
+from nlbench.nested.cms import cms_backbone
+from nlbench.training.records import versions
+from nlbench.registry import BACKBONES, BUILDERS, STRATEGIES, lookup
+from nlbench.training.runspec import RunSpec
+from nlbench.training.scenarios import Scenario, Task
+from nlbench.training.strategy import Batch, RunContext, Strategy, uses_levels
+
+
+@dataclass
+class _Pools:
+    train_y: torch.Tensor
+    test_y: torch.Tensor
+    train_pool: torch.Tensor
+    test_pool: torch.Tensor
+
+
+def build_scenario(name: str, spec_builder: str, cfg: dict, seed: int, device: torch.device,
+                   data: DataChoice) -> Scenario:
+    arrays = load_data(data)
+    tr = subset_per_class(arrays.train_y, cfg["data"]["train_per_class"])  # on the mini set: at most what it has
+    if cfg["data"]["train_fraction"] is not None:  # a seeded random fraction of each class (MIR keeps 95%)
+        tr = tr[fraction_per_class(arrays.train_y[tr], cfg["data"]["train_fraction"], seed)]
+    probe = probe_images(arrays.train_y, tr, cfg["data"]["probe_per_class"])
+    if cfg["data"]["validation_fraction"] is not None:  # tuning: held-out training images stand in for the test set
+        tr, held = split_validation(arrays.train_y, tr, cfg["data"]["validation_fraction"])
+        eval_x, eval_y = arrays.train_x[held], arrays.train_y[held]  # the test set is never read
+    else:
+        te = subset_per_class(arrays.test_y, cfg["data"]["test_per_class"])
+        eval_x, eval_y = arrays.test_x[te], arrays.test_y[te]
+    train_x, train_y, test_x, test_y = (t.to(device) for t in (arrays.train_x[tr], arrays.train_y[tr], eval_x, eval_y))
+    probes = {} if probe is None else {"probe_x": arrays.train_x[probe].to(device),
+                                       "probe_y": arrays.train_y[probe].to(device)}
+    pools = _Pools(train_y, test_y, torch.arange(len(train_y), device=device), torch.arange(len(test_y), device=device))
+    builder = lookup(BUILDERS, "scenario builder", spec_builder)
+    try:
+        tasks, settings, perms, *extra = builder.obj(pools, seed, **cfg["scenario"])
+    except TypeError as exc:  # an unknown parameter in the YAML or --set scenario.*
+        raise UserError(f"scenario '{name}': {exc}") from exc
+    if cfg["data"]["tasks"] is not None:
+        tasks, perms = task_span(tasks, perms, cfg["data"]["tasks"])
+    return Scenario(name, settings, tasks, train_x, train_y, test_x, test_y,
+                    None if perms is None else perms.to(device), data_set=data.kind, data_source=arrays.source,
+                    **probes, **(extra[0] if extra else {}))  # a builder may set more Scenario fields (standardize)
+
+
+VALIDATION_SEED = 3  # one held-out split for every seed and trial of a study (the trials compare on the same images)
+
+
+def split_validation(labels: torch.Tensor, trained: torch.Tensor, fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The run's training images split into (kept for training, held out for validation): a fixed
+    random ``fraction`` of each class, rounded down (MIR's make_valid_from_train holds out 5%)."""
+    held = fraction_per_class(labels[trained], fraction, seed=VALIDATION_SEED)
+    keep = torch.ones(len(trained), dtype=torch.bool)
+    keep[held] = False
+    return trained[keep], trained[held]
+
+
+def task_span(tasks: list[Task], perms, span: list[int]):
+    """``data.tasks = [first, stop]``: only those tasks, renumbered from 0 (their permutations follow)."""
+    first, stop = span
+    if stop > len(tasks):
+        raise UserError(f"data.tasks {span} asks for tasks up to {stop} but the scenario has {len(tasks)}")
+    kept = [Task(i, t.classes, t.train_idx, t.test_idx) for i, t in enumerate(tasks[first:stop])]
+    return kept, None if perms is None else perms[first:stop]
+
+
+def probe_images(labels: torch.Tensor, trained: torch.Tensor, per_class: int | None) -> torch.Tensor | None:
+    """The linear probes' images: ``per_class`` training images of each class that the run never
+    trains on (outside its subset or its train_fraction), drawn once with a fixed generator, so
+    every seed and strategy probes the same images; None when the probe is off."""
+    if per_class is None:
+        return None
+    spare = torch.ones(len(labels), dtype=torch.bool)
+    spare[trained] = False
+    found = torch.bincount(labels[spare], minlength=10)
+    if int(found.min()) < per_class:
+        raise UserError(f"data.probe_per_class={per_class} needs that many training images per class outside the "
+                        f"run's training set, but only {int(found.min())} are left; lower data.train_per_class "
+                        "or data.probe_per_class, or set data.probe_per_class=null (no probe)")
+    chosen = subset_per_class(labels[spare], per_class, seed=1)  # positions among the spare images
+    return spare.nonzero().flatten()[chosen]
+
+
+def resolve_device(choice: str) -> torch.device:
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda but no CUDA device is available; use --device cpu or auto")
+    if choice not in ("cpu", "cuda"):
+        raise UserError(f"unknown device '{choice}'; valid: auto, cpu, cuda")
+    return torch.device(choice)
+
+
+def evaluate_all(model, scenario: Scenario, ctx: RunContext, amp) -> tuple[dict[str, list[float]], list[float] | None]:
+    """Accuracy (%) on every task's test split in every setting, and the linear probes' accuracy
+    (None without probes), from one pass over the test images."""
+    probing = probes_on(model, scenario)
+    acc, features = evaluate(model, scenario, ctx, amp, keep_features=probing)
+    return acc, evaluate_probes(model, scenario, ctx, amp, features) if probing else None
+
+
+@torch.no_grad()
+def evaluate(model, scenario: Scenario, ctx: RunContext, amp, keep_features: bool = False):
+    """Accuracy (%) on every task's test split, in every setting of the scenario; with
+    ``keep_features`` also each task's test features (model.features, the head's input: the probes')."""
+    was_training = model.training
+    model.eval()
+    out = {s: [] for s in scenario.settings}
+    kept = []
+    bs = ctx.train["eval_batch_size"]
+    for task in scenario.tasks:
+        correct = {s: torch.zeros((), device=ctx.device) for s in scenario.settings}
+        mask = scenario.task_mask(task)
+        feats = []
+        for start in range(0, len(task.test_idx), bs):
+            idx = task.test_idx[start:start + bs]
+            tid = torch.full_like(idx, task.index)
+            with amp():
+                x = ctx.prepare(scenario.test_x[idx], tid, augment=False)
+                if keep_features:  # forward = head(features) for every backbone (nlbench.training.models, nlbench.nested.cms)
+                    feats.append(model.features(x).float())
+                    logits = model.head(feats[-1]).float()
+                else:
+                    logits = model(x).float()
+            y = scenario.test_y[idx]
+            for s in scenario.settings:
+                shown = logits.masked_fill(~mask, float("-inf")) if s == "task_il" else logits
+                correct[s] += (shown.argmax(1) == y).sum()
+        for s in scenario.settings:  # one host sync per task and setting
+            out[s].append(100.0 * correct[s].item() / max(len(task.test_idx), 1))
+        if keep_features:
+            kept.append(torch.cat(feats) if feats else None)
+    model.train(was_training)
+    return out, (kept if keep_features else None)
+
+
+def _reset_peak_memory(device: torch.device) -> None:
+    """Start each run's peak from now: a sweep runs many runs in one process."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:  # Linux: writing 5 to clear_refs resets the process's peak RSS (VmHWM)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def _peak_memory(device: torch.device) -> tuple[float, str]:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
+    try:
+        with open("/proc/self/status") as f:
+            hwm = next(line for line in f if line.startswith("VmHWM:"))
+        return int(hwm.split()[1]) / 1024, "process_peak_rss"
+    except (OSError, StopIteration):  # not Linux: lifetime peak of the process
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process_peak_rss_lifetime"
+
+
+@dataclass
+class Loop:
+    """One run's moving parts, built once by ``prepare`` and handed to each loop function."""
+    strategy: Strategy
+    ctx: RunContext
+    scenario: Scenario
+    stepper: "StepRunner"
+    amp: Callable
+    generator: torch.Generator
+    state: RunState
+    stages: list[Task]
+    checkpoint: pathlib.Path | None
+    progress: bool
+    log: Callable
+    guard: SignalGuard | None = None
+    on_checkpoint: Callable | None = None  # called with the path after each stage's checkpoint (Ray ships it)
+    on_stage: Callable | None = None  # called with (accuracy rows so far, tasks seen) after each stage's evaluation
+
+
+def run(spec: RunSpec, *, device: torch.device, data: DataChoice, checkpoint: pathlib.Path | None = None,
+        progress: bool = True, log=print, on_checkpoint: Callable | None = None,
+        on_stage: Callable | None = None) -> dict:
+    """Run one planned run and return its record. ``on_checkpoint(path)`` runs after
+    every checkpoint written at the end of a stage (nlbench.launchers.ray_launcher sends it to the driver);
+    ``on_stage(acc, seen)`` after every stage's evaluation (nlbench.launchers.tuning reports and prunes there)."""
+    torch.manual_seed(spec.seed)
+    _reset_peak_memory(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
+    loop, memory_model = prepare(spec, device, data, checkpoint, progress, log)
+    loop.on_checkpoint, loop.on_stage = on_checkpoint, on_stage
+    status, diverged_at = "complete", None
+    try:
+        with SignalGuard(immediate=loop.strategy.own_loop) as loop.guard:
+            while loop.state.task < len(loop.stages):
+                train_stage(loop, f"{spec.strategy} seed {spec.seed}")
+    except Diverged as exc:
+        status, diverged_at = "diverged", str(exc)
+        log(f"error: {exc}")
+    return build_record(loop, spec, status, diverged_at, memory_model)
+
+
+def make_context(cfg: dict, scenario: Scenario, device: torch.device, generator: torch.Generator,
+                 graph_capture: bool = False) -> RunContext:
+    """The one factory of a run's RunContext: the config's backbone (with its CMS head, backbone.cms)
+    and the augmentation, both drawing from ``generator``."""
+    backbone = lookup(BACKBONES, "backbone", cfg["backbone"]["name"])
+    cms = cfg["backbone"].get("cms")
+
+    def make_backbone():
+        net = backbone.obj(num_classes=10, width=cfg["backbone"]["width"])
+        return cms_backbone(net, cms) if cms else net
+    return RunContext(cfg, scenario, device, generator, make_backbone, Augmenter(generator), graph_capture=graph_capture)
+
+
+def prepare(spec: RunSpec, device, data, checkpoint, progress, log):
+    """Scenario, strategy (its model built once), step runner and the state to start from (fresh, or
+    a checkpoint's); also the model's computed memory breakdown."""
+    cfg = spec.cfg
+    scenario = build_scenario(spec.scenario, spec.builder, cfg, spec.seed, device, data)
+    generator = torch.Generator(device=device).manual_seed(spec.seed)
+    entry = lookup(STRATEGIES, "strategy", spec.strategy)
+    graphs = uses_cuda_graph(device, cfg, entry.obj)
+    ctx = make_context(cfg, scenario, device, generator, graph_capture=graphs)
+    strategy = entry.obj(ctx, **cfg["strategy"])
+    amp = amp_context(device, cfg)
+    memory_model = memory.breakdown(strategy, ctx, scenario, amp)
+    if cfg["train"]["compile"]:
+        strategy.model.compile(dynamic=False)  # in place: parameter names and optimizers unchanged
+    if strategy.own_loop:
+        checkpoint = None  # its state lives in its own loop's objects (Avalanche's), which we do not checkpoint
+    state = RunState()
+    if checkpoint is not None and checkpoint.exists():
+        state = load_checkpoint(checkpoint, strategy, generator, ctx, log)
+    if state.acc_init is None:
+        state.acc_init, state.probe_init = evaluate_all(strategy.evaluation_model(), scenario, ctx, amp)
+        state.acc = {s: [] for s in scenario.settings}
+        state.probe = [] if state.probe_init is not None else None
+    loop = Loop(strategy, ctx, scenario, StepRunner(strategy, ctx, amp, graphs), amp, generator, state,
+                strategy.stages(scenario.tasks), checkpoint, progress, log)
+    return loop, memory_model
+
+
+def train_stage(loop: Loop, who: str) -> None:
+    """Train the current stage, evaluate every task, log, move on, checkpoint."""
+    state, stages, scenario = loop.state, loop.stages, loop.scenario
+    t0 = time.perf_counter()
+    task = stages[state.task]
+    if loop.strategy.own_loop:  # e.g. the Avalanche bridge
+        with loop.amp():
+            images = loop.strategy.train_task(task)
+        _finish_timing(loop.ctx, state, t0, images)
+    else:
+        _train_task(loop, task, label=f"task {state.task + 1}/{len(stages)}")
+    finish_stage(loop, who, t0)
+
+
+def finish_stage(loop: Loop, who: str, t0: float) -> None:
+    """After a stage's training: evaluate every task, log, move on, checkpoint (a seed-parallel
+    group calls it for each of its seeds)."""
+    state, stages, scenario = loop.state, loop.stages, loop.scenario
+    row, probe_row = evaluate_all(loop.strategy.evaluation_model(), scenario, loop.ctx, loop.amp)
+    for s in scenario.settings:
+        state.acc[s].append(row[s])
+    if state.probe is not None:
+        state.probe.append(probe_row)
+    seen = len({i for stage in stages[:state.task + 1] for i in stage.task_indices})
+    loop.log(f"{who} | task {state.task + 1}/{len(stages)} | {time.perf_counter() - t0:.1f}s | " +
+             " | ".join(f"{s} A={sum(row[s][:seen]) / seen:.1f}" for s in scenario.settings))
+    if loop.on_stage is not None:
+        loop.on_stage(state.acc, seen)
+    state.task, state.epoch, state.step, state.order = state.task + 1, 0, 0, None
+    if loop.checkpoint is not None and state.task < len(stages):
+        save_checkpoint(loop.checkpoint, loop.strategy, loop.generator, state, loop.ctx)
+        if loop.on_checkpoint is not None:
+            loop.on_checkpoint(loop.checkpoint)
+
+
+def build_record(loop: Loop, spec: RunSpec, status, diverged_at, memory_model) -> dict:
+    """The run record (its schema: nlbench.training.records)."""
+    scenario, state, device, cfg = loop.scenario, loop.state, loop.ctx.device, spec.cfg
+    T = len(scenario.tasks)
+    acc, probe = state.acc, state.probe
+    if len(loop.stages) < T and status == "complete":  # merged stages (joint) measure only the last rows
+        acc = {s: [None] * (T - len(rows)) + rows for s, rows in acc.items()}
+        probe = None if probe is None else [None] * (T - len(probe)) + probe
+    peak, peak_kind = _peak_memory(device)
+    return {
+        "scenario": spec.scenario, "strategy": spec.strategy, "seed": spec.seed, "profile": spec.profile,
+        "status": status, "diverged_at": diverged_at, "config": cfg,
+        "tasks": [t.classes for t in scenario.tasks], "settings": scenario.settings,
+        "acc": acc, "acc_init": state.acc_init,
+        "probe": probe, "probe_init": state.probe_init,  # linear-probe accuracy matrix (nlbench.training.probe), or None
+        "metrics": {s: metrics.summarize(acc[s], state.acc_init[s]) if status == "complete" else None
+                    for s in scenario.settings},
+        "train_seconds": state.train_seconds,
+        "images_per_second": state.images / state.train_seconds if state.train_seconds else None,
+        "peak_memory_mb": peak, "peak_memory_kind": peak_kind,
+        "device": _device_name(device), "data_set": scenario.data_set, "data_source": scenario.data_source,
+        "images": {"train": len(scenario.train_y), "test": len(scenario.test_y)},
+        "memory": {"measured_mb": memory.measured(device), "model_mb": memory_model},
+        "numerics": numerics(device, cfg, loop.ctx, loop.stepper.graphs),
+        "strategy_info": loop.strategy.describe(),
+        "optimizers": loop.strategy.optimizer_info(),
+        "strategy_source": source_of(type(loop.strategy)),
+        "seed_parallel": None,  # trained alone; a seed-parallel group (nlbench.training.group) says how it ran
+        "tuned": None,  # set by the launchers for a tuned run (nlbench.launchers.tuning.provenance)
+        "versions": versions(),
+    }
+
+
+def source_of(cls) -> dict:
+    """The file that defines a strategy class and its sha256: which plugin, and which version of it."""
+    try:
+        path = pathlib.Path(inspect.getsourcefile(cls)).resolve()
+    except (TypeError, OSError):
+        return {"file": None, "sha256": None}
+    from nlbench.registry import ROOT as root
+    shown = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+    return {"file": shown, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
+def uses_cuda_graph(device: torch.device, cfg: dict, strategy_cls) -> bool:
+    """auto: on for CUDA when the strategy declares its step graph-safe; true insists."""
+    choice = cfg["train"]["cuda_graph"]
+    graph_safe_for = getattr(strategy_cls, "graph_safe_for", None)
+    safe = graph_safe_for(cfg["strategy"]) if graph_safe_for else bool(getattr(strategy_cls, "graph_safe", False))
+    if choice is True and (device.type != "cuda" or not safe):
+        raise UserError("train.cuda_graph=true needs --device cuda and a strategy whose step is graph-safe "
+                        f"({strategy_cls.__name__} is{'' if safe else ' not'}); use train.cuda_graph=auto")
+    if choice is True and uses_levels(cfg):
+        raise UserError("train.cuda_graph=true cannot record a level schedule (train.levels, backbone.cms): use "
+                        "train.cuda_graph=auto")
+    return (choice in ("auto", True) and device.type == "cuda" and safe and not cfg["train"]["compile"]
+            and not uses_levels(cfg))  # a level schedule branches on its step count in Python
+
+
+def numerics(device: torch.device, cfg: dict, ctx: RunContext, graphs: bool) -> dict:
+    """Every choice that changes the arithmetic or its speed, for the record."""
+    t = cfg["train"]
+    return {"bf16_autocast": uses_bf16(device, cfg), "channels_last": ctx.channels_last, "compile": t["compile"],
+            "cuda_graph": graphs,
+            "optimizer_impl": "SGD fused, Adam foreach capturable" if graphs else "foreach",
+            "cudnn_benchmark": device.type == "cuda",
+            "cpu_threads": torch.get_num_threads()}  # CPU sums round differently per thread count
+
+
+def uses_bf16(device: torch.device, cfg: dict) -> bool:
+    return device.type == "cuda" and cfg["train"]["amp"] in ("auto", True)
+
+
+def amp_context(device: torch.device, cfg: dict):
+    """A factory of the context the forward passes run in: bf16 autocast on CUDA, nothing on the CPU."""
+    if uses_bf16(device, cfg):  # no weight-cast cache: a CUDA graph must not capture a stale cast
+        return lambda: torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
+    return contextlib.nullcontext
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return f"cpu:{os.cpu_count()} cores"
+
+
+class StepRunner:
+    """One training step on a batch: ``strategy.observe`` run eagerly, or replayed from a CUDA graph.
+
+    With graphs, the batch is copied into static buffers and the recorded step (augmentation,
+    forward, backward, optimizer step, all of it) is replayed: one launch instead of hundreds,
+    which is what limits ResNet-18 at small batches. Each task records its own graph after
+    ``WARMUP`` eager steps on a side stream (optimizer states and cuDNN's choices exist by then);
+    a batch of another size (an epoch's last) runs eagerly.
+    """
+
+    WARMUP = 3
+
+    def __init__(self, strategy, ctx: RunContext, amp, graphs: bool):
+        self.strategy, self.ctx, self.amp, self.graphs = strategy, ctx, amp, graphs
+        self.graph, self.static, self.warm = None, None, 0
+
+    def new_task(self) -> None:
+        self.graph, self.warm = None, 0  # before_task may have changed what a step does
+
+    def step(self, raw: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if not self.graphs or (self.static is not None and len(y) != len(self.static[1])):
+            return self._observe(raw, y, t)
+        if self.static is None:
+            self.static = (torch.empty_like(raw), torch.empty_like(y), torch.empty_like(t))
+        for buf, src in zip(self.static, (raw, y, t)):
+            buf.copy_(src)
+        if self.ctx.device.type != "cuda":  # no graphs here: the same static-buffer step, eagerly (for tests)
+            return self._observe(*self.static)
+        if self.graph is None and self.warm < self.WARMUP:
+            self.warm += 1
+            side = torch.cuda.Stream(self.ctx.device)
+            side.wait_stream(torch.cuda.current_stream(self.ctx.device))
+            with torch.cuda.stream(side):
+                loss = self._observe(*self.static)
+            torch.cuda.current_stream(self.ctx.device).wait_stream(side)
+            return loss
+        if self.graph is None:
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.static_loss = self._observe(*self.static)
+        self.graph.replay()  # recording does not run the work: replay it for this batch too
+        return self.static_loss
+
+    def _observe(self, raw, y, t) -> torch.Tensor:
+        with self.amp():
+            return self.strategy.observe(Batch(self.ctx.prepare(raw, t), y, raw, t))
+
+
+def lr_factor(train: dict, step: int, steps_per_epoch: int) -> float:
+    """The lr multiplier before optimizer step ``step`` of a task (0-based).
+
+    triangle: linear from 0 at step 0 to 1 at ``warmup_epochs``, then linear to 0 at the task's end
+    (FFCV's CIFAR-10 schedule, examples/cifar/train_cifar.py: np.interp over iterations)."""
+    if train["lr_schedule"] == "constant":
+        return 1.0
+    peak, end = train["warmup_epochs"] * steps_per_epoch, train["epochs"] * steps_per_epoch
+    if step < peak:
+        return step / peak
+    return max(0.0, (end - step) / max(end - peak, 1))
+
+
+def _train_task(loop: Loop, task: Task, label: str) -> None:
+    """The epochs of one stage with the runner's own loop, from wherever the state says."""
+    strategy, state, ctx = loop.strategy, loop.state, loop.ctx
+    if state.epoch == 0 and state.step == 0:
+        strategy.before_task(task)
+    loop.stepper.new_task()
+    idx, tid = strategy.training_samples(task)
+    bs, epochs = ctx.train["batch_size"], ctx.train["epochs"]
+    steps_per_epoch = -(-len(idx) // bs)
+    bar = tqdm(total=epochs * steps_per_epoch, desc=label, leave=False, disable=not loop.progress or None,
+               initial=state.epoch * steps_per_epoch + state.step)
+    while state.epoch < epochs:
+        if state.order is None:
+            state.order = torch.randperm(len(idx), generator=loop.generator, device=idx.device)
+        t0, images = time.perf_counter(), 0
+        while state.step < steps_per_epoch:
+            if ctx.train["lr_schedule"] != "constant":
+                ctx.scale_lr(lr_factor(ctx.train, state.epoch * steps_per_epoch + state.step, steps_per_epoch))
+            rows = state.order[state.step * bs:(state.step + 1) * bs]
+            pick = idx[rows]
+            loss = loop.stepper.step(loop.scenario.train_x[pick], loop.scenario.train_y[pick], tid[rows])
+            state.step += 1
+            images += len(pick)
+            bar.update(1)
+            if state.step % ctx.train["log_every"] == 0 or state.step == steps_per_epoch:
+                _check_loss(loop, task, loss, bar, images / max(time.perf_counter() - t0, 1e-9))
+            if loop.guard.signum is not None:
+                _finish_timing(ctx, state, t0, images)
+                bar.close()
+                _stop(loop)
+        _finish_timing(ctx, state, t0, images)
+        state.epoch, state.step, state.order = state.epoch + 1, 0, None
+    bar.close()
+    strategy.after_task(task)
+
+
+def _check_loss(loop: Loop, task: Task, loss: torch.Tensor, bar, images_per_s: float) -> None:
+    value = loss.item()  # the only host sync in the loop, every log_every steps
+    if not torch.isfinite(torch.tensor(value)):
+        raise Diverged(f"loss is {value} in strategy '{type(loop.strategy).__name__}', "
+                       f"task {task.index + 1}, epoch {loop.state.epoch + 1}, step {loop.state.step}")
+    bar.set_postfix(epoch=loop.state.epoch + 1, loss=f"{value:.3f}", img_s=f"{images_per_s:.0f}")
+
+
+def _stop(loop: Loop) -> None:
+    """A signal arrived: save the state reached (after this step) and stop the run."""
+    path = save_checkpoint(loop.checkpoint, loop.strategy, loop.generator, loop.state, loop.ctx) \
+        if loop.checkpoint else None
+    raise Interrupted(loop.guard.signum, path)
+
+
+def _finish_timing(ctx, state: RunState, t0: float, images: int) -> None:
+    if ctx.device.type == "cuda":
+        torch.cuda.synchronize(ctx.device)
+    state.train_seconds += time.perf_counter() - t0
+    state.images += images
