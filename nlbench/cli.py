@@ -16,7 +16,7 @@ from nlbench.errors import UserError
 from nlbench.plugins import load
 from nlbench.training.records import check_out_folder
 from nlbench.registry import BACKBONES, BENCH, STRATEGIES
-from nlbench.training.runspec import RunSpec, ordered_strategies, plan_sweep
+from nlbench.training.runspec import RunSpec, expand_strategies, ordered_strategies, plan_sweep
 from nlbench.launchers.sweep import check_existing, finish_record, run_lock
 
 
@@ -35,8 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="auto", help="auto (default): the full CIFAR-10 if found or downloadable, "
                    "else the embedded mini set | full: never fall back | mini: the embedded subset")
     p.add_argument("--data-root", help="folder holding cifar-10-batches-py/ (else $NLBENCH_DATA, else ~/.cache/nlbench)")
-    p.add_argument("--out", default="runs", help="run records folder (default runs/; the committed reference "
-                   "records live in results/runs)")
+    p.add_argument("--out", default="runs", help="run records folder: OUT/PROFILE/DATA/SCENARIO/RUN/seedK.json "
+                   "(default runs/; the committed reference records live in results/runs)")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides, e.g. strategy.lam=400")
     p.add_argument("--plugin", nargs="+", default=[], metavar="FILE", help="extra strategy files to load")
     p.add_argument("--no-download", action="store_true", help="never download CIFAR-10")
@@ -128,12 +128,14 @@ def run_main(argv: list[str]) -> int:
         sets.setdefault("train", {})["compile"] = True
     if args.epochs is not None:
         sets.setdefault("train", {})["epochs"] = args.epochs
-    data = select_data(args.data, args.data_root, not args.no_download) if args.tuned else None  # names the study
-    plan = plan_sweep(args.out, args.scenario, args.strategy, args.seeds, sets, args.profile, device.type, args.tuned,
-                      data.kind if data else None, say=print if not args.shard else (lambda _: None))
+    for scenario in args.scenario:  # names first: a misspelt one fails before any search for data
+        C.load_scenario_file(scenario)
+        expand_strategies(args.strategy, scenario)
     if args.jobs < 1:
         raise UserError(f"--jobs must be a positive integer, got {args.jobs}")
-    data = data or select_data(args.data, args.data_root, not args.no_download)
+    data = select_data(args.data, args.data_root, not args.no_download)  # part of each record's path
+    plan = plan_sweep(args.out, args.scenario, args.strategy, args.seeds, sets, args.profile, device.type, data.kind,
+                      args.tuned, say=print if not args.shard else (lambda _: None))
     if not args.shard:
         print(data.announce())
     if args.seed_parallel < 1:

@@ -72,6 +72,7 @@ def bench(cifar_root, tmp_path):
     return call
 
 
-def load_record(out, scenario, name, seed=0):
+def load_record(out, scenario, name, seed=0, profile="quick", data="full"):
+    """A test run's record, from its place: OUT/PROFILE/DATA/SCENARIO/RUN/seedK.json."""
     import json
-    return json.loads((out / scenario / name / f"seed{seed}.json").read_text())
+    return json.loads((out / profile / data / scenario / name / f"seed{seed}.json").read_text())

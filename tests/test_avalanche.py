@@ -20,7 +20,7 @@ def test_listed_avalanche_strategies_run_on_our_scenario(bench, name):
     assert name in KNOWN_WORKING
     sets = ["scenario.n_tasks=2", "train.epochs=1", *REQUIRED.get(name, [])]
     code, out = bench("--scenario", "split-cifar", "--strategy", f"avalanche:{name}", sets=sets)
-    folder = next((out / "split-cifar").iterdir())
+    folder = next((out / "quick" / "full" / "split-cifar").iterdir())
     rec = load_record(out, "split-cifar", folder.name)
     assert code == 0 and rec["strategy"] == f"avalanche:{name}"
     assert len(rec["acc"]["class_il"]) == 2 and rec["metrics"]["class_il"]["avg_acc"] is not None

@@ -1,5 +1,6 @@
 """Every bad input: a one-line message saying what is wrong and what is allowed, exit code 2,
 and nothing written."""
+import json
 import shutil
 
 import numpy as np
@@ -179,8 +180,15 @@ def test_damaged_mini_set_is_refused(damage, tmp_path, monkeypatch, capsys):
 
 
 def test_record_from_other_data_is_not_silently_skipped(bench, capsys):
+    """Runs on the two data sets live apart (OUT/PROFILE/DATA/...); a full-data record moved by hand
+    into the mini set's place is refused, never taken for a mini run."""
     code, out = bench("--scenario", "split-cifar", "--strategy", "adam", sets=["train.epochs=1"])
-    assert code == 0
+    full = out / "quick" / "full" / "split-cifar" / "adam" / "seed0.json"
+    before = full.read_text()
+    code, _ = bench("--scenario", "split-cifar", "--strategy", "adam", "--data", "mini", sets=["train.epochs=1"])
+    mini = out / "quick" / "mini" / "split-cifar" / "adam" / "seed0.json"
+    assert code == 0 and full.read_text() == before and json.loads(mini.read_text())["data_set"] == "mini"
+    mini.write_text(before)
     code, _ = bench("--scenario", "split-cifar", "--strategy", "adam", "--data", "mini", sets=["train.epochs=1"])
     err = capsys.readouterr().err
     assert code == 2 and "holds a run on the full data set; use another --out for runs on the mini set" in err

@@ -37,9 +37,9 @@ def test_campaign_writes_records_only_in_the_profile_layout(cifar_root, tmp_path
     path, out = _campaign(tmp_path), tmp_path / "out"
     assert _run(path, cifar_root, out, "--budget", "600", "--jobs", "2") == 0
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert files == ["quick/split-cifar/adam/seed0.json", "quick/split-cifar/adam/seed1.json",
-                     "quick/split-cifar/replay@buffer_size=20/seed0.json",
-                     "quick/split-cifar/replay@buffer_size=20/seed1.json"]
+    assert files == ["quick/full/split-cifar/adam/seed0.json", "quick/full/split-cifar/adam/seed1.json",
+                     "quick/full/split-cifar/replay@buffer_size=20/seed0.json",
+                     "quick/full/split-cifar/replay@buffer_size=20/seed1.json"]
     assert read_record(out / files[2])["config"]["strategy"]["buffer_size"] == 20
     assert "4 runs finished" in capsys.readouterr().out
     # a second call has nothing to do and says the campaign is complete
@@ -51,7 +51,7 @@ def test_campaign_writes_records_only_in_the_profile_layout(cifar_root, tmp_path
 def test_campaign_does_not_start_a_run_that_cannot_finish(cifar_root, tmp_path, capsys):
     path, out = _campaign(tmp_path, seeds=(0,), runs=[{"label": "FT", "strategy": "adam"}]), tmp_path / "out"
     assert _run(path, cifar_root, out, "--budget", "600") == 0
-    rec = out / "quick/split-cifar/adam/seed0.json"
+    rec = out / "quick/full/split-cifar/adam/seed0.json"
     data = json.loads(rec.read_text())
     data["wall_seconds"] = 500.0  # as if this row took 500 s
     rec.write_text(json.dumps(data))
@@ -60,7 +60,7 @@ def test_campaign_does_not_start_a_run_that_cannot_finish(cifar_root, tmp_path, 
     assert _run(path, cifar_root, out, "--budget", "100", "--grace", "5") == 0
     text = capsys.readouterr().out
     assert "not started: FT seed 1 (expected 500 s" in text and "1 of 2 left" in text
-    assert not (out / "quick/split-cifar/adam/seed1.json").exists()
+    assert not (out / "quick/full/split-cifar/adam/seed1.json").exists()
 
 
 @pytest.mark.slow
@@ -71,7 +71,7 @@ def test_campaign_checkpoints_at_the_deadline_and_resumes(cifar_root, tmp_path):
     cmd = [*BENCH, "campaign", str(path), "--out", str(out), "--device", "cpu", "--data-root", str(cifar_root),
            "--no-download"]
     first = subprocess.run([*cmd, "--budget", "16", "--grace", "8"], capture_output=True, text=True, timeout=120)
-    record, ckpt = out / "quick/split-cifar/adam/seed0.json", out / "quick/split-cifar/adam/seed0.ckpt"
+    record, ckpt = out / "quick/full/split-cifar/adam/seed0.json", out / "quick/full/split-cifar/adam/seed0.ckpt"
     assert first.returncode == 0, first.stderr[-500:]
     assert not record.exists() and ckpt.exists() and "1 checkpointed" in first.stdout
     second = subprocess.run([*cmd, "--budget", "300"], capture_output=True, text=True, timeout=320)
@@ -107,11 +107,11 @@ def test_campaign_sigterm_stops_its_runs_with_a_checkpoint(cifar_root, tmp_path)
     proc = subprocess.Popen([*BENCH, "campaign", str(path), "--out", str(out), "--device", "cpu", "--data-root",
                              str(cifar_root), "--no-download", "--budget", "300"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    _wait_until_training(out / "quick/split-cifar/adam/seed0.lock")
+    _wait_until_training(out / "quick/full/split-cifar/adam/seed0.lock")
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM and "terminated (SIGTERM)" in err, err[-500:]
-    run = out / "quick/split-cifar/adam"
+    run = out / "quick/full/split-cifar/adam"
     assert (run / "seed0.ckpt").exists() and not (run / "seed0.json").exists()
     left = subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True).stdout.split()
     assert left == []
@@ -134,14 +134,14 @@ def test_campaign_status_lists_every_run(capsys, tmp_path):
     from nlbench.reporting.specs import load_campaign
     rows = len(load_campaign("der-table2")["runs"])  # one line per row of the one seed
     assert len(lines) == rows and all(line.split()[0] == "missing" for line in lines)
-    assert "der/split-cifar/replay@buffer_size=200/seed0.json" in "\n".join(lines)
+    assert "der/full/split-cifar/replay@buffer_size=200/seed0.json" in "\n".join(lines)
 
 
 @pytest.mark.slow
 def test_campaign_refuses_a_record_of_another_config(cifar_root, tmp_path, capsys):
     path, out = _campaign(tmp_path, seeds=(0,), runs=[{"label": "FT", "strategy": "adam"}]), tmp_path / "out"
     assert _run(path, cifar_root, out, "--budget", "600") == 0
-    rec = out / "quick/split-cifar/adam/seed0.json"
+    rec = out / "quick/full/split-cifar/adam/seed0.json"
     data = json.loads(rec.read_text())
     data["config"]["train"]["lr"] = 0.5  # as if the protocol had changed since
     rec.write_text(json.dumps(data))

@@ -118,7 +118,7 @@ def test_the_quick_start_and_the_fast_documented_commands_run(bench, tmp_path, c
     quick_start = "--scenario split-cifar --strategy nested"
     assert quick_start in commands
     code, out = bench(*quick_start.split())
-    assert code == 0 and (out / "split-cifar" / "nested" / "seed0.json").exists()
+    assert code == 0 and (out / "quick" / "full" / "split-cifar" / "nested" / "seed0.json").exists()
     for fast in ("--list", "tune --scenario split-cifar --strategy nested --space",
                  "campaign der-table2 --status --out results/runs"):
         assert fast in commands, fast

@@ -68,7 +68,7 @@ def test_report_says_where_it_wrote_and_describes_the_users_records(bench, tmp_p
     printed = capsys.readouterr().out
     assert f"-> {out / 'report'}/" in printed
     readme = (out / "report" / "README.md").read_text()
-    assert str(out) in readme and "results/commands.sh" not in readme
+    assert str(out) in readme and "results/reproduce.sh" not in readme
     table = (out / "report" / "tables" / "split-cifar.md").read_text()
     assert "avalanche:EWC@ewc_lambda=10" in table and "Adam (fine-tune)" in table  # side by side
 

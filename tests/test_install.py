@@ -38,6 +38,6 @@ def test_a_non_editable_install_runs_the_main_job_outside_the_checkout(tmp_path)
     run = nlbench("--scenario", "split-cifar", "--strategy", "adam", "--data", "mini", "--quiet",
                   "--set", "backbone.width=8", "train.epochs=1", "data.train_per_class=50", "data.test_per_class=20")
     assert run.returncode == 0, run.stderr[-2000:]
-    assert (elsewhere / "runs" / "split-cifar" / "adam" / "seed0.json").exists()
+    assert (elsewhere / "runs" / "quick" / "mini" / "split-cifar" / "adam" / "seed0.json").exists()
     status = nlbench("campaign", "mir-online", "--status", "--out", "runs")
     assert status.returncode == 0 and "ER-200" in status.stdout, status.stderr

@@ -34,7 +34,7 @@ def test_sigint_at_a_random_point_then_resume_gives_the_uninterrupted_matrix(cif
     time.sleep(random.uniform(0.0, 0.3))
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
-    record = cut_out / "split-cifar" / "replay" / "seed0.json"
+    record = cut_out / "quick" / "full" / "split-cifar" / "replay" / "seed0.json"
     if proc.returncode == 0:  # the run finished before the signal landed: nothing to resume
         pytest.skip("run completed before SIGINT arrived")
     assert proc.returncode == 130, err
@@ -64,13 +64,14 @@ def test_checkpoint_at_end_of_task_resumes_identically(bench, tmp_path, monkeypa
     monkeypatch.setattr(runner, "_train_task", dying)
     with pytest.raises(RuntimeError, match="simulated crash"):
         bench("--scenario", "split-cifar", "--strategy", "nested", out=tmp_path / "cut", sets=["scenario.n_tasks=3"])
-    ckpt = tmp_path / "cut" / "split-cifar" / "nested" / "seed0.ckpt"
+    ckpt = tmp_path / "cut" / "quick" / "full" / "split-cifar" / "nested" / "seed0.ckpt"
     assert ckpt.exists()
     monkeypatch.setattr(runner, "_train_task", real)
-    # the same command on other data (e.g. --data auto falling back) must not continue this run
+    # the same command on other data (e.g. --data auto falling back) is another run, in its own folder
     code, _ = bench("--scenario", "split-cifar", "--strategy", "nested", "--data", "mini", out=tmp_path / "cut",
                     sets=["scenario.n_tasks=3"])
-    assert code == 2 and ckpt.exists()
+    assert code == 0 and ckpt.exists()
+    assert load_record(tmp_path / "cut", "split-cifar", "nested", data="mini")["data_set"] == "mini"
     code, _ = bench("--scenario", "split-cifar", "--strategy", "nested", out=tmp_path / "cut", sets=["scenario.n_tasks=3"])
     assert code == 0 and not ckpt.exists()
     assert load_record(tmp_path / "cut", "split-cifar", "nested")["acc"] == \
@@ -109,7 +110,7 @@ def test_a_second_process_on_a_running_run_stops_with_one_line_and_leaves_it_alo
     """Two processes on one run would train side by side and overwrite each other's checkpoint (it
     happened: a campaign resumed from the checkpoint of a run still going by hand)."""
     from nlbench.launchers.sweep import run_lock
-    record = tmp_path / "split-cifar" / "replay" / "seed0.json"
+    record = tmp_path / "quick" / "full" / "split-cifar" / "replay" / "seed0.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with run_lock(record):  # this test process plays the run already going
         record.with_suffix(".ckpt").write_bytes(b"the running process's checkpoint")

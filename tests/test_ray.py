@@ -82,7 +82,7 @@ def test_a_killed_worker_is_retried_from_its_checkpoint(cluster, cifar_root, tmp
         [*argv(cifar_root, out, one, longer, group), "--launcher", "ray", "--address", cluster])))
     thread.start()
     folders = [pathlib.Path(tempfile.gettempdir()) / "nlbench-ray" / hashlib.sha256(
-        str((out / "split-cifar" / "adam" / f"seed{k}.json").resolve()).encode()).hexdigest()[:16] for k in seeds]
+        str((out / "quick" / "full" / "split-cifar" / "adam" / f"seed{k}.json").resolve()).encode()).hexdigest()[:16] for k in seeds]
     deadline = time.time() + 300  # a busy machine: Ray's start, the upload and the first task take a while
     while not all((f / "run.ckpt").exists() for f in folders) and time.time() < deadline and thread.is_alive():
         time.sleep(0.02)
@@ -93,7 +93,7 @@ def test_a_killed_worker_is_retried_from_its_checkpoint(cluster, cifar_root, tmp
     thread.join(timeout=300)
     assert result.get("code") == 0
     assert int((folders[0] / "worker.pid").read_text()) != killed  # a second attempt ran it
-    assert records(out) == [f"split-cifar/adam/seed{k}.json" for k in seeds]
+    assert records(out) == [f"quick/full/split-cifar/adam/seed{k}.json" for k in seeds]
     for k in map(int, seeds):
         ours, local = load_record(out, "split-cifar", "adam", k), load_record(tmp_path / "local", "split-cifar", "adam", k)
         assert ours["acc"] == local["acc"]
@@ -134,7 +134,7 @@ def test_an_interrupted_driver_is_finished_by_the_same_command(cluster, cifar_ro
     assert 1 <= len(done_first) <= 4
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert records(out) == sorted(f"split-cifar/{s}/seed{k}.json" for s in ("adam", "ewc") for k in (0, 1))
+    assert records(out) == sorted(f"quick/full/split-cifar/{s}/seed{k}.json" for s in ("adam", "ewc") for k in (0, 1))
     assert all(json.loads((out / p).read_text())["status"] == "complete" for p in records(out))
 
 

@@ -48,7 +48,7 @@ def test_every_registered_strategy_runs_resumes_and_is_reported(bench, tmp_path,
     with pytest.raises(SystemExit) as stopped:
         bench("--scenario", "split-cifar", "--strategy", strategy, out=tmp_path / "cut", sets=sets)
     assert stopped.value.code == 128 + signal.SIGINT
-    assert (tmp_path / "cut" / "split-cifar" / name / "seed0.ckpt").exists()
+    assert (tmp_path / "cut" / "quick" / "full" / "split-cifar" / name / "seed0.ckpt").exists()
     monkeypatch.undo()
     code, cut = bench("--scenario", "split-cifar", "--strategy", strategy, out=tmp_path / "cut", sets=sets)
     assert code == 0 and load_record(cut, "split-cifar", name)["acc"] == rec["acc"]

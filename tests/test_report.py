@@ -22,7 +22,7 @@ def record(strategy, seed, class_il, task_il, run=None, status="complete"):
 
 
 def write(runs, rec):
-    path = runs / rec["scenario"] / rec["run_name"].replace(":", "-") / f"seed{rec['seed']}.json"
+    path = runs / rec["profile"] / rec.get("data_set", "full") / rec["scenario"] / rec["run_name"].replace(":", "-") / f"seed{rec['seed']}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(rec))
 
@@ -103,7 +103,7 @@ def test_report_writes_tables_and_readme(runs, tmp_path):
 def test_empty_folder_and_bad_records_name_the_problem(tmp_path, runs):
     with pytest.raises(UserError, match="no run records under"):
         load_records(tmp_path / "nothing")
-    old = runs / "split-cifar" / "ewc" / "seed0.json"
+    old = runs / "quick" / "full" / "split-cifar" / "ewc" / "seed0.json"
     old.parent.mkdir(parents=True)
     old.write_text(json.dumps({"scenario": "split-cifar", "acc": {}}))
     with pytest.raises(UserError, match=f"run record {old} lacks keys strategy"):
@@ -200,6 +200,20 @@ def test_campaign_table_puts_the_published_numbers_beside_ours(tmp_path):
     assert line["Published"] == "19.62 ± 0.05 (std), 10 runs" and line["n"] == "2"
 
 
+def test_a_published_number_without_a_plus_minus_is_shown_without_one(tmp_path):
+    """mir-online's ER-ACE-200 reference (42.6, Caccia et al. Table 1) has no ± in our source: its cell
+    is the value alone, never '± 0.00'; MIR's ER-200 keeps its printed ± 1.2."""
+    from nlbench.reporting.replication import campaign_tables
+    runs = tmp_path / "runs"
+    for strategy, name in (("er-ace", "er-ace@buffer_size=200"), ("replay", "replay@buffer_size=200")):
+        rec = record(strategy, 0, [[90.0, 0.0], [30.0, 40.0]], [[90.0, 50.0], [70.0, 80.0]])
+        rec.update({"profile": "online", "run_name": name})
+        write(runs, rec)
+    table = campaign_tables(load_records(runs))["campaign-mir-online"][0]
+    assert table[table["Row"] == "ER-ACE-200"].iloc[0]["Class-IL published"] == "42.60"
+    assert table[table["Row"] == "ER-200"].iloc[0]["Class-IL published"] == "27.50 ± 1.20"
+
+
 def test_replication_interval_of_the_difference_and_its_equivalence_verdict_by_hand(tmp_path):
     """MIR's ER-200 (27.5 ± 1.2 as 2se over 15 runs: se 0.6): ours minus published with the two standard
     errors combined (Welch-Satterthwaite df) and TOST at mir-online's margin of 2 points, computed here by
@@ -273,7 +287,7 @@ def test_campaign_comparisons_are_paired_by_seed_and_a_bad_one_names_itself(tmp_
 def test_records_carry_a_schema_version_and_old_ones_are_read_as_such(tmp_path, bench):
     from nlbench.training.records import SCHEMA_VERSION, read_record
     code, out = bench("--scenario", "split-cifar", "--strategy", "adam", sets=["scenario.n_tasks=2"])
-    new = json.loads((out / "split-cifar" / "adam" / "seed0.json").read_text())
+    new = json.loads((out / "quick" / "full" / "split-cifar" / "adam" / "seed0.json").read_text())
     assert new["schema_version"] == SCHEMA_VERSION and len(new["versions"]["git_commit"] or "x" * 40) == 40
     old = tmp_path / "old.json"
     old.write_text(json.dumps(record("adam", 0, [[90.0]], [[90.0]])))

@@ -64,7 +64,7 @@ def test_nested_with_all_periods_one_equals_adam(bench):
 def test_nested_strategies_run_on_every_scenario(bench, scenario, strategy):
     sets = ["scenario.n_tasks=3"] if scenario != "cifar10" else []
     code, out = bench("--scenario", scenario, "--strategy", strategy, sets=["train.epochs=1", *sets])
-    rec = json.loads(next((out / scenario).glob("*/seed0.json")).read_text())
+    rec = json.loads(next((out / "quick" / "full" / scenario).glob("*/seed0.json")).read_text())
     assert code == 0 and rec["status"] == "complete" and rec["strategy"] == strategy
     levels = rec["strategy_info"]["levels"]
     assert sum(lv["n_params"] for lv in levels) > 0 and all(lv["parameters"] for lv in levels)
@@ -185,7 +185,7 @@ def test_existing_record_is_skipped_unless_forced(bench, capsys):
 def test_a_changed_config_never_reuses_an_old_record(bench, capsys, changed):
     """Same --out, same strategy, one key changed: exit 2 naming the key, the old record untouched."""
     code, out = bench("--scenario", "split-cifar", "--strategy", "adam", sets=["scenario.n_tasks=2"])
-    path = out / "split-cifar" / "adam" / "seed0.json"
+    path = out / "quick" / "full" / "split-cifar" / "adam" / "seed0.json"
     before = path.read_text()
     capsys.readouterr()
     code, _ = bench("--scenario", "split-cifar", "--strategy", "adam", sets=["scenario.n_tasks=2", changed])
@@ -237,7 +237,7 @@ def test_the_docs_plugin_example_runs(bench, tmp_path):
     plugin = tmp_path / "my_strategy.py"
     plugin.write_text(code)
     exit_code, out = bench("--scenario", "split-cifar", "--strategy", "my-finetune", "--plugin", str(plugin))
-    assert exit_code == 0 and (out / "split-cifar" / "my-finetune" / "seed0.json").exists()
+    assert exit_code == 0 and (out / "quick" / "full" / "split-cifar" / "my-finetune" / "seed0.json").exists()
 
 
 def test_every_builtin_strategy_starts_from_the_same_network(bench):
@@ -264,6 +264,6 @@ def test_a_method_key_names_its_own_run_beside_the_plain_one(bench):
     code, out = bench("--scenario", "split-cifar", "--strategy", "adam", sets=["scenario.n_tasks=2"])
     code2, _ = bench("--scenario", "split-cifar", "--strategy", "adam", sets=["scenario.n_tasks=2", "train.lr=0.01"])
     assert code == code2 == 0
-    assert sorted(p.name for p in (out / "split-cifar").iterdir()) == ["adam", "adam@train.lr=0.01"]
-    rec = json.loads((out / "split-cifar" / "adam@train.lr=0.01" / "seed0.json").read_text())
+    assert sorted(p.name for p in (out / "quick" / "full" / "split-cifar").iterdir()) == ["adam", "adam@train.lr=0.01"]
+    rec = json.loads((out / "quick" / "full" / "split-cifar" / "adam@train.lr=0.01" / "seed0.json").read_text())
     assert rec["config"]["train"]["lr"] == 0.01 and rec["run_name"] == "adam@train.lr=0.01"

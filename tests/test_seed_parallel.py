@@ -209,7 +209,7 @@ def test_checkpoints_at_different_points_do_not_group(cifar_root, tmp_path):
 def test_cli_groups_seeds_keeps_finished_ones_and_says_what_cannot_group(bench, tmp_path, capsys):
     out = tmp_path / "runs"
     bench("--scenario", "split-cifar", "--strategy", "adam", "--seeds", "1", out=out)
-    done = out / "split-cifar" / "adam" / "seed1.json"
+    done = out / "quick" / "full" / "split-cifar" / "adam" / "seed1.json"
     before = done.read_text()
     capsys.readouterr()
     bench("--scenario", "split-cifar", "--strategy", "adam", "m3", "--seeds", "0", "1", "2", "--seed-parallel", "3",
@@ -218,9 +218,9 @@ def test_cli_groups_seeds_keeps_finished_ones_and_says_what_cannot_group(bench, 
     assert done.read_text() == before  # a group never overwrites a finished seed
     assert "skip" in printed and "m3 runs one seed per process (M3's Newton-Schulz" in printed
     for seed in (0, 2):
-        record = json.loads((out / "split-cifar" / "adam" / f"seed{seed}.json").read_text())
+        record = json.loads((out / "quick" / "full" / "split-cifar" / "adam" / f"seed{seed}.json").read_text())
         assert record["seed_parallel"]["seeds"] == [0, 2]
-    assert json.loads((out / "split-cifar" / "m3" / "seed0.json").read_text())["seed_parallel"] is None
+    assert json.loads((out / "quick" / "full" / "split-cifar" / "m3" / "seed0.json").read_text())["seed_parallel"] is None
 
 
 def test_stack_and_unstack_states_round_trip():
@@ -252,7 +252,7 @@ def test_mini_set_run_within_seed_noise(tmp_path):
             "data.train_per_class=200"]
     assert main([*args, "--out", str(tmp_path / "alone")]) == 0
     assert main([*args, "--seed-parallel", "4", "--out", str(tmp_path / "group")]) == 0
-    final = {kind: [json.loads((tmp_path / kind / "split-cifar" / "replay" / f"seed{s}.json").read_text())
+    final = {kind: [json.loads((tmp_path / kind / "quick" / "full" / "split-cifar" / "replay" / f"seed{s}.json").read_text())
                     ["metrics"] for s in range(4)] for kind in ("alone", "group")}
     for setting in ("class_il", "task_il"):
         alone = torch.tensor([m[setting]["avg_acc"] for m in final["alone"]])

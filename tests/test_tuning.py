@@ -165,15 +165,15 @@ def test_a_campaign_row_can_use_the_tuned_values(cifar_root, tmp_path):
     from nlbench.launchers.campaign import child_command, plan
     from nlbench.reporting.specs import load_campaign
     from nlbench.cli import main
-    assert main(tune_argv(cifar_root, tmp_path / "quick", trials=1)) == 0  # OUT/PROFILE/tuning, beside the records
+    assert main(tune_argv(cifar_root, tmp_path, trials=1)) == 0  # OUT/tuning: the campaign reads it there
     small = dict(s.split("=", 1) for s in SMALL)
     path = tmp_path / "tuned-campaign.yaml"
     path.write_text(yaml.safe_dump({"scenario": "split-cifar", "profile": "quick", "seeds": [0, 1], "runs": [
         {"label": "Adam", "strategy": "adam", "set": small},
         {"label": "Adam, tuned", "strategy": "adam", "tuned": "held-out", "set": small}]}))
-    runs = plan(load_campaign(str(path)), tmp_path)
+    runs = plan(load_campaign(str(path)), tmp_path, "full")
     assert [r.spec.name for r in runs[:2]] == ["adam", "adam@tuned=held-out"]
-    chosen = yaml.safe_load((tmp_path / "quick" / "tuning" / "split-cifar.quick.full.adam.held-out.yaml").read_text())
+    chosen = yaml.safe_load((tmp_path / "tuning" / "split-cifar.quick.full.adam.held-out.yaml").read_text())
     args = SimpleNamespace(device="cpu", data_root=str(cifar_root), no_download=True)
     cmd = child_command([runs[1]], args, "full")
     assert cmd[cmd.index("--tuned") + 1] == "held-out" and "--tuned" not in child_command([runs[0]], args, "full")

@@ -14,7 +14,7 @@ yet, seed by seed in the file's order, up to ``--jobs`` at a time (processes, on
 - with ``--seed-parallel K``, starts up to K seeds of one row as one child process, a seed-parallel
   group (nlbench.training.group: one record per seed as always; a group's expected time is that of a group
   of the same size, else a one-seed run's times K);
-- finished runs are ordinary run records (``OUT/PROFILE/SCENARIO/RUN/seedK.json``, a few kB each):
+- finished runs are ordinary run records (``OUT/PROFILE/DATA/SCENARIO/RUN/seedK.json``, a few kB each):
   what a short GPU job brings back. Checkpoints stay where they are written.
 
 Running the same command again continues the campaign; ``--status`` only lists what is done.
@@ -45,7 +45,7 @@ class PlannedRun:
     """A campaign's run: the run itself (a RunSpec) and what the scheduler needs to start it."""
     label: str             # the campaign row's label
     sets: list[str]        # KEY=VALUE, as on the child's command line
-    out: pathlib.Path      # the --out of the run: OUT/PROFILE
+    out: pathlib.Path      # the --out of the run (its record: OUT/PROFILE/DATA/SCENARIO/RUN/seedK.json)
     spec: RunSpec
     tuned: str | None = None  # a row's `tuned: PROTOCOL`: the values bench.py tune chose (--tuned PROTOCOL)
 
@@ -65,18 +65,18 @@ class PlannedRun:
         return self.spec.group_key()
 
 
-def plan(spec: dict, out: pathlib.Path, seeds: list[int] | None = None, extra: list[str] = (),
-         data_kind: str = "full") -> list[PlannedRun]:
+def plan(spec: dict, out: pathlib.Path, data_kind: str, seeds: list[int] | None = None,
+         extra: list[str] = ()) -> list[PlannedRun]:
     """Every run of the campaign, seed-major, each resolved (so a bad row fails before anything runs).
-    ``data_kind`` names the tuning studies of rows with ``tuned: PROTOCOL``."""
+    ``data_kind``: the data set they train on, part of each record's path (it also names the tuning
+    studies of rows with ``tuned: PROTOCOL``)."""
     runs = []
     for seed in seeds if seeds is not None else spec["seeds"]:
         for row in spec["runs"]:
             sets = row_sets(spec, row, extra)
-            run_out = out / spec["profile"]  # a row's tuned values live beside its records: OUT/PROFILE/tuning/
-            run = PlannedRun(row["label"], sets, run_out, make_spec(run_out, spec["scenario"], row["strategy"],
-                                                                    spec["profile"], C.parse_sets(sets), seed,
-                                                                    row.get("tuned"), data_kind), row.get("tuned"))
+            run = PlannedRun(row["label"], sets, out, make_spec(out, spec["scenario"], row["strategy"], spec["profile"],
+                                                                C.parse_sets(sets), seed, data_kind, row.get("tuned")),
+                             row.get("tuned"))
             conflict = config_conflict(run.spec, read_record(run.path)) if run.path.exists() else ""
             if conflict:
                 raise UserError(f"{run.path} holds a run with another config than campaign {spec['name']} asks "
@@ -156,9 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--grace", type=float, default=30.0, help="seconds before the budget's end at which "
                     "running runs are checkpointed (default 30)")
     ap.add_argument("--seeds", nargs="+", type=int, help="only these seeds (default: the campaign's)")
-    ap.add_argument("--out", default="runs", help="records folder; runs go to OUT/PROFILE/... (default runs/)")
+    ap.add_argument("--out", default="runs", help="records folder; runs go to OUT/PROFILE/DATA/SCENARIO/... (default runs/)")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--data", default="auto")
+    ap.add_argument("--data", default="auto", help="auto | full | mini, as for a run; with --status, auto means full")
     ap.add_argument("--data-root")
     ap.add_argument("--no-download", action="store_true")
     ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
@@ -181,13 +181,9 @@ def main(argv: list[str]) -> int:
     if args.seeds is not None:
         C.check_seeds(args.seeds)
     check_out_folder(out)
-    data = None
-    if any(row.get("tuned") for spec in specs for row in spec["runs"]):  # tuned rows: their studies name the data
-        from nlbench.training.data import select_data
-        data = select_data(args.data, args.data_root, not args.no_download)
-    runs = [r for spec in specs for r in plan(spec, out, args.seeds, args.set, data.kind if data else "full")]
-    if args.status:
-        print("\n".join(status_lines(runs)))
+    if args.status:  # what is recorded, read without looking for data: auto counts as the full set's records
+        kind = "mini" if args.data == "mini" else "full"
+        print("\n".join(status_lines([r for spec in specs for r in plan(spec, out, kind, args.seeds, args.set)])))
         return 0
     if args.budget is None or args.budget <= 0:
         raise UserError("campaign needs --budget SECONDS (a positive number: the time this job may spend)")
@@ -198,7 +194,8 @@ def main(argv: list[str]) -> int:
     if args.grace < 0 or args.grace >= args.budget:
         raise UserError(f"--grace must be from 0 to below --budget, got {args.grace}")
     from nlbench.training.data import select_data
-    data = data or select_data(args.data, args.data_root, not args.no_download)
+    data = select_data(args.data, args.data_root, not args.no_download)  # the data set is part of each record's path
+    runs = [r for spec in specs for r in plan(spec, out, data.kind, args.seeds, args.set)]
     print(data.announce())
     return Scheduler(runs, args, data.kind).run()
 

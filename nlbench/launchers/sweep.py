@@ -9,7 +9,7 @@ import pathlib
 
 from nlbench.training import config as C
 from nlbench.errors import UserError
-from nlbench.training.records import read_record, write_record
+from nlbench.training.records import out_of, read_record, write_record
 
 
 def check_existing(spec, data, force: bool = False) -> bool:
@@ -83,7 +83,7 @@ def finish_record(record: dict, name: str, wall_seconds: float, path: pathlib.Pa
     record["run_name"] = name
     record["wall_seconds"] = wall_seconds
     from nlbench.training.tuned import provenance  # a tuned run (NAME@tuned=PROTOCOL) says where its values came from
-    record["tuned"] = provenance(name, record, path.parents[2])
+    record["tuned"] = provenance(name, record, out_of(path))
     write_record(path, record)
     path.with_suffix(".ckpt").unlink(missing_ok=True)
     print_summary(record, path)

@@ -232,7 +232,7 @@ class Objective:
         from nlbench.training.checkpoint import Interrupted
         from nlbench.training.runspec import RunSpec
         spec = RunSpec(self.scenario, self.strategy, self.strategy, self.profile, self.seed, cfg,
-                       C.load_scenario_file(self.scenario)["builder"])  # a trial: no record of its own
+                       C.load_scenario_file(self.scenario)["builder"], self.data.kind)  # a trial: no record
         try:
             record = run(spec, device=self.device, data=self.data, progress=False, log=lambda *_: None,
                          on_stage=report)

@@ -34,7 +34,9 @@ def interval(values: pd.Series, digits: int = 2) -> str:
 
 
 def _published(pair) -> str:
-    return f"{pair[0]:.2f} ± {pair[1]:.2f}"
+    """'value ± pm', or the value alone where the source gives no ± (never a made-up ± 0.00)."""
+    value, pm = pair
+    return f"{value:.2f}" + ("" if pm is None else f" ± {pm:.2f}")
 
 
 def _rows_of(df: pd.DataFrame, spec: dict):
@@ -167,11 +169,12 @@ def references(spec: dict) -> list[dict]:
 
 
 def first_references(spec: dict) -> dict:
-    """label -> {setting: [value, pm]}: each row's first final-accuracy reference per setting."""
+    """label -> {setting: [value, pm]}: each row's first final-accuracy reference per setting (pm None
+    where the source gives no ±)."""
     out: dict = {}
     for ref in references(spec):
         if ref["metric"] == "avg_acc":
-            out.setdefault(ref["row"], {}).setdefault(ref["setting"], [ref["value"], ref["pm"] or 0.0])
+            out.setdefault(ref["row"], {}).setdefault(ref["setting"], [ref["value"], ref["pm"]])
     return out
 
 

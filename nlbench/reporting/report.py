@@ -42,7 +42,8 @@ def load_records(runs: pathlib.Path) -> pd.DataFrame:
         rec = read_record(path)
         cfg = rec["config"]
         base = {"path": str(path), "scenario": rec["scenario"], "strategy": rec["strategy"],
-                "run": rec["run_name"], "seed": rec["seed"], "profile": rec["profile"],
+                "run": C.run_name_without(rec["run_name"], C.CLASS_ORDER_KEY),  # the order is its own column
+                "seed": rec["seed"], "profile": rec["profile"],
                 "status": rec["status"], "device": rec["device"],
                 "backbone": f"{cfg['backbone']['name']} (width {cfg['backbone']['width']})",
                 "epochs": cfg["train"]["epochs"], "batch_size": cfg["train"]["batch_size"],
@@ -465,12 +466,13 @@ def seed_parallel_table(out: pathlib.Path) -> str | None:
 def write_readme(out: pathlib.Path, df: pd.DataFrame, written, runs_folder: str) -> None:
     runs = df.drop_duplicates("path")
     committed = pathlib.Path(runs_folder).resolve() == (ROOT / "results" / "runs")
-    origin = ("The records were produced by the commands in `results/commands.sh` (CPU, quick profile; the full "
-             "CIFAR-10 copy, and the embedded mini set for the records in `runs/mini`) and "
-             "`results/gpu_commands.sh` (GPU: the gpu-short profile, named `paper` before 2026-11-26, in `runs/gpu-short`; the campaigns' records in `runs/der` and "
-             "`runs/converge`, with the job logs in `gpu-logs/`). `speed.json` comes from `python bench.py speed` on "
-             "the CPU, `speed-h100.json` and `speed-h200.json` from `scripts/gpu_suite.sh` on one H100 / H200. "
-             "Do not edit these files by hand.") if committed else (
+    origin = ("The records (in `runs/PROFILE/DATA/SCENARIO/RUN/seedK.json`: data `full` is the CIFAR-10 copy, "
+              "`mini` the embedded subset) were produced by the commands in `results/reproduce.sh`, one per record "
+              "set: CPU for the quick, retention and online profiles; one GPU for gpu-short, der and converge (job "
+              "logs in `gpu-logs/`). When and from which commit each set was made is in the history of the commits "
+              "that added it (`git log --stat -- results/runs/PROFILE`); each record names its own commit. "
+              "`speed.json` comes from `python bench.py speed` on the CPU, `speed-h100.json` and `speed-h200.json` "
+              "from `scripts/gpu_suite.sh` on one H100 / H200. Do not edit these files by hand.") if committed else (
               f"The records are your runs in `{runs_folder}` ({len(runs)} records; strategies "
               f"{', '.join(sorted(runs['run'].unique()))}); the provenance table below says where each group ran.")
     lines = ["# Results", "", "Everything in this folder is regenerated from the run records by", "",

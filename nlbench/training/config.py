@@ -296,9 +296,11 @@ def strategy_overrides(sets: dict, strategy: str) -> dict:
     return {**plain, **(given.get(strategy) if isinstance(given.get(strategy), dict) else {})}
 
 
-# Overrides outside ``strategy`` that make a different method rather than another protocol: they name the
-# run (``replay@train.levels=nested``), so that its record never shares a folder with the plain run's.
-NAMING_KEYS = ("train.levels", "backbone.cms", "train.optimizer", "train.lr")
+# Overrides outside ``strategy`` that make a different method (``replay@train.levels=nested``) or another
+# stream (``adam@scenario.class_order_seed=1``: another class order) rather than another protocol: they name
+# the run, so that its record never shares a folder with the plain run's.
+NAMING_KEYS = ("train.levels", "backbone.cms", "train.optimizer", "train.lr", "scenario.class_order_seed")
+CLASS_ORDER_KEY = "scenario.class_order_seed"
 
 
 def run_name(strategy: str, sets: dict) -> str:
@@ -312,6 +314,14 @@ def run_name(strategy: str, sets: dict) -> str:
     parts = [f"{k}={_short(v)}" for k, v in sorted(overrides.items())]
     parts += [f"{k}={_short(v)}" for k, v in sorted(design.items())]
     return strategy + "@" + ",".join(parts)
+
+
+def run_name_without(name: str, key: str) -> str:
+    """The run's name without one naming key's part: ``adam@scenario.class_order_seed=1`` -> ``adam`` (the
+    class-order study's table keeps the order as its own column)."""
+    strategy, _, parts = name.partition("@")
+    kept = [part for part in parts.split(",") if part and not part.startswith(key + "=")]
+    return strategy + ("@" + ",".join(kept) if kept else "")
 
 
 def _short(value) -> str:

@@ -19,9 +19,20 @@ REQUIRED_KEYS = ("scenario", "strategy", "seed", "profile", "config", "tasks", "
                  "metrics", "train_seconds", "images_per_second", "peak_memory_mb", "device", "versions")
 
 
-def record_path(out: str | os.PathLike, scenario: str, run_name: str, seed: int) -> pathlib.Path:
+# A record's place: OUT/<profile>/<data>/<scenario>/<run>/seedK.json. Profile and data set lead, so that
+# runs of one protocol on one data set sit together and a record never shares a folder with another
+# protocol's (the identity check in nlbench.launchers.sweep still refuses another config at a path).
+
+
+def record_path(out: str | os.PathLike, profile: str, data_kind: str, scenario: str, run_name: str,
+                seed: int) -> pathlib.Path:
     folder = run_name.replace(":", "-")  # avalanche:EWC -> avalanche-EWC: portable file names
-    return pathlib.Path(out) / scenario / folder / f"seed{seed}.json"
+    return pathlib.Path(out) / profile / data_kind / scenario / folder / f"seed{seed}.json"
+
+
+def out_of(path: pathlib.Path) -> pathlib.Path:
+    """The OUT folder a record path was planned under (record_path's inverse)."""
+    return path.parents[4]  # seedK.json in run, in scenario, in data, in profile, in OUT
 
 
 def check_out_folder(out: str | os.PathLike) -> None:

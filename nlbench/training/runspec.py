@@ -1,5 +1,5 @@
 """A planned run, in one shape: ``RunSpec`` (scenario, strategy, run name, profile, seed, resolved
-config, record path), made by one function (``make_spec``) for the command line's sweeps
+config, data set, record path), made by one function (``make_spec``) for the command line's sweeps
 (``plan_sweep``) and for the campaign scheduler (nlbench.launchers.campaign.plan), and taken by the local
 launcher (nlbench.cli), the campaign, the Ray launcher (nlbench.launchers.ray_launcher) and the identity check
 (nlbench.launchers.sweep.check_existing)."""
@@ -23,6 +23,7 @@ class RunSpec:
     seed: int
     cfg: dict            # the resolved config (nlbench.training.config.resolve): what the run trains with
     builder: str         # the scenario's builder (split, permuted, standard, ...), read when planned
+    data: str = "full"   # the data set's kind (full, mini): part of where the record lives
     path: pathlib.Path | None = None  # its record (None: a run that writes none, e.g. a tuning trial)
 
     @property
@@ -31,14 +32,14 @@ class RunSpec:
 
     def group_key(self) -> tuple:
         """Runs with the same key differ only by seed: a seed-parallel group may train them together."""
-        return (self.scenario, self.name, self.profile)
+        return (self.scenario, self.name, self.profile, self.data)
 
     def label(self) -> str:
         return f"{self.scenario}/{self.name} seed {self.seed}"
 
 
 def make_spec(out: str | pathlib.Path, scenario: str, strategy: str, profile: str, sets: dict, seed: int,
-              tuned: str | None = None, data_kind: str | None = None) -> RunSpec:
+              data_kind: str, tuned: str | None = None) -> RunSpec:
     """The one way a run is planned: its name from the overrides (plus, with ``tuned``, the values a
     study chose: nlbench.training.tuned), its config resolved and validated before anything runs."""
     name = C.run_name(strategy, sets)
@@ -48,11 +49,11 @@ def make_spec(out: str | pathlib.Path, scenario: str, strategy: str, profile: st
         sets = merge_sets(sets, chosen)
     cfg = C.resolve(scenario, strategy, profile, sets)
     return RunSpec(scenario, strategy, name, profile, seed, cfg, C.load_scenario_file(scenario)["builder"],
-                   record_path(out, scenario, name, seed))
+                   data_kind, record_path(out, profile, data_kind, scenario, name, seed))
 
 
 def plan_sweep(out, scenarios: list[str], strategies: list[str], seeds: list[int], sets: dict,
-               profile: str | None, device_type: str, tuned: str | None = None, data_kind: str | None = None,
+               profile: str | None, device_type: str, data_kind: str, tuned: str | None = None,
                say=print) -> list[RunSpec]:
     """The command line's sweep: every scenario x strategy x seed, scenario-major, seeds innermost
     (so that a seed-parallel group's seeds are neighbours)."""
@@ -63,7 +64,7 @@ def plan_sweep(out, scenarios: list[str], strategies: list[str], seeds: list[int
         if not profile:
             say(f"profile: {chosen} for {scenario} (default on {device_type}; choose with --profile)")
         for strategy in expand_strategies(strategies, scenario):
-            plan += [make_spec(out, scenario, strategy, chosen, sets, seed, tuned, data_kind) for seed in seeds]
+            plan += [make_spec(out, scenario, strategy, chosen, sets, seed, data_kind, tuned) for seed in seeds]
     return plan
 
 
