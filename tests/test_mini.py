@@ -73,7 +73,7 @@ def test_auto_falls_back_to_the_mini_set_and_says_so(tmp_path, capsys, monkeypat
     start = next(i for i, line in enumerate(lines) if line.startswith("data:"))
     assert "MINI CIFAR-10" in lines[start] and f"CIFAR-10 not found at {empty}" in lines[start]
     assert any("data: MINI set, not the full CIFAR-10" in line for line in lines[start + 1:])  # in the summary too
-    record = load_record(tmp_path / "runs", "split-cifar", "adam")
+    record = load_record(tmp_path / "runs", "split-cifar", "adam", data="mini")
     assert record["data_set"] == "mini" and record["data_source"].startswith("nlbench mini CIFAR-10")
     assert record["images"] == {"train": 500, "test": 1000}
 
@@ -82,7 +82,7 @@ def test_data_mini_is_used_even_where_the_full_set_is_found(cifar_root, tmp_path
     code, out = _run(["--scenario", "cifar10", "--strategy", "adam", "--data", "mini", "--data-root", str(cifar_root),
                       "--set", "train.epochs=1", "data.train_per_class=20", "backbone.width=8"], tmp_path, capsys)
     assert code == 0
-    assert load_record(tmp_path / "runs", "cifar10", "adam")["data_set"] == "mini"
+    assert load_record(tmp_path / "runs", "cifar10", "adam", data="mini")["data_set"] == "mini"
 
 
 def test_split_cifar_on_real_mini_images_adam_forgets_replay_forgets_less(tmp_path, capsys):
@@ -92,7 +92,7 @@ def test_split_cifar_on_real_mini_images_adam_forgets_replay_forgets_less(tmp_pa
     for strategy in ("adam", "replay"):
         code, _ = _run(["--scenario", "split-cifar", "--strategy", strategy, "--data", "mini"], tmp_path, capsys)
         assert code == 0
-    adam, replay = (load_record(tmp_path / "runs", "split-cifar", s)["metrics"] for s in ("adam", "replay"))
+    adam, replay = (load_record(tmp_path / "runs", "split-cifar", s, data="mini")["metrics"] for s in ("adam", "replay"))
     assert adam["class_il"]["learning_acc"] > 60           # each task is learnt when it is trained
     assert adam["class_il"]["forgetting"] > 50             # ... and then overwritten
     assert adam["class_il"]["avg_acc"] < 20                # about one task's worth of 5

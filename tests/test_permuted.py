@@ -14,7 +14,7 @@ def run(tmp_path, strategy):
     code = main(["--scenario", "permuted-cifar", "--strategy", strategy, "--data", "mini", "--profile", "quick",
                  "--device", "cpu", "--quiet", "--out", str(tmp_path / "runs")])
     assert code == 0
-    return load_record(tmp_path / "runs", "permuted-cifar", strategy)
+    return load_record(tmp_path / "runs", "permuted-cifar", strategy, data="mini")
 
 
 def test_permuted_tasks_are_different_tasks_and_fine_tuning_forgets_them(tmp_path):

@@ -134,7 +134,7 @@ def test_the_der_protocol_dry_runs_on_the_cpu(bench):
                                   ("agem", [], "agem"), ("lwf", [], "lwf"), ("clser", [], "clser")):
         code, out = bench("--scenario", "split-cifar", "--strategy", strategy, "--profile", "der", tiny=False,
                           sets=[*sets, *extra])
-        rec = load_record(out, "split-cifar", name)
+        rec = load_record(out, "split-cifar", name, profile="der")
         assert code == 0 and rec["profile"] == "der" and rec["status"] == "complete"
         # mammoth utils/best_args.py seq-cifar10 (CLS-ER: its own repository's): each method's lr
         lrs = {"ewc": 0.03, "der": 0.03, "derpp": 0.03, "agem": 0.03, "lwf": 0.01}

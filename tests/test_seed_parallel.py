@@ -252,7 +252,7 @@ def test_mini_set_run_within_seed_noise(tmp_path):
             "data.train_per_class=200"]
     assert main([*args, "--out", str(tmp_path / "alone")]) == 0
     assert main([*args, "--seed-parallel", "4", "--out", str(tmp_path / "group")]) == 0
-    final = {kind: [json.loads((tmp_path / kind / "quick" / "full" / "split-cifar" / "replay" / f"seed{s}.json").read_text())
+    final = {kind: [json.loads((tmp_path / kind / "quick" / "mini" / "split-cifar" / "replay" / f"seed{s}.json").read_text())
                     ["metrics"] for s in range(4)] for kind in ("alone", "group")}
     for setting in ("class_il", "task_il"):
         alone = torch.tensor([m[setting]["avg_acc"] for m in final["alone"]])

@@ -54,7 +54,7 @@ def probe_run(tmp_path, scenario, sets):
     code = main(["--scenario", scenario, "--strategy", "adam", "--data", "mini", "--out", str(out), "--quiet",
                  "--device", "cpu", "--set", *PROBE, *sets])
     assert code == 0
-    return load_record(out, scenario, "adam")
+    return load_record(out, scenario, "adam", data="mini")
 
 
 def test_a_probe_fit_after_training_on_a_task_beats_the_untrained_networks(tmp_path):

@@ -291,7 +291,7 @@ def collect(ray, ref, unit: list[RayRun]) -> int:
             print(f"error: {r.spec.label()}: lost ({type(exc).__name__}: its worker died more often than "
                   "--ray-retries allows); rerun the same command to resume it from its last checkpoint")
         return 1
-    from nlbench.training.records import versions  # the worker's copy of the project has no .git: it ran the driver's tree
+    from nlbench.training.records import versions  # the worker's copy has no .git: it ran the driver's tree
     git = {k: v for k, v in versions().items() if k.startswith("git_")}
     worst = 0
     for record, r in zip(records, unit):

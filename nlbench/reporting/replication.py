@@ -20,8 +20,8 @@ from nlbench.reporting.comparisons import by_seed, floor_mark, main_setting, stu
 from nlbench.errors import UserError
 from nlbench.reporting.layout import SETTING_NAMES, scenario_layout
 from nlbench.reporting.specs import campaign_names, load_campaign, row_run_name
-from nlbench.reporting.stats import (EXPLORATORY, PAIRED_METHOD, holm, interval_text, mean_std, paired_p, paired_text, t_interval,
-                    tost_paired, verdict)
+from nlbench.reporting.stats import (EXPLORATORY, PAIRED_METHOD, holm, interval_text, mean_std, paired_p,
+                                     paired_text, t_interval, tost_paired, verdict)
 
 REFERENCE_KEYS = ("row", "setting", "metric", "value", "pm", "pm_kind", "runs", "source")
 PM_KINDS = (None, "2se", "se", "std", "ci95", "printed")

@@ -14,8 +14,8 @@ import pandas as pd
 from nlbench.training import config as C
 from nlbench.errors import UserError
 from nlbench.reporting.layout import SETTING_NAMES, scenario_layout, scenarios_in_order
-from nlbench.reporting.comparisons import (class_order_table, floor_mark, main_setting, study_runs, study_specs, study_table,
-                          versus_control_caption, versus_control_table)
+from nlbench.reporting.comparisons import (class_order_table, floor_mark, main_setting, study_runs, study_specs,
+                                           study_table, versus_control_caption, versus_control_table)
 from nlbench.training.metrics import MEANINGS, old_task_acc, summarize
 from nlbench.reporting.stats import EXPLORATORY, METHOD, PAIRED_METHOD, cell, mean_std
 from nlbench.plugins import load

@@ -4,7 +4,8 @@ the training step: loss, backward, the levels' step."""
 from __future__ import annotations
 
 from nlbench.errors import UserError
-from nlbench.nested.levels import BUDGET_KEYS, budget_lr_factor, build_levels, check_clock, expand_periods, level_optimizer
+from nlbench.nested.levels import (BUDGET_KEYS, budget_lr_factor, build_levels, check_clock, expand_periods,
+                                   level_optimizer)
 from nlbench.training.strategy import Strategy
 
 

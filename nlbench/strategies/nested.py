@@ -1,6 +1,7 @@
 """``nested``: the standard backbone, unchanged, trained with multi-timescale level updates (Eq. 71)."""
 from nlbench.errors import require
-from nlbench.nested.levels import LEVEL_DEFAULTS, backbone_groups, check_level_options, check_levels_option, expand_periods
+from nlbench.nested.levels import (LEVEL_DEFAULTS, backbone_groups, check_level_options, check_levels_option,
+                                   expand_periods)
 from nlbench.registry import register_strategy
 from nlbench.strategies.levelled import LevelledStrategy
 

@@ -1,5 +1,6 @@
 """``nested-cms``: multi-timescale backbone (as ``nested``) plus a CMS head (as ``cms``)."""
-from nlbench.nested.levels import LEVEL_DEFAULTS, backbone_groups, check_level_options, check_levels_option, expand_periods
+from nlbench.nested.levels import (LEVEL_DEFAULTS, backbone_groups, check_level_options, check_levels_option,
+                                   expand_periods)
 from nlbench.registry import register_strategy
 from nlbench.strategies.levelled import LevelledStrategy
 from nlbench.strategies.cms import CMS_DEFAULTS, build_cms_model, check_cms_periods, cms_groups
