@@ -265,7 +265,7 @@ def test_a_campaign_starts_up_to_k_seeds_of_a_row_as_one_group(tmp_path):
 
     from nlbench.launchers.campaign import child_command, expected_seconds, plan, units_of
     from nlbench.reporting.specs import load_campaign
-    runs = plan(load_campaign("verdict-split"), tmp_path, seeds=[0, 1, 2])
+    runs = plan(load_campaign("verdict-split"), tmp_path, "mini", seeds=[0, 1, 2])
     units = units_of(runs, 2)
     assert [[r.seed for r in u] for u in units[:len(units) // 2]] == [[0, 1]] * (len(units) // 2)
     assert all(len({r.key() for r in u}) == 1 for u in units) and sum(map(len, units)) == len(runs)
