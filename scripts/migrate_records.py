@@ -56,14 +56,14 @@ def plan(out: pathlib.Path) -> list[tuple[pathlib.Path, pathlib.Path, dict]]:
 
 
 def in_git(path: pathlib.Path) -> bool:
-    return subprocess.run(["git", "ls-files", "--error-unmatch", str(path)], cwd=path.parent,
+    return subprocess.run(["git", "ls-files", "--error-unmatch", path.name], cwd=path.parent,
                           capture_output=True).returncode == 0
 
 
 def move(old: pathlib.Path, new: pathlib.Path) -> None:
     new.parent.mkdir(parents=True, exist_ok=True)
     if in_git(old):
-        subprocess.run(["git", "mv", str(old), str(new)], check=True)
+        subprocess.run(["git", "mv", str(old.resolve()), str(new.resolve())], cwd=old.parent, check=True)
     else:
         old.rename(new)
 
