@@ -31,7 +31,10 @@ def run_name_of(record: dict) -> str:
     order = (record["config"].get("scenario") or {}).get("class_order_seed")
     if order is None or f"{C.CLASS_ORDER_KEY}=" in name:
         return name
-    return name + ("," if "@" in name else "@") + f"{C.CLASS_ORDER_KEY}={order}"
+    if "@" in name:  # where the order goes among other overrides is config.run_name's rule: not guessed here
+        raise SystemExit(f"error: {name} (class order {order}) has other overrides; nothing moved: plan its "
+                         "name with nlbench.training.config.run_name and move it by hand")
+    return f"{name}@{C.CLASS_ORDER_KEY}={order}"
 
 
 def target(out: pathlib.Path, record: dict) -> pathlib.Path:

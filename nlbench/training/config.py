@@ -299,8 +299,8 @@ def strategy_overrides(sets: dict, strategy: str) -> dict:
 # Overrides outside ``strategy`` that make a different method (``replay@train.levels=nested``) or another
 # stream (``adam@scenario.class_order_seed=1``: another class order) rather than another protocol: they name
 # the run, so that its record never shares a folder with the plain run's.
-NAMING_KEYS = ("train.levels", "backbone.cms", "train.optimizer", "train.lr", "scenario.class_order_seed")
 CLASS_ORDER_KEY = "scenario.class_order_seed"
+NAMING_KEYS = ("train.levels", "backbone.cms", "train.optimizer", "train.lr", CLASS_ORDER_KEY)
 
 
 def run_name(strategy: str, sets: dict) -> str:
