@@ -10,11 +10,11 @@ pytest.importorskip("avalanche")
 REQUIRED = {"EWC": ["strategy.ewc_lambda=1.0"], "SynapticIntelligence": ["strategy.si_lambda=1.0"],
             "LwF": ["strategy.alpha=1.0", "strategy.temperature=2.0"], "AGEM": ["strategy.patterns_per_exp=20"],
             "Replay": ["strategy.mem_size=60"], "GDumb": ["strategy.mem_size=60"], "ER_ACE": ["strategy.mem_size=60"],
-            "DER": ["strategy.mem_size=60"]}
+            "DER": ["strategy.mem_size=60"], "ICaRL": ["strategy.memory_size=60"]}
 
 
 @pytest.mark.parametrize("name", ["Naive", "EWC", "SynapticIntelligence", "LwF", "Replay", "GDumb", "AGEM",
-                                  "MAS", "ER_ACE", "DER", "Cumulative"])
+                                  "MAS", "ER_ACE", "DER", "Cumulative", "ICaRL"])
 def test_listed_avalanche_strategies_run_on_our_scenario(bench, name):
     from nlbench.bridges.avalanche import KNOWN_WORKING
     assert name in KNOWN_WORKING
@@ -34,6 +34,43 @@ def test_the_network_avalanche_trains_is_the_one_evaluated(bench):
                       sets=["scenario.n_tasks=2", "train.epochs=6", "strategy.mem_size=200"])
     rec = load_record(out, "split-cifar", "avalanche-GDumb@mem_size=200")
     assert code == 0 and rec["acc"]["task_il"][1][1] > 75  # the second task, just learned (chance: 50)
+
+
+def test_avalanche_icarl_is_evaluated_by_its_nearest_mean_of_exemplars(bench):
+    """Before the first task ends there are no class means: the network's own head (the untrained row
+    equals our icarl's). After it, Avalanche's NCM classifier predicts: on a task just learned, task-IL
+    accuracy well above chance (50), and the record names the memory it kept."""
+    code, out = bench("--scenario", "split-cifar", "--strategy", "avalanche:ICaRL",
+                      sets=["scenario.n_tasks=2", "train.epochs=6", "strategy.memory_size=100"])
+    bench("--scenario", "split-cifar", "--strategy", "icarl",
+          sets=["scenario.n_tasks=2", "train.epochs=6", "strategy.buffer_size=100"])
+    theirs = load_record(out, "split-cifar", "avalanche-ICaRL@memory_size=100")
+    ours = load_record(out, "split-cifar", "icarl@buffer_size=100")
+    assert code == 0 and theirs["acc_init"] == ours["acc_init"]
+    assert theirs["config"]["strategy"]["fixed_memory"] is True
+    assert theirs["acc"]["task_il"][1][1] > 75 and theirs["acc"]["task_il"][0][0] > 75
+
+
+def test_a_batch_is_prepared_once_for_the_model_and_the_copy_avalanche_keeps(cifar_root):
+    """LwF's and iCaRL's previous model is a deep copy of the model Avalanche trains: handed the same
+    raw batch, it must see the same augmented images (in Avalanche the dataset augments, once), and
+    the copy must not duplicate the run's data."""
+    import copy
+
+    from nlbench.bridges.avalanche import PreparedInput
+
+    class Context:
+        scenario = torch.zeros(1000)  # stands for the run's data: must be shared, not copied
+
+        def prepare(self, x, task, augment):
+            return x.float() + (torch.rand(len(x), 1, 1, 1) if augment else 0)
+
+    model = PreparedInput(torch.nn.Flatten(), Context())
+    old = copy.deepcopy(model)
+    raw = torch.randint(0, 255, (4, 4, 32, 32), dtype=torch.uint8)
+    assert torch.equal(model(raw), old(raw))
+    assert not torch.equal(model(raw.clone()), model(raw))  # another batch: a fresh draw
+    assert old.preparation is model.preparation
 
 
 def test_permuted_replay_keeps_each_samples_own_permutation(bench):

@@ -11,7 +11,9 @@ How our augmentation reaches Avalanche's loop: Avalanche datasets hold our raw u
 one extra channel carrying the task index, (N, 4, 32, 32); the model Avalanche sees
 (``PreparedInput``) splits it off and applies our batched augmentation, the task's pixel
 permutation and normalisation on the device. Replayed samples therefore keep their own task's
-permutation. Avalanche's own checkpointing is not used (it is broken on current torch), so runs of
+permutation. A batch is prepared once: a copy of the model that Avalanche keeps (LwF's and iCaRL's
+previous model) sees the same augmented images as the model in training, as it does in Avalanche,
+where the dataset's transforms augment. Avalanche's own checkpointing is not used (it is broken on current torch), so runs of
 Avalanche strategies resume from the start of a task, not mid-task.
 """
 from __future__ import annotations
@@ -34,9 +36,8 @@ RESERVED = {"model", "optimizer", "criterion", "train_mb_size", "train_epochs", 
             "plugins", "evaluator", "eval_every", "peval_mode", "kwargs", "base_kwargs", "self"}
 # Checked on the synthetic data by tests/test_avalanche.py; `bench.py --list` shows these.
 KNOWN_WORKING = ["Naive", "EWC", "SynapticIntelligence", "LwF", "Replay", "GDumb", "AGEM", "MAS", "ER_ACE", "DER",
-                 "Cumulative"]
+                 "Cumulative", "ICaRL"]
 NEEDS = {"GEM": "the 'quadprog' package (pip install quadprog), which avalanche-lib does not install",
-         "ICaRL": "a separate feature extractor and classifier, not a single backbone",
          "PNNStrategy": "its own multi-head progressive network, not our backbone",
          "AR1": "its own MobileNet with latent replay layers", "StreamingLDA": "a fixed feature extractor",
          "JointTraining": "the whole stream at once: use our 'joint'", "GenerativeReplay": "a generator model",
@@ -74,11 +75,12 @@ def _jsonable(value) -> bool:
         return False
 
 
-def constructor_defaults(cls) -> dict:
-    """The Avalanche strategy's own constructor arguments, with their defaults (None = required)."""
+def constructor_defaults(cls, reserved=frozenset()) -> dict:
+    """The Avalanche strategy's own constructor arguments, with their defaults (None = required);
+    ``reserved``: more arguments that the adapter sets itself."""
     out = {}
     for name, p in inspect.signature(cls.__init__).parameters.items():
-        if name in RESERVED or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+        if name in RESERVED | reserved or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
             continue
         if p.default is inspect.Parameter.empty:
             out[name] = None
@@ -87,9 +89,9 @@ def constructor_defaults(cls) -> dict:
     return out
 
 
-def required_args(cls) -> list[str]:
+def required_args(cls, reserved=frozenset()) -> list[str]:
     return [n for n, p in inspect.signature(cls.__init__).parameters.items()
-            if n not in RESERVED and p.default is inspect.Parameter.empty
+            if n not in RESERVED | reserved and p.default is inspect.Parameter.empty
             and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
 
 
@@ -103,25 +105,48 @@ def register(name: str) -> Entry:
         raise UserError(f"unknown Avalanche strategy '{cls_name}'; working ones: {valid}")
     if cls_name in NEEDS:
         raise UserError(f"avalanche:{cls_name} needs {NEEDS[cls_name]}; it cannot run on our scenarios as is")
-    adapter = type(f"Avalanche{cls_name}", (AvalancheStrategy,), {
-        "avalanche_class": cls, "defaults": constructor_defaults(cls),
+    base = ADAPTERS.get(cls_name, AvalancheStrategy)
+    adapter = type(f"Avalanche{cls_name}", (base,), {
+        "avalanche_class": cls, "defaults": {**constructor_defaults(cls, base.set_here), **base.own_defaults},
         "__doc__": f"Avalanche's {cls_name} strategy, run through the bridge."})
     register_strategy(name, f"Avalanche's {cls_name} (avalanche-lib), our data, backbone and evaluation")(adapter)
     return STRATEGIES[name]
 
 
+class BatchPreparation:
+    """Our preparation of Avalanche's raw batches, once per batch: the same batch object handed to the
+    model again (by a copy Avalanche keeps of it, e.g. LwF's or iCaRL's previous model, whatever its
+    mode) gets the images prepared the first time. In Avalanche the dataset's transforms augment, so
+    both models see one augmented batch; preparing it anew would draw a second augmentation. Shared,
+    not copied, when Avalanche deep-copies the model (and with it the run's data)."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.last: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __call__(self, raw: torch.Tensor, augment: bool) -> torch.Tensor:
+        if self.last is not None and self.last[0] is raw:
+            return self.last[1]
+        x = self.ctx.prepare(raw[:, :3], raw[:, 3, 0, 0].long(), augment=augment)
+        self.last = (raw, x)
+        return x
+
+
 class PreparedInput(nn.Module):
     """What Avalanche calls: (B, 4, 32, 32) uint8 (image + task-index channel) -> our prepared input
-    -> the backbone. Augmentation only in training mode, as in our own loop."""
+    -> ``model``. Augmentation only in training mode, as in our own loop."""
 
-    def __init__(self, model: nn.Module, ctx):
+    def __init__(self, model: nn.Module, ctx, preparation: BatchPreparation | None = None):
         super().__init__()
-        self.model, self.ctx = model, ctx
+        self.model = model
+        self.preparation = preparation or BatchPreparation(ctx)
 
     def forward(self, x):
         if x.dtype == torch.uint8 and x.shape[1] == 4:
-            task = x[:, 3, 0, 0].long()
-            x = self.ctx.prepare(x[:, :3], task, augment=self.training)
+            x = self.preparation(x, augment=self.training)
         return self.model(x)
 
 
@@ -142,16 +167,26 @@ def to_avalanche_benchmark(scenario):
     return dataset_benchmark(train, test)
 
 
+def with_class_order(benchmark, scenario):
+    """What Avalanche's class-incremental benchmarks (``nc_benchmark``) also tell, and its iCaRL reads:
+    the number of classes of each experience and the classes in the order they arrive."""
+    benchmark.n_classes_per_exp = [len(t.classes) for t in scenario.tasks]
+    benchmark.classes_order = [c for t in scenario.tasks for c in t.classes]
+    return benchmark
+
+
 class AvalancheStrategy(Strategy):
     """Adapter: our runner calls ``train_task``; Avalanche's own loop does the epochs."""
 
     avalanche_class = None
     group = "avalanche"
     own_loop = True  # Avalanche's loop does the epochs
+    set_here: frozenset = frozenset()  # constructor arguments, besides RESERVED, that the adapter sets
+    own_defaults: dict = {}            # the adapter's defaults for arguments Avalanche requires
 
     @classmethod
     def check(cls, hp):
-        missing = [n for n in required_args(cls.avalanche_class) if hp.get(n) is None]
+        missing = [n for n in required_args(cls.avalanche_class, cls.set_here) if hp.get(n) is None]
         if missing:
             name = cls.avalanche_class.__name__
             raise UserError(f"avalanche:{name} needs {', '.join('strategy.' + m for m in missing)}; "
@@ -163,11 +198,14 @@ class AvalancheStrategy(Strategy):
         self.optimizer = ctx.make_optimizer(self.model.parameters())
         t = ctx.train
         self.avalanche = self.avalanche_class(
-            model=PreparedInput(self.model, ctx), optimizer=self.optimizer, criterion=nn.CrossEntropyLoss(),
-            train_mb_size=t["batch_size"], train_epochs=t["epochs"], eval_mb_size=t["eval_batch_size"],
-            device=ctx.device, evaluator=EvaluationPlugin(loggers=[]),
-            **{k: v for k, v in hp.items() if v is not None})
+            optimizer=self.optimizer, train_mb_size=t["batch_size"], train_epochs=t["epochs"],
+            eval_mb_size=t["eval_batch_size"], device=ctx.device, evaluator=EvaluationPlugin(loggers=[]),
+            **self.model_arguments(), **{k: v for k, v in hp.items() if v is not None})
         self.benchmark = None
+
+    def model_arguments(self) -> dict:
+        """The network (and loss) Avalanche's constructor takes: our backbone behind ``PreparedInput``."""
+        return {"model": PreparedInput(self.model, self.ctx), "criterion": nn.CrossEntropyLoss()}
 
     def train_task(self, task) -> int:
         """Train on one task with Avalanche's loop; returns the number of images seen."""
@@ -187,6 +225,74 @@ class AvalancheStrategy(Strategy):
         each experience from a copy of the initial network), so ours may no longer be the one trained."""
         trained = self.avalanche.model
         return trained.model if isinstance(trained, PreparedInput) else trained
+
+
+class FeaturesOf(nn.Module):
+    """A backbone's ``features`` as a module of its own (Avalanche's iCaRL takes the feature extractor
+    and the classifier apart)."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, x):
+        return self.network.features(x)
+
+
+# Below any minus-distance between unit vectors (at least -2): the score of a class Avalanche has no mean for.
+UNSEEN_CLASS_SCORE = -3.0
+
+
+class NearestMeanOfExemplars(nn.Module):
+    """Avalanche's iCaRL as our evaluator reads it: our prepared input -> the backbone's features ->
+    Avalanche's NCM classifier (minus the distance to each class mean it holds), widened to the
+    scenario's classes if it holds fewer. Kept as Avalanche has it: from the first task on, its iCaRL
+    gives every class of the benchmark a mean, zeros for the classes not seen yet, which score -1
+    against the unit-length features and so beat a seen class whose mean is further than 1."""
+
+    def __init__(self, network: nn.Module, ncm: nn.Module, num_classes: int):
+        super().__init__()
+        self.features, self.ncm, self.num_classes = FeaturesOf(network), ncm, num_classes
+
+    def forward(self, x):
+        scores = self.ncm(self.features(x))
+        out = scores.new_full((len(x), self.num_classes), UNSEEN_CLASS_SCORE)
+        out[:, :scores.shape[1]] = scores
+        return out
+
+
+class AvalancheICaRLAdapter(AvalancheStrategy):
+    """Avalanche's ICaRL on our backbone: its ``features`` as the feature extractor, its ``head`` as the
+    classifier trained with iCaRL's loss; evaluated by nearest mean of exemplars once Avalanche has
+    class means (after the first task), by the network's own head before (what our ``icarl`` does).
+    ``fixed_memory`` defaults to True: one memory of ``memory_size`` images shared by the classes seen,
+    as in the iCaRL paper and our ``icarl`` (Avalanche gives each class ceil(memory_size / classes), we
+    floor). Avalanche stores the exemplars as raw images, so replayed ones are augmented like ours."""
+
+    set_here = frozenset({"feature_extractor", "classifier", "buffer_transform"})
+    own_defaults = {"fixed_memory": True}
+
+    def model_arguments(self) -> dict:
+        if "class_il" not in self.ctx.scenario.settings:
+            raise UserError("avalanche:ICaRL needs a class-incremental scenario (each class in one task), "
+                            "e.g. --scenario split-cifar")
+        return {"feature_extractor": PreparedInput(FeaturesOf(self.model), self.ctx),
+                "classifier": self.model.head, "buffer_transform": None}
+
+    def train_task(self, task) -> int:
+        if self.benchmark is None:
+            self.benchmark = with_class_order(to_avalanche_benchmark(self.ctx.scenario), self.ctx.scenario)
+        return super().train_task(task)
+
+    def evaluation_model(self) -> nn.Module:
+        ncm = self.avalanche.model.eval_classifier
+        if not ncm.class_means_dict:
+            return self.model
+        return NearestMeanOfExemplars(self.model, ncm, self.ctx.num_classes)
+
+
+# Avalanche strategies whose constructor takes more than one network, or other things we must build.
+ADAPTERS = {"ICaRL": AvalancheICaRLAdapter}
 
 
 def levelled_model_and_optimizer(name: str = "nested", backbone: str = "cnn", width: int = 32, lr: float = 1e-3,
