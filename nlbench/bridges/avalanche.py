@@ -13,8 +13,9 @@ one extra channel carrying the task index, (N, 4, 32, 32); the model Avalanche s
 permutation and normalisation on the device. Replayed samples therefore keep their own task's
 permutation. A batch is prepared once: a copy of the model that Avalanche keeps (LwF's and iCaRL's
 previous model) sees the same augmented images as the model in training, as it does in Avalanche,
-where the dataset's transforms augment. Avalanche's own checkpointing is not used (it is broken on current torch), so runs of
-Avalanche strategies resume from the start of a task, not mid-task.
+where the dataset's transforms augment. Avalanche's own checkpointing is not used (it is broken on
+current torch) and its plugins' state (memories, previous models) is not ours to save, so the runner
+keeps no checkpoint of an Avalanche run: an interrupted one starts again from the beginning.
 """
 from __future__ import annotations
 
