@@ -118,8 +118,9 @@ class BatchPreparation:
     """Our preparation of Avalanche's raw batches, once per batch: the same batch object handed to the
     model again (by a copy Avalanche keeps of it, e.g. LwF's or iCaRL's previous model, whatever its
     mode) gets the images prepared the first time. In Avalanche the dataset's transforms augment, so
-    both models see one augmented batch; preparing it anew would draw a second augmentation. Shared,
-    not copied, when Avalanche deep-copies the model (and with it the run's data)."""
+    both models see one augmented batch; preparing it anew would draw a second augmentation (equal to
+    the first only while a copied generator happens to stay in step). Shared, not copied, when
+    Avalanche deep-copies the model (and with it the run's data)."""
 
     def __init__(self, ctx):
         self.ctx = ctx
