@@ -106,6 +106,8 @@ def test_unknown_or_unrunnable_avalanche_strategy_is_a_clear_error(bench, capsys
     assert code == 2 and "quadprog" in capsys.readouterr().err
     code, _ = bench("--scenario", "split-cifar", "--strategy", "avalanche:EWC")
     assert code == 2 and "avalanche:EWC needs strategy.ewc_lambda" in capsys.readouterr().err
+    code, _ = bench("--scenario", "permuted-cifar", "--strategy", "avalanche:ICaRL", sets=["strategy.memory_size=60"])
+    assert code == 2 and "avalanche:ICaRL needs a class-incremental scenario" in capsys.readouterr().err
 
 
 def test_our_nested_strategy_inside_plain_avalanche(cifar_root):

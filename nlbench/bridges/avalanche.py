@@ -141,10 +141,10 @@ class PreparedInput(nn.Module):
     """What Avalanche calls: (B, 4, 32, 32) uint8 (image + task-index channel) -> our prepared input
     -> ``model``. Augmentation only in training mode, as in our own loop."""
 
-    def __init__(self, model: nn.Module, ctx, preparation: BatchPreparation | None = None):
+    def __init__(self, model: nn.Module, ctx):
         super().__init__()
         self.model = model
-        self.preparation = preparation or BatchPreparation(ctx)
+        self.preparation = BatchPreparation(ctx)
 
     def forward(self, x):
         if x.dtype == torch.uint8 and x.shape[1] == 4:
