@@ -162,18 +162,16 @@ def _task_dataset(scenario, task_index: int, idx: torch.Tensor, train: bool):
 
 def to_avalanche_benchmark(scenario):
     """One Avalanche experience per task of our scenario (inputs: uint8 image + task channel;
-    wrap the model in ``PreparedInput`` to train on them)."""
+    wrap the model in ``PreparedInput`` to train on them). A class-incremental scenario's benchmark
+    also tells what Avalanche's own class-incremental ones (``nc_benchmark``) do, and its iCaRL reads:
+    the number of classes of each experience and the classes in the order they arrive."""
     from avalanche.benchmarks import dataset_benchmark
     train = [_task_dataset(scenario, t.index, t.train_idx, True) for t in scenario.tasks]
     test = [_task_dataset(scenario, t.index, t.test_idx, False) for t in scenario.tasks]
-    return dataset_benchmark(train, test)
-
-
-def with_class_order(benchmark, scenario):
-    """What Avalanche's class-incremental benchmarks (``nc_benchmark``) also tell, and its iCaRL reads:
-    the number of classes of each experience and the classes in the order they arrive."""
-    benchmark.n_classes_per_exp = [len(t.classes) for t in scenario.tasks]
-    benchmark.classes_order = [c for t in scenario.tasks for c in t.classes]
+    benchmark = dataset_benchmark(train, test)
+    if "class_il" in scenario.settings:
+        benchmark.n_classes_per_exp = [len(t.classes) for t in scenario.tasks]
+        benchmark.classes_order = [c for t in scenario.tasks for c in t.classes]
     return benchmark
 
 
@@ -280,11 +278,6 @@ class AvalancheICaRLAdapter(AvalancheStrategy):
                             "e.g. --scenario split-cifar")
         return {"feature_extractor": PreparedInput(FeaturesOf(self.model), self.ctx),
                 "classifier": self.model.head, "buffer_transform": None}
-
-    def train_task(self, task) -> int:
-        if self.benchmark is None:
-            self.benchmark = with_class_order(to_avalanche_benchmark(self.ctx.scenario), self.ctx.scenario)
-        return super().train_task(task)
 
     def evaluation_model(self) -> nn.Module:
         ncm = self.avalanche.model.eval_classifier
