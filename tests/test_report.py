@@ -175,6 +175,17 @@ def test_interval_is_the_student_t_interval_by_hand():
     assert interval(pd.Series([5.0])) == "n=1: no interval"
 
 
+def test_train_time_adds_the_end_of_task_work_and_marks_records_without_it():
+    import pandas as pd
+    from nlbench.reporting.stats import train_time
+    runs = pd.DataFrame({"path": ["a", "a", "b"], "train_seconds": [10.0, 10.0, 20.0],
+                         "end_of_task_seconds": [5.0, 5.0, None]})  # "a" twice: one row per setting
+    # 10 + 5 and 20 (+ nothing timed): mean 17.5, sample std 3.54
+    assert train_time(runs, 1) == "17.5 ± 3.5 (1 of 2: steps only)"
+    assert train_time(runs.iloc[:2]) == "15"
+    assert train_time(runs.iloc[2:]) == "20 (steps only)"
+
+
 def test_campaign_table_puts_the_published_numbers_beside_ours(tmp_path):
     """der-table2's SGD row: our two seeds (mean, interval, learning accuracy) next to the paper's."""
     from nlbench.reporting.replication import campaign_tables

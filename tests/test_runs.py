@@ -267,3 +267,22 @@ def test_a_method_key_names_its_own_run_beside_the_plain_one(bench):
     assert sorted(p.name for p in (out / "quick" / "full" / "split-cifar").iterdir()) == ["adam", "adam@train.lr=0.01"]
     rec = json.loads((out / "quick" / "full" / "split-cifar" / "adam@train.lr=0.01" / "seed0.json").read_text())
     assert rec["config"]["train"]["lr"] == 0.01 and rec["run_name"] == "adam@train.lr=0.01"
+
+
+def test_end_of_task_work_is_timed_apart_from_the_steps(bench, tmp_path):
+    """after_task's seconds land in end_of_task_seconds (GDumb trains its network there), not in train_seconds."""
+    plugin = tmp_path / "slow_end.py"
+    plugin.write_text(
+        "import time\n"
+        "from nlbench import PlainStrategy, register_strategy\n\n"
+        "@register_strategy('slow-end')\n"
+        "class SlowEnd(PlainStrategy):\n"
+        "    '''Adam with 0.4 s of work after each task.'''\n"
+        "    def after_task(self, task):\n"
+        "        time.sleep(0.4)\n")
+    code, out = bench("--scenario", "split-cifar", "--strategy", "slow-end", "adam", "--plugin", str(plugin),
+                      sets=["scenario.n_tasks=2"])
+    slow, adam = load_record(out, "split-cifar", "slow-end"), load_record(out, "split-cifar", "adam")
+    assert code == 0
+    assert slow["end_of_task_seconds"] >= 0.8                  # two tasks, 0.4 s each
+    assert adam["end_of_task_seconds"] < slow["end_of_task_seconds"] - 0.7

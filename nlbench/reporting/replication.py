@@ -21,7 +21,7 @@ from nlbench.errors import UserError
 from nlbench.reporting.layout import SETTING_NAMES, scenario_layout
 from nlbench.reporting.specs import campaign_names, load_campaign, row_run_name
 from nlbench.reporting.stats import (EXPLORATORY, PAIRED_METHOD, holm, interval_text, mean_std, paired_p,
-                                     paired_text, t_interval, tost_paired, verdict)
+                                     paired_text, t_interval, tost_paired, train_time, verdict)
 
 REFERENCE_KEYS = ("row", "setting", "metric", "value", "pm", "pm_kind", "runs", "source")
 PM_KINDS = (None, "2se", "se", "std", "ci95", "printed")
@@ -291,7 +291,7 @@ def literature_table(df: pd.DataFrame, spec: dict) -> pd.DataFrame:
         out["Old-task acc (class-IL)"] = mean_std(cls["old_acc"], 1) + floor_mark(ok, "class_il", "old_acc")
         out["Learning acc (class-IL)"] = mean_std(cls["learning_acc"], 1)
         out["Forgetting (class-IL)"] = mean_std(cls["forgetting"], 1) + floor_mark(ok, "class_il", "forgetting")
-        out["Train s / run"] = mean_std(sub.drop_duplicates("path")["train_seconds"], 0)
+        out["Train s / run"] = train_time(sub)
         out["n"] = _n(sub)
         rows.append(out)
     return pd.DataFrame(rows)
@@ -307,7 +307,7 @@ def layout_table(df: pd.DataFrame, spec: dict) -> pd.DataFrame:
         out = {"Row": row["label"], "run": row_run_name(spec, row)}
         for header, setting, metric in columns:
             out[header] = mean_std(ok[ok["setting"] == setting][metric]) + floor_mark(ok, setting, metric)
-        out["Train s / run"] = mean_std(sub.drop_duplicates("path")["train_seconds"], 0)
+        out["Train s / run"] = train_time(sub)
         out["n"] = _n(sub)
         rows.append(out)
     return pd.DataFrame(rows)
@@ -337,7 +337,7 @@ def claims_table(df: pd.DataFrame, spec: dict) -> pd.DataFrame:
             "Level accumulators (MB)": model("level_accumulators"),
             "Activations, one batch (MB)": model("activations_one_batch"),
             "CUDA graph": ", ".join(sorted({str(g) for g in runs["cuda_graph"]})) or "-",
-            "Train s": mean_std(runs["train_seconds"], 0), "Images/s": mean_std(runs["images_per_second"], 0),
+            "Train s": train_time(runs), "Images/s": mean_std(runs["images_per_second"], 0),
             "n": _n(sub),
         })
     return pd.DataFrame(rows)
@@ -385,8 +385,10 @@ def one_campaign_tables(mine: pd.DataFrame, spec: dict, suffix: str) -> dict:
     devices = ", ".join(sorted(mine["device"].unique()))
     cap = (f"Campaign `{name}` ({spec['description']}): profile {spec['profile']} (settings and their sources in "
            f"scenarios/{spec['scenario']}.yaml), seeds {seeds}, device {devices}; accuracies in %, mean ± sample "
-           f"std over seeds and a 95% Student-t interval (none with one seed). Times and images/s were measured "
-           f"while other runs of the campaign shared the device (bench.py campaign --jobs), so they are upper "
+           f"std over seeds and a 95% Student-t interval (none with one seed). Train s: the training steps plus "
+           f"the strategy's end-of-task work (GDumb's training on its memory, EWC's Fisher, iCaRL's herding), without "
+           f"evaluation; '(steps only)': records made before that work was timed (2026-11-29). Times and images/s "
+           f"(the stream's images over the steps' seconds) were measured while other runs of the campaign shared the device (bench.py campaign --jobs), so they are upper "
            f"bounds of a run alone. "
            + (f"Published / claimed numbers: {spec['source']}; they are the authors' runs, not ours. "
               if claims or references(spec) else "Old-task acc: mean over tasks 1..T-1 of the last row; '(floor)': "

@@ -41,6 +41,17 @@ def mean_std(x, digits: int = 2) -> str:
     return f"{x.mean():.{digits}f}" if len(x) == 1 else f"{x.mean():.{digits}f} ± {x.std(ddof=1):.{digits}f}"
 
 
+def train_time(runs: pd.DataFrame, digits: int = 0) -> str:
+    """Training seconds a run, mean ± std: its steps plus the strategy's end-of-task work (GDumb trains
+    its network there). Records made before that work was timed hold their steps only: marked."""
+    runs = runs.drop_duplicates("path")
+    untimed = runs["end_of_task_seconds"].isna()
+    text = mean_std(runs["train_seconds"].astype(float) + runs["end_of_task_seconds"].fillna(0.0).astype(float), digits)
+    if text == "n/a" or not untimed.any():
+        return text
+    return text + (" (steps only)" if untimed.all() else f" ({int(untimed.sum())} of {len(runs)}: steps only)")
+
+
 def interval_text(x, digits: int = 2) -> str:
     ci = t_interval(x)
     n = len(values(x))

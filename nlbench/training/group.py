@@ -41,7 +41,7 @@ from nlbench.errors import UserError
 from nlbench.nested.levels import level_spec
 from nlbench.registry import STRATEGIES, lookup
 from nlbench.training.runner import (Loop, StepRunner, _reset_peak_memory, build_record, finish_stage, lr_factor,
-                     prepare)
+                     prepare, timed_after_task)
 from nlbench.training.strategy import RunContext, Strategy
 
 
@@ -222,7 +222,7 @@ def train_group_stage(group: Group, who: str) -> None:
     _train_group_task(group, tasks, f"task {lead.state.task + 1}/{len(lead.stages)}")
     group.scatter()
     for m, task in zip(group.members, tasks):
-        m.strategy.after_task(task)
+        timed_after_task(m.ctx, m.strategy, m.state, task)
     group.gather()
     for m, seed in zip(group.members, group.seeds):
         finish_stage(m, f"{who} seed {seed}", t0)

@@ -322,6 +322,7 @@ def build_record(loop: Loop, spec: RunSpec, status, diverged_at, memory_model) -
                     for s in scenario.settings},
         "train_seconds": state.train_seconds,
         "images_per_second": state.images / state.train_seconds if state.train_seconds else None,
+        "end_of_task_seconds": state.end_of_task_seconds,  # after_task's work, outside train_seconds
         "peak_memory_mb": peak, "peak_memory_kind": peak_kind,
         "device": _device_name(device), "data_set": scenario.data_set, "data_source": scenario.data_source,
         "images": {"train": len(scenario.train_y), "test": len(scenario.test_y)},
@@ -483,7 +484,7 @@ def _train_task(loop: Loop, task: Task, label: str) -> None:
         _finish_timing(ctx, state, t0, images)
         state.epoch, state.step, state.order = state.epoch + 1, 0, None
     bar.close()
-    strategy.after_task(task)
+    timed_after_task(ctx, strategy, state, task)
 
 
 def _check_loss(loop: Loop, task: Task, loss: torch.Tensor, bar, images_per_s: float) -> None:
@@ -499,6 +500,16 @@ def _stop(loop: Loop) -> None:
     path = save_checkpoint(loop.checkpoint, loop.strategy, loop.generator, loop.state, loop.ctx) \
         if loop.checkpoint else None
     raise Interrupted(loop.guard.signum, path)
+
+
+def timed_after_task(ctx, strategy, state: RunState, task) -> None:
+    """The strategy's end-of-task work, its seconds added to ``state.end_of_task_seconds`` (training
+    work the stream's steps do not show: GDumb trains its network there)."""
+    t0 = time.perf_counter()
+    strategy.after_task(task)
+    if ctx.device.type == "cuda":
+        torch.cuda.synchronize(ctx.device)
+    state.end_of_task_seconds += time.perf_counter() - t0
 
 
 def _finish_timing(ctx, state: RunState, t0: float, images: int) -> None:
