@@ -186,6 +186,14 @@ def test_train_time_adds_the_end_of_task_work_and_marks_records_without_it():
     assert train_time(runs.iloc[2:]) == "20 (steps only)"
 
 
+def test_old_records_read_end_of_task_time_as_unknown_except_avalanche_whose_loop_was_timed_whole():
+    from nlbench.training.records import upgrade
+    base = {"acc": {"class_il": []}, "profile": "quick"}
+    assert upgrade({**base, "strategy": "gdumb"})["end_of_task_seconds"] is None
+    assert upgrade({**base, "strategy": "avalanche:GDumb"})["end_of_task_seconds"] == 0.0
+    assert upgrade({**base, "strategy": "gdumb", "end_of_task_seconds": 3.5})["end_of_task_seconds"] == 3.5
+
+
 def test_campaign_table_puts_the_published_numbers_beside_ours(tmp_path):
     """der-table2's SGD row: our two seeds (mean, interval, learning accuracy) next to the paper's."""
     from nlbench.reporting.replication import campaign_tables

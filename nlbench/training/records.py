@@ -12,6 +12,7 @@ import torch
 
 from nlbench.training.config import RENAMED_PROFILES
 from nlbench.errors import UserError
+from nlbench.registry import AVALANCHE_PREFIX
 
 # 2: memory breakdown, optimizers, strategy_source, numerics.cuda_graph; 1 (no field): before them.
 SCHEMA_VERSION = 2
@@ -103,6 +104,9 @@ def upgrade(record: dict) -> dict:
     """Any record, read as the current schema: fields it predates get their meaning when absent
     (None = unknown), so that readers index records directly, with no fallbacks of their own."""
     record = {"schema_version": 1, **record}
+    if str(record.get("strategy", "")).startswith(AVALANCHE_PREFIX):
+        # Avalanche's own loop was always timed whole (its end-of-experience work inside train_seconds)
+        record.setdefault("end_of_task_seconds", 0.0)
     for key, value in OPTIONAL_DEFAULTS.items():
         record.setdefault(key, value)
     record.setdefault("run_name", record["strategy"])
