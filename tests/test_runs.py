@@ -270,7 +270,7 @@ def test_a_method_key_names_its_own_run_beside_the_plain_one(bench):
 
 
 def test_end_of_task_work_is_timed_apart_from_the_steps(bench, tmp_path):
-    """after_task's seconds land in end_of_task_seconds (GDumb trains its network there), not in train_seconds."""
+    """after_task's seconds land in the record's end_of_task_seconds (GDumb trains its network there)."""
     plugin = tmp_path / "slow_end.py"
     plugin.write_text(
         "import time\n"
