@@ -507,13 +507,16 @@ def timed_after_task(ctx, strategy, state: RunState, task) -> None:
     work the stream's steps do not show: GDumb trains its network there)."""
     t0 = time.perf_counter()
     strategy.after_task(task)
+    state.end_of_task_seconds += _seconds_since(ctx, t0)
+
+
+def _seconds_since(ctx, t0: float) -> float:
+    """Seconds since ``t0``, once the device has finished the work queued in them."""
     if ctx.device.type == "cuda":
         torch.cuda.synchronize(ctx.device)
-    state.end_of_task_seconds += time.perf_counter() - t0
+    return time.perf_counter() - t0
 
 
 def _finish_timing(ctx, state: RunState, t0: float, images: int) -> None:
-    if ctx.device.type == "cuda":
-        torch.cuda.synchronize(ctx.device)
-    state.train_seconds += time.perf_counter() - t0
+    state.train_seconds += _seconds_since(ctx, t0)
     state.images += images
