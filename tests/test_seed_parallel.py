@@ -260,6 +260,18 @@ def test_mini_set_run_within_seed_noise(tmp_path):
         assert (alone - group).abs().max() <= min(1.0, float(alone.std())), (setting, alone, group)
 
 
+def test_a_campaign_starts_the_seeds_of_a_row_that_cannot_group_one_by_one(tmp_path):
+    from nlbench.launchers.campaign import plan, units_of
+    from nlbench.reporting.specs import load_campaign
+    runs = plan(load_campaign("mir-online"), tmp_path, "mini", seeds=[0, 1, 2])
+    sizes = {}
+    for unit in units_of(runs, 3):
+        sizes.setdefault(unit[0].label, []).append(len(unit))
+    assert sizes["Fine-tune"] == [3] and sizes["ER-ACE-200"] == [3]  # they group
+    assert sizes["ER-MIR-200"] == [1, 1, 1]  # MIR does not declare seed_parallel
+    assert sizes["ER-200"] == [1, 1, 1]  # the online profile's separate replay loss cannot group
+
+
 def test_a_campaign_starts_up_to_k_seeds_of_a_row_as_one_group(tmp_path):
     from types import SimpleNamespace
 
@@ -267,7 +279,8 @@ def test_a_campaign_starts_up_to_k_seeds_of_a_row_as_one_group(tmp_path):
     from nlbench.reporting.specs import load_campaign
     runs = plan(load_campaign("verdict-split"), tmp_path, "mini", seeds=[0, 1, 2])
     units = units_of(runs, 2)
-    assert [[r.seed for r in u] for u in units[:len(units) // 2]] == [[0, 1]] * (len(units) // 2)
+    assert [[r.seed for r in u] for u in units if u[0].label == "Fine-tune"] == [[0, 1], [2]]
+    assert [[r.seed for r in u] for u in units if u[0].label == "CLS-ER"] == [[0], [1], [2]]  # cannot group
     assert all(len({r.key() for r in u}) == 1 for u in units) and sum(map(len, units)) == len(runs)
     assert [len(u) for u in units_of(runs, 1)] == [1] * len(runs)
     args = SimpleNamespace(device="cpu", data_root=None, no_download=False)

@@ -104,10 +104,16 @@ def expected_seconds(run: PlannedRun, runs: list[PlannedRun], group_size: int = 
 
 def units_of(runs: list[PlannedRun], k: int) -> list[list[PlannedRun]]:
     """The runs in start order, up to ``k`` seeds of one row together: a seed-parallel group
-    (nlbench.training.group) trained by one child process; k = 1: one run each."""
+    (nlbench.training.group) trained by one child process; k = 1: one run each. A row that cannot
+    group (group.unsupported) gets one unit per seed, so that its seeds fill ``--jobs`` side by side
+    instead of queueing in one child."""
+    from nlbench.training.group import unsupported
     units: list[list[PlannedRun]] = []
     open_units: dict[tuple, list[PlannedRun]] = {}
     for run in runs:
+        if k > 1 and unsupported(run.spec.cfg, run.spec.strategy):
+            units.append([run])
+            continue
         unit = open_units.get(run.key())
         if unit is not None and len(unit) < k:
             unit.append(run)
