@@ -184,6 +184,8 @@ def test_train_time_adds_the_end_of_task_work_and_marks_records_without_it():
     assert train_time(runs, 1) == "17.5 ± 3.5 (1 of 2: steps only)"
     assert train_time(runs.iloc[:2]) == "15"
     assert train_time(runs.iloc[2:]) == "20 (steps only)"
+    grouped = runs.assign(group_size=[15, 15, 1])  # "a" trained in a seed-parallel group of 15
+    assert train_time(grouped.iloc[:2]) == "15 (a seed-parallel group's time, K = 15)"
 
 
 def test_old_records_read_end_of_task_time_as_unknown_except_avalanche_whose_loop_was_timed_whole():
@@ -395,3 +397,16 @@ def test_every_study_row_names_runs_the_command_line_can_make():
                 sets.append(f"{key if '.' in key else 'strategy.' + key}={value}")
             assert C.run_name(strategy, C.parse_sets(sets)) == run
             C.resolve("split-cifar", strategy, "quick", C.parse_sets(sets))
+
+
+def test_cuda_runs_of_a_protocol_with_cpu_runs_get_their_own_table(runs, tmp_path):
+    """The same run identity on two devices lives in two records folders; the report reads both and
+    keeps the CUDA records apart (table suffix -cuda), while a protocol on one device keeps its name."""
+    cuda = tmp_path / "cuda"
+    rec = record("adam", 0, [[50.0, 0.0], [0.0, 60.0]], [[50.0, 50.0], [55.0, 60.0]])
+    write(cuda, {**rec, "device": "cuda:NVIDIA H200"})
+    tables = build_tables(load_records([runs, cuda]))
+    assert "split-cifar" in tables and "split-cifar-cuda" in tables
+    cpu_table, cuda_table = tables["split-cifar"][0], tables["split-cifar-cuda"][0]
+    assert list(cuda_table["n"]) == ["1"] and "2" in list(cpu_table["n"])  # adam: 2 CPU seeds, 1 CUDA seed
+    assert "split-cifar" in build_tables(load_records(cuda)) and "split-cifar-cuda" not in build_tables(load_records(cuda))

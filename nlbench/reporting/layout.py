@@ -41,3 +41,15 @@ def scenario_layout(scenario: str, records: pd.DataFrame) -> dict:
 def scenarios_in_order(df: pd.DataFrame) -> list[str]:
     names = sorted(set(df["scenario"]))
     return sorted(names, key=lambda n: (scenario_layout(n, df[df["scenario"] == n])["order"], n))
+
+
+def device_kind(device: str) -> str:
+    """'cuda' or 'cpu' (a record's device reads e.g. 'cuda:NVIDIA H200' or 'cpu:2 cores')."""
+    return device.split(":", 1)[0]
+
+
+def device_suffix(records: pd.DataFrame, kind: str) -> str:
+    """'-cuda' for the CUDA records of a protocol that also has CPU records (MIR's online rows run on
+    both: the GPU rows are their own table, and their agreement with the CPU rows is a result), else
+    ''. A protocol recorded on one device alone keeps its plain table name."""
+    return f"-{kind}" if kind != "cpu" and records["device_kind"].nunique() > 1 else ""

@@ -18,7 +18,7 @@ from scipy import stats as st
 
 from nlbench.reporting.comparisons import by_seed, floor_mark, main_setting, study_table
 from nlbench.errors import UserError
-from nlbench.reporting.layout import SETTING_NAMES, scenario_layout
+from nlbench.reporting.layout import SETTING_NAMES, device_suffix, scenario_layout
 from nlbench.reporting.specs import campaign_names, load_campaign, row_run_name
 from nlbench.reporting.stats import (EXPLORATORY, PAIRED_METHOD, holm, interval_text, mean_std, paired_p,
                                      paired_text, t_interval, tost_paired, train_time, verdict)
@@ -354,7 +354,8 @@ def campaign_tables(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str, str]
 
 def campaign_records(df: pd.DataFrame, spec: dict):
     """(table-name suffix, records) of a campaign per data set, as the profile tables split them (runs on
-    different data never share a table): no suffix on the full set, else ``-mini`` and the like. Only
+    different data never share a table): no suffix on the full set, else ``-mini`` and the like, and
+    ``-cuda`` for the CUDA records of a campaign that also has CPU ones (layout.device_suffix). Only
     data sets where the campaign shows something: a row with a published reference, or one of its
     declared comparisons (``comparisons``, ``family``) with both sides, or (a campaign without any) any
     row, recorded; the profile's records made for other tables (one side of a pair alone, say) make no
@@ -366,13 +367,13 @@ def campaign_records(df: pd.DataFrame, spec: dict):
         [(c["run"], c["control"]) for c in (fam["comparisons"] if fam else [])]
     labels = {r["row"] for r in references(spec)}
     referenced = {row_run_name(spec, row) for row in spec["runs"] if row["label"] in labels}
-    for data_set, records in mine.groupby("data_set", sort=True):
+    for (data_set, kind), records in mine.groupby(["data_set", "device_kind"], sort=True):
         recorded = set(records.loc[records["status"] == "complete", "run"])
         paired = any(run in recorded and control in recorded for run, control in pairs)
         shown = bool(referenced & recorded) or paired or (
             not pairs and any(row_run_name(spec, row) in recorded for row in spec["runs"]))
         if shown:
-            yield ("" if data_set == "full" else f"-{data_set}"), records
+            yield ("" if data_set == "full" else f"-{data_set}") + device_suffix(mine, kind), records
 
 
 def one_campaign_tables(mine: pd.DataFrame, spec: dict, suffix: str) -> dict:

@@ -13,7 +13,7 @@ import pandas as pd
 
 from nlbench.training import config as C
 from nlbench.errors import UserError
-from nlbench.reporting.layout import SETTING_NAMES, scenario_layout, scenarios_in_order
+from nlbench.reporting.layout import SETTING_NAMES, device_kind, device_suffix, scenario_layout, scenarios_in_order
 from nlbench.reporting.comparisons import (class_order_table, floor_mark, main_setting, study_runs, study_specs,
                                            study_table, versus_control_caption, versus_control_table)
 from nlbench.training.metrics import MEANINGS, old_task_acc, summarize
@@ -32,11 +32,18 @@ STATS_NOTE = (f"cells: mean ± sample std [{METHOD}]; a seed gives every strateg
 FORGETTING_NOTE = "forgetting: Chaudhry et al. 2018 (max over rows 1..T-1 minus the last row)"
 
 
-def load_records(runs: pathlib.Path) -> pd.DataFrame:
-    """One row per (run, setting)."""
-    paths = sorted(runs.rglob("seed*.json"))
+# The committed records: CPU runs in results/runs; CUDA runs of a protocol that also has CPU records in
+# results/cuda (a record's path is its run identity, which does not name the device).
+DEFAULT_RUNS = ("results/runs", "results/cuda")
+
+
+def load_records(runs: pathlib.Path | list[pathlib.Path]) -> pd.DataFrame:
+    """One row per (run, setting), from one records folder or several (results/runs and results/cuda:
+    the same run's identity on two devices needs two folders)."""
+    roots = [runs] if isinstance(runs, pathlib.Path) else list(runs)
+    paths = sorted(p for root in roots for p in root.rglob("seed*.json"))
     if not paths:
-        raise UserError(f"no run records under {runs}; run bench.py first, or pass --runs DIR")
+        raise UserError(f"no run records under {', '.join(map(str, roots))}; run bench.py first, or pass --runs DIR")
     rows = []
     for path in paths:
         rec = read_record(path)
@@ -44,7 +51,7 @@ def load_records(runs: pathlib.Path) -> pd.DataFrame:
         base = {"path": str(path), "scenario": rec["scenario"], "strategy": rec["strategy"],
                 "run": C.run_name_without(rec["run_name"], C.CLASS_ORDER_KEY),  # the order is its own column
                 "seed": rec["seed"], "profile": rec["profile"],
-                "status": rec["status"], "device": rec["device"],
+                "status": rec["status"], "device": rec["device"], "device_kind": device_kind(rec["device"]),
                 "backbone": f"{cfg['backbone']['name']} (width {cfg['backbone']['width']})",
                 "epochs": cfg["train"]["epochs"], "batch_size": cfg["train"]["batch_size"],
                 "optimizer": optimizer_text(rec),
@@ -52,6 +59,7 @@ def load_records(runs: pathlib.Path) -> pd.DataFrame:
                                    f"lr {cfg['train']['lr']:g}",
                 "train_seconds": rec["train_seconds"], "images_per_second": rec["images_per_second"],
                 "end_of_task_seconds": rec["end_of_task_seconds"],
+                "group_size": (rec["seed_parallel"] or {}).get("group_size", 1),
                 "peak_memory_mb": rec["peak_memory_mb"], "peak_memory_kind": rec["peak_memory_kind"],
                 "data_set": rec["data_set"],
                 "wall_seconds": rec["wall_seconds"],
@@ -169,11 +177,14 @@ def ablation_label(run: str) -> str:
 
 
 def groups(df: pd.DataFrame):
-    """(file-name suffix, label, records) per profile and data set: runs on different data or protocols
-    never share a table or a figure. quick on the full set has no suffix; e.g. ``-paper``, ``-mini``."""
-    for (profile, data_set), p in df.groupby(["profile", "data_set"], sort=True):
-        suffix = ("" if profile == "quick" else f"-{profile}") + ("" if data_set == "full" else f"-{data_set}")
-        yield suffix, f"{profile} profile, " + ("full CIFAR-10" if data_set == "full" else f"{data_set} set"), p
+    """(file-name suffix, label, records) per profile, data set and device kind: runs on different data,
+    protocols or devices never share a table or a figure. quick on the full set on the CPU has no
+    suffix; e.g. ``-paper``, ``-mini``, ``-online-cuda``."""
+    for (profile, data_set, kind), p in df.groupby(["profile", "data_set", "device_kind"], sort=True):
+        suffix = ("" if profile == "quick" else f"-{profile}") + ("" if data_set == "full" else f"-{data_set}") + \
+            device_suffix(df[df["profile"] == profile], kind)
+        yield suffix, f"{profile} profile, " + ("full CIFAR-10" if data_set == "full" else f"{data_set} set") + \
+            (", CUDA" if device_suffix(df[df["profile"] == profile], kind) else ""), p
 
 
 def runtime_table(main: pd.DataFrame) -> pd.DataFrame:
@@ -324,8 +335,9 @@ def published_block(table_name: str) -> str:
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="bench.py report", description="Tables and figures from run records.")
-    ap.add_argument("--runs", default="results/runs", help="folder of run records (default results/runs, the "
-                    "committed reference records)")
+    ap.add_argument("--runs", nargs="+", default=list(DEFAULT_RUNS), metavar="DIR", help="folders of run records "
+                    f"(default {' '.join(DEFAULT_RUNS)}: the committed reference records, CPU and CUDA; a missing "
+                    "one of these is skipped)")
     ap.add_argument("--out", help="where tables, figures and README.md go (default: results for results/runs, "
                     "else RUNS/report, so your own runs never overwrite the committed tables)")
     ap.add_argument("--no-figures", action="store_true", help="tables only")
@@ -333,9 +345,10 @@ def main(argv: list[str]) -> int:
                     "table groups the report should use (records of strategies not loaded are shown by name)")
     args = ap.parse_args(argv)
     load(args.plugin)
-    runs = pathlib.Path(args.runs)
-    out = pathlib.Path(args.out if args.out is not None else
-                       "results" if runs == pathlib.Path("results/runs") else runs / "report")
+    default = args.runs == list(DEFAULT_RUNS)
+    runs = [pathlib.Path(r) for r in args.runs if not default or pathlib.Path(r).exists()] or \
+        [pathlib.Path(DEFAULT_RUNS[0])]
+    out = pathlib.Path(args.out if args.out is not None else "results" if default else runs[0] / "report")
     df = load_records(runs)
     tables = build_tables(df)
     written = []
@@ -367,9 +380,9 @@ def main(argv: list[str]) -> int:
         written += make_figures(list(groups(generic(df))), out / "figures")
         written += study_figures(runs, out / "figures")
     remove_stale(out, written, ("tables",) if args.no_figures else ("tables", "figures"))  # --no-figures: keep them
-    write_readme(out, df, written, args.runs)
+    write_readme(out, df, written, [str(r) for r in runs], committed=default)
     print(f"report: {len(tables)} tables and {sum(f.endswith('.png') for f, _ in written)} figures from "
-          f"{df['path'].nunique()} records in {runs} -> {out}/ (index: {out / 'README.md'})")
+          f"{df['path'].nunique()} records in {', '.join(map(str, runs))} -> {out}/ (index: {out / 'README.md'})")
     from nlbench.reporting.replication import campaign_findings
     found = campaign_findings(df)
     if found:
@@ -464,13 +477,15 @@ def seed_parallel_table(out: pathlib.Path) -> str | None:
             f"{pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)}\n")
 
 
-def write_readme(out: pathlib.Path, df: pd.DataFrame, written, runs_folder: str) -> None:
+def write_readme(out: pathlib.Path, df: pd.DataFrame, written, runs_folders: list[str], committed: bool) -> None:
     runs = df.drop_duplicates("path")
-    committed = pathlib.Path(runs_folder).resolve() == (ROOT / "results" / "runs")
+    runs_folder = " ".join(runs_folders)
     origin = ("The records (in `runs/PROFILE/DATA/SCENARIO/RUN/seedK.json`: data `full` is the CIFAR-10 copy, "
               "`mini` the embedded subset) were produced by the commands in `results/reproduce.sh`, one per record "
               "set: CPU for the quick, retention and online profiles; one GPU for gpu-short, der and converge (job "
-              "logs in `gpu-logs/`). When and from which commit each set was made is in the history of the commits "
+              "logs in `gpu-logs/`); `cuda/` holds the CUDA runs of a protocol whose CPU runs are in `runs/` "
+              "(the online profile: their tables end in `-cuda`). When and from which commit each set was made is "
+              "in the history of the commits "
               "that added it (`git log --stat -- results/runs/PROFILE`); each record names its own commit. "
               "`speed.json` comes from `python bench.py speed` on the CPU, `speed-h100.json` and `speed-h200.json` "
               "from `scripts/gpu_suite.sh` on one H100 / H200. Do not edit these files by hand.") if committed else (

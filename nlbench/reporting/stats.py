@@ -43,13 +43,19 @@ def mean_std(x, digits: int = 2) -> str:
 
 def train_time(runs: pd.DataFrame, digits: int = 0) -> str:
     """Training seconds a run, mean ± std: its steps plus the strategy's end-of-task work (GDumb trains
-    its network there). Records made before that work was timed hold their steps only: marked."""
+    its network there). Records made before that work was timed hold their steps only: marked. A
+    seed-parallel record holds its group's time (K models trained at once): marked with K."""
     runs = runs.drop_duplicates("path")
     untimed = runs["end_of_task_seconds"].isna()
     text = mean_std(runs["train_seconds"].astype(float) + runs["end_of_task_seconds"].fillna(0.0).astype(float), digits)
-    if text == "n/a" or not untimed.any():
+    if text == "n/a":
         return text
-    return text + (" (steps only)" if untimed.all() else f" ({int(untimed.sum())} of {len(runs)}: steps only)")
+    if untimed.any():
+        text += " (steps only)" if untimed.all() else f" ({int(untimed.sum())} of {len(runs)}: steps only)"
+    sizes = sorted({int(k) for k in runs.get("group_size", pd.Series([1] * len(runs))).fillna(1)} - {1})
+    if sizes:
+        text += f" (a seed-parallel group's time, K = {', '.join(map(str, sizes))})"
+    return text
 
 
 def interval_text(x, digits: int = 2) -> str:

@@ -46,11 +46,13 @@ def best_or_none(study):
         return None
 
 
-def study_files(runs: pathlib.Path) -> list[pathlib.Path]:
-    return sorted(pathlib.Path(runs).rglob("tuning/*.sqlite3"))
+def study_files(runs: pathlib.Path | list[pathlib.Path]) -> list[pathlib.Path]:
+    """The tuning studies under one records folder or several."""
+    roots = [runs] if isinstance(runs, (str, pathlib.Path)) else runs
+    return sorted(p for root in roots for p in pathlib.Path(root).rglob("tuning/*.sqlite3"))
 
 
-def studies_table(runs: pathlib.Path) -> str | None:
+def studies_table(runs: pathlib.Path | list[pathlib.Path]) -> str | None:
     """One row per study found under the records folder: its budget and what it chose."""
     files = study_files(runs)
     if not files:
@@ -77,7 +79,7 @@ def studies_table(runs: pathlib.Path) -> str | None:
             f"{pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)}\n")
 
 
-def study_figures(runs: pathlib.Path, folder: pathlib.Path) -> list[tuple[str, str]]:
+def study_figures(runs: pathlib.Path | list[pathlib.Path], folder: pathlib.Path) -> list[tuple[str, str]]:
     """Optuna's own plots of each study: the optimization history and the parameter importances."""
     import matplotlib
     matplotlib.use("Agg")
