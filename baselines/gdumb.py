@@ -85,6 +85,7 @@ class GDumb(Strategy):
         n, bs = self.count, self.ctx.train["batch_size"]
         self.model.train()
         for _ in range(self.hp["passes"]):
+            self.ctx.check_stop()  # minutes of work: a stop request gives up here (resume redoes it)
             order = torch.randperm(n, generator=self.ctx.generator, device=self.ctx.device)
             for start in range(0, n - bs + 1, bs):  # the last partial batch dropped
                 rows = order[start:start + bs]

@@ -125,3 +125,37 @@ def test_a_second_process_on_a_running_run_stops_with_one_line_and_leaves_it_alo
     done = subprocess.run(bench_cmd(cifar_root, tmp_path), env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert record.exists() and not record.with_suffix(".lock").exists()
+
+
+def test_a_stop_during_gdumbs_end_of_task_training_gives_up_at_once_and_resumes_identically(bench, tmp_path,
+                                                                                             monkeypatch):
+    """GDumb trains a network for minutes in after_task: SIGINT there stops the run at the next pass
+    (ctx.check_stop), keeping the checkpoint of task 1's end; the same command then gives the
+    uninterrupted matrix."""
+    import signal
+
+    from nlbench.registry import STRATEGIES
+    gdumb = STRATEGIES["gdumb"].obj
+    sets = ["scenario.n_tasks=3", "strategy.buffer_size=40", "strategy.passes=4"]
+    code, _ = bench("--scenario", "split-cifar", "--strategy", "gdumb", out=tmp_path / "ref", sets=sets)
+    assert code == 0
+    real, calls, passes = gdumb.after_task, {"n": 0}, []
+
+    def interrupted(self, task):
+        calls["n"] += 1
+        if calls["n"] == 2:  # task 2's end: the signal arrives while the memory training runs
+            self.optimizer.register_step_post_hook(lambda *_: passes.append(1))
+            signal.raise_signal(signal.SIGINT)
+        return real(self, task)
+
+    monkeypatch.setattr(gdumb, "after_task", interrupted)
+    with pytest.raises(SystemExit) as stopped:
+        bench("--scenario", "split-cifar", "--strategy", "gdumb", out=tmp_path / "cut", sets=sets)
+    run = tmp_path / "cut" / "quick" / "full" / "split-cifar" / "gdumb@buffer_size=40,passes=4"
+    assert stopped.value.code == 130 and (run / "seed0.ckpt").exists() and not (run / "seed0.json").exists()
+    assert passes == []  # it gave up before its first pass, not after all of them
+    monkeypatch.setattr(gdumb, "after_task", real)
+    code, _ = bench("--scenario", "split-cifar", "--strategy", "gdumb", out=tmp_path / "cut", sets=sets)
+    assert code == 0 and not (run / "seed0.ckpt").exists()
+    ref = tmp_path / "ref" / "quick" / "full" / "split-cifar" / "gdumb@buffer_size=40,passes=4" / "seed0.json"
+    assert json.loads((run / "seed0.json").read_text())["acc"] == json.loads(ref.read_text())["acc"]

@@ -36,12 +36,12 @@ import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 from tqdm import tqdm
 
-from nlbench.training.checkpoint import Interrupted, SignalGuard, save_checkpoint
+from nlbench.training.checkpoint import EndOfTaskStopped, Interrupted, SignalGuard, save_checkpoint
 from nlbench.errors import UserError
 from nlbench.nested.levels import level_spec
 from nlbench.registry import STRATEGIES, lookup
 from nlbench.training.runner import (Loop, StepRunner, _reset_peak_memory, build_record, finish_stage, lr_factor,
-                     prepare, timed_after_task)
+                     kept_checkpoint, prepare, timed_after_task)
 from nlbench.training.strategy import RunContext, Strategy
 
 
@@ -221,8 +221,12 @@ def train_group_stage(group: Group, who: str) -> None:
         group.gather()
     _train_group_task(group, tasks, f"task {lead.state.task + 1}/{len(lead.stages)}")
     group.scatter()
-    for m, task in zip(group.members, tasks):
-        timed_after_task(m.ctx, m.strategy, m.state, task)
+    try:
+        for m, task in zip(group.members, tasks):
+            timed_after_task(m.ctx, m.strategy, m.state, task)
+    except EndOfTaskStopped:  # every seed keeps the checkpoint it has (from before this task's end)
+        kept = [kept_checkpoint(m.checkpoint) for m in group.members]
+        raise Interrupted(group.guard.signum, next((p for p in kept if p is not None), None)) from None
     group.gather()
     for m, seed in zip(group.members, group.seeds):
         finish_stage(m, f"{who} seed {seed}", t0)
@@ -332,6 +336,8 @@ def run_group(specs: list, *, device: torch.device, data, checkpoints: list, pro
         who = f"{strategy_name} (group of {len(active)})"
         try:
             with SignalGuard() as group.guard:
+                for m in members:
+                    m.ctx.stop_requested = lambda: group.guard.signum is not None
                 while members[active[0]].state.task < len(members[active[0]].stages):
                     train_group_stage(group, who)
             break

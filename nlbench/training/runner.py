@@ -25,7 +25,8 @@ from nlbench.training import metrics
 from nlbench.training.data import Augmenter, DataChoice, fraction_per_class, load_data, subset_per_class
 from nlbench.errors import Diverged, UserError
 from nlbench.training.probe import evaluate_probes, probes_on
-from nlbench.training.checkpoint import Interrupted, RunState, SignalGuard, load_checkpoint, save_checkpoint
+from nlbench.training.checkpoint import (EndOfTaskStopped, Interrupted, RunState, SignalGuard, load_checkpoint,
+                                         save_checkpoint)
 from nlbench.nested.cms import cms_backbone
 from nlbench.training.records import versions
 from nlbench.registry import BACKBONES, BUILDERS, STRATEGIES, lookup
@@ -219,6 +220,7 @@ def run(spec: RunSpec, *, device: torch.device, data: DataChoice, checkpoint: pa
     status, diverged_at = "complete", None
     try:
         with SignalGuard(immediate=loop.strategy.own_loop) as loop.guard:
+            loop.ctx.stop_requested = lambda: loop.guard.signum is not None
             while loop.state.task < len(loop.stages):
                 train_stage(loop, f"{spec.strategy} seed {spec.seed}")
     except Diverged as exc:
@@ -484,7 +486,16 @@ def _train_task(loop: Loop, task: Task, label: str) -> None:
         _finish_timing(ctx, state, t0, images)
         state.epoch, state.step, state.order = state.epoch + 1, 0, None
     bar.close()
-    timed_after_task(ctx, strategy, state, task)
+    try:
+        timed_after_task(ctx, strategy, state, task)
+    except EndOfTaskStopped:
+        raise Interrupted(loop.guard.signum, kept_checkpoint(loop.checkpoint)) from None
+
+
+def kept_checkpoint(path: pathlib.Path | None) -> pathlib.Path | None:
+    """The run's checkpoint already on disk, if any: a point before the current task's end (a stage's
+    end, or an earlier stop), from which a resumed run continues exactly."""
+    return path if path is not None and path.exists() else None
 
 
 def _check_loss(loop: Loop, task: Task, loss: torch.Tensor, bar, images_per_s: float) -> None:

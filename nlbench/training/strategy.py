@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from nlbench.errors import UserError, require  # noqa: F401  (require: part of the plugin interface)
+from nlbench.training.checkpoint import EndOfTaskStopped
 from nlbench.nested.levels import schedule_optimizer
 
 
@@ -51,6 +52,15 @@ class RunContext:
         self.graph_capture = graph_capture
         self.optimizers: list[tuple[torch.optim.Optimizer, list[float]]] = []  # for the lr schedule
         self.model: torch.nn.Module | None = None  # the last backbone built (train.levels partitions it)
+        self.stop_requested = lambda: False  # the runner's: whether SIGINT/SIGTERM asked the run to stop
+
+    def check_stop(self) -> None:
+        """Call it inside long end-of-task work (GDumb trains a whole network in ``after_task``): at a
+        stop request it gives up at once, and the run stops with its last checkpoint, which is from
+        before this task's end, so a resumed run redoes the work exactly. Without it a stop waits for
+        the work to end (a campaign's grace period may run out first)."""
+        if self.stop_requested():
+            raise EndOfTaskStopped
 
     group_size = 1  # models trained at once (nlbench.training.group.GroupContext: K seeds)
 
