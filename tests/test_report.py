@@ -194,6 +194,12 @@ def test_old_records_read_end_of_task_time_as_unknown_except_avalanche_whose_loo
     assert upgrade({**base, "strategy": "gdumb"})["end_of_task_seconds"] is None
     assert upgrade({**base, "strategy": "avalanche:GDumb"})["end_of_task_seconds"] == 0.0
     assert upgrade({**base, "strategy": "gdumb", "end_of_task_seconds": 3.5})["end_of_task_seconds"] == 3.5
+    # a seed-parallel group's record stepped eagerly, whatever an older record copied from a member
+    grouped = {**base, "strategy": "adam", "seed_parallel": {"group_size": 15},
+               "numerics": {"cuda_graph": True, "bf16_autocast": True}}
+    assert upgrade(grouped)["numerics"]["cuda_graph"] is False and upgrade(grouped)["numerics"]["bf16_autocast"]
+    alone = {**base, "strategy": "adam", "seed_parallel": None, "numerics": {"cuda_graph": True}}
+    assert upgrade(alone)["numerics"]["cuda_graph"] is True
 
 
 def test_campaign_table_puts_the_published_numbers_beside_ours(tmp_path):
@@ -410,3 +416,26 @@ def test_cuda_runs_of_a_protocol_with_cpu_runs_get_their_own_table(runs, tmp_pat
     cpu_table, cuda_table = tables["split-cifar"][0], tables["split-cifar-cuda"][0]
     assert list(cuda_table["n"]) == ["1"] and "2" in list(cpu_table["n"])  # adam: 2 CPU seeds, 1 CUDA seed
     assert "split-cifar" in build_tables(load_records(cuda)) and "split-cifar-cuda" not in build_tables(load_records(cuda))
+
+
+def test_a_campaign_on_two_devices_gets_the_welch_difference_of_its_rows(tmp_path):
+    """devices-NAME: CUDA mean minus CPU mean with the Welch interval, checked against scipy by hand."""
+    import numpy as np
+    from scipy import stats
+
+    from nlbench.reporting.replication import campaign_tables
+    cpu_runs, cuda_runs = tmp_path / "runs", tmp_path / "cuda"
+    finals = {"cpu": [18.0, 19.0, 20.0], "cuda": [17.0, 17.5]}
+    for kind, root in (("cpu", cpu_runs), ("cuda", cuda_runs)):
+        for seed, final in enumerate(finals[kind]):
+            rec = record("finetune", seed, [[90.0, 0.0], [0.0, 2 * final]], [[90.0, 50.0], [60.0, 95.0]])
+            write(root, {**rec, "profile": "online", "device": "cuda:X" if kind == "cuda" else "cpu:2 cores"})
+    table = campaign_tables(load_records([cpu_runs, cuda_runs]))["devices-mir-online"][0]
+    line = table.set_index("Row").loc["Fine-tune"]
+    a, b = np.array(finals["cuda"]), np.array(finals["cpu"])
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    half = stats.t.ppf(0.975, df) * np.sqrt(va + vb)
+    d = a.mean() - b.mean()  # -1.75
+    assert line["CUDA − CPU [95% CI]"] == f"{d:+.2f} [{d - half:+.2f}, {d + half:+.2f}]"
+    assert line["n CPU"] == "3" and line["n CUDA"] == "2"

@@ -99,6 +99,7 @@ def test_each_seed_of_a_group_trains_exactly_as_its_one_seed_run(cifar_root, mon
     assert max(differences.values()) < 1e-9, differences
     for a, b in zip(alone, together):
         assert b["seed_parallel"]["group_size"] == 3 and a["seed_parallel"] is None
+        assert b["numerics"]["cuda_graph"] is False and "seed-parallel group" in b["numerics"]["optimizer_impl"]
         assert a["acc"] == b["acc"] and a["config"] == b["config"] and a["tasks"] == b["tasks"]
         assert a["strategy_info"] == b["strategy_info"] and a["optimizers"] == b["optimizers"]
     assert len({json.dumps(r["tasks"]) for r in together}) > 1  # the seeds really had their own class orders

@@ -349,7 +349,50 @@ def campaign_tables(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str, str]
     for spec in map(load_campaign, campaign_names()):
         for suffix, mine in campaign_records(df, spec):
             out.update(one_campaign_tables(mine, spec, suffix))
+        out.update(device_agreement(df, spec))
     return out
+
+
+def device_agreement(df: pd.DataFrame, spec: dict) -> dict:
+    """``devices-NAME``: where a campaign's rows ran on the CPU and on CUDA (the same protocol, seeds
+    and data), the CUDA mean minus the CPU mean of each row's class-IL final accuracy, its Welch 95%
+    interval and the two one-sided tests at the campaign's replication margin (statsmodels
+    CompareMeans). Unpaired: a seed draws other random numbers on the two devices."""
+    from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
+    margin = replication_margin(spec)
+    full = df[(df["data_set"] == "full") & (df["setting"] == "class_il") & (df["status"] == "complete")
+              & df["class_order_seed"].isna()]
+    lines, devices = [], set()
+    for row, sub in _rows_of(full, spec):
+        cpu = sub.loc[sub["device_kind"] == "cpu", "avg_acc"].dropna().astype(float)
+        cuda = sub.loc[sub["device_kind"] == "cuda", "avg_acc"].dropna().astype(float)
+        if not len(cpu) or not len(cuda):
+            continue
+        devices.update(sub["device"])
+        line = {"Row": row["label"], "CPU": mean_std(cpu), "n CPU": str(len(cpu)), "CUDA": mean_std(cuda),
+                "n CUDA": str(len(cuda)), "CUDA − CPU [95% CI]": f"{cuda.mean() - cpu.mean():+.2f}",
+                f"TOST p (±{margin:g})": "-", "Verdict": "no test (fewer than 2 seeds on a device)"}
+        if len(cpu) > 1 and len(cuda) > 1:
+            both = CompareMeans(DescrStatsW(cuda.to_numpy()), DescrStatsW(cpu.to_numpy()))
+            lo, hi = both.tconfint_diff(usevar="unequal")
+            p = float(both.ttost_ind(-margin, margin, usevar="unequal")[0])
+            line.update({"CUDA − CPU [95% CI]": f"{cuda.mean() - cpu.mean():+.2f} [{lo:+.2f}, {hi:+.2f}]",
+                         f"TOST p (±{margin:g})": f"{p:.3f}",
+                         "Verdict": f"same within ±{margin:g}" if p < 0.05 else
+                         "differs" if lo > 0 or hi < 0 else "not shown either way"})
+        lines.append(line)
+    if not lines:
+        return {}
+    cap = (f"Campaign `{spec['name']}` on two devices (profile {spec['profile']}, full data; "
+           f"{', '.join(sorted(devices))}): each row's "
+           "class-IL final accuracy (%) on CUDA (results/cuda) minus on the CPU (results/runs), mean ± sample std "
+           "over seeds; Welch 95% interval of the difference and two one-sided tests at the campaign's "
+           f"replication margin ±{margin:g} (statsmodels CompareMeans, unequal variances); unpaired, since a seed "
+           "draws other random numbers on the two devices and the numerics differ (bf16 on CUDA); the CUDA rows "
+           "of seed-parallel groups trained stacked. Verdict: 'same within' where the TOST p < 0.05, 'differs' "
+           "where the interval excludes 0. Exploratory: no multiplicity correction.")
+    return {f"devices-{spec['name']}": (pd.DataFrame(lines), cap,
+                                         f"Campaign {spec['name']}: CUDA rows against CPU rows")}
 
 
 def campaign_records(df: pd.DataFrame, spec: dict):

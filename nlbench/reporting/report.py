@@ -528,7 +528,7 @@ RESULTS_PAGE_TABLES = (
     "family-verdict-split", "family-verdict-permuted", "campaign-verdict-split", "vs-control-campaign-verdict-split",
     "campaign-verdict-permuted", "vs-control-campaign-verdict-permuted", "replication-mir-online",
     "campaign-mir-online", "vs-control-campaign-mir-online", "replication-mir-online-cuda", "campaign-mir-online-cuda",
-    "vs-control-campaign-mir-online-cuda", "replication-der-table2", "campaign-der-table2",
+    "vs-control-campaign-mir-online-cuda", "devices-mir-online", "replication-der-table2", "campaign-der-table2",
     "campaign-avalanche-parity", "vs-control-campaign-avalanche-parity", "campaign-cifar10-converge", "split-cifar",
     "vs-control-split-cifar", "nested-study", "tuned-study", "permuted-cifar",
     "vs-control-permuted-cifar", "cifar10-standard", "vs-control-cifar10-standard", "ablations", "class-order",

@@ -37,6 +37,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from tqdm import tqdm
 
 from nlbench.training.checkpoint import EndOfTaskStopped, Interrupted, SignalGuard, save_checkpoint
+from nlbench.training.records import GROUP_NUMERICS
 from nlbench.errors import UserError
 from nlbench.nested.levels import level_spec
 from nlbench.registry import STRATEGIES, lookup
@@ -354,5 +355,6 @@ def run_group(specs: list, *, device: torch.device, data, checkpoints: list, pro
         record["seed_parallel"] = {  # how it was run; train_seconds and peak memory are the whole group's
             "group_size": len(seeds), "seeds": list(seeds), "group_wall_seconds": wall,
             "group_images_per_second": sum(m.state.images for m in members) / max(loop.state.train_seconds, 1e-9)}
+        record["numerics"].update(GROUP_NUMERICS)
         records.append(record)
     return records

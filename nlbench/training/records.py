@@ -100,6 +100,11 @@ OPTIONAL_DEFAULTS = {
 }
 
 
+# What a seed-parallel group's step is, whatever a member's one-seed stepper would have done (group.py
+# writes it; upgrade reads the group records made before 2026-11-29, which copied the member's choice)
+GROUP_NUMERICS = {"cuda_graph": False, "optimizer_impl": "stacked elementwise steps (seed-parallel group), eager"}
+
+
 def upgrade(record: dict) -> dict:
     """Any record, read as the current schema: fields it predates get their meaning when absent
     (None = unknown), so that readers index records directly, with no fallbacks of their own."""
@@ -109,6 +114,8 @@ def upgrade(record: dict) -> dict:
         record.setdefault("end_of_task_seconds", 0.0)
     for key, value in OPTIONAL_DEFAULTS.items():
         record.setdefault(key, value)
+    if (record.get("seed_parallel") or {}).get("group_size", 1) > 1 and record.get("numerics"):
+        record["numerics"] = {**record["numerics"], **GROUP_NUMERICS}  # groups always stepped eagerly
     record.setdefault("run_name", record["strategy"])
     record.setdefault("settings", list(record["acc"]))
     record["profile"] = RENAMED_PROFILES.get(record["profile"], record["profile"])
