@@ -1,4 +1,5 @@
-"""The one error type the command line turns into a one-line message and exit code 2."""
+"""The error types the command line and the runner handle: UserError becomes a one-line message and exit
+code 2; Diverged and EndOfTaskStopped are how a run ends early."""
 
 
 class UserError(Exception):
@@ -15,3 +16,8 @@ def require(cond: bool, message: str) -> None:
 
 class Diverged(Exception):
     """The loss became NaN or infinite; the runner records the run as diverged."""
+
+
+class EndOfTaskStopped(Exception):
+    """A strategy's end-of-task work gave up at a stop request (RunContext.check_stop). The run stops
+    with the checkpoint it already has, from before this task's end, and redoes the work on resume."""

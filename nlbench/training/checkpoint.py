@@ -25,11 +25,6 @@ class Interrupted(Exception):
         self.signum, self.checkpoint = signum, checkpoint
 
 
-class EndOfTaskStopped(Exception):
-    """A strategy's end-of-task work gave up at a stop request (RunContext.check_stop). The run stops
-    with the checkpoint it already has, from before this task's end, and redoes the work on resume."""
-
-
 class SignalGuard:
     """Turn SIGINT/SIGTERM into a flag the loop checks after each step (a safe point).
 

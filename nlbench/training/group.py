@@ -36,9 +36,9 @@ import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 from tqdm import tqdm
 
-from nlbench.training.checkpoint import EndOfTaskStopped, Interrupted, SignalGuard, save_checkpoint
+from nlbench.training.checkpoint import Interrupted, SignalGuard, save_checkpoint
 from nlbench.training.records import GROUP_NUMERICS
-from nlbench.errors import UserError
+from nlbench.errors import EndOfTaskStopped, UserError
 from nlbench.nested.levels import level_spec
 from nlbench.registry import STRATEGIES, lookup
 from nlbench.training.runner import (Loop, StepRunner, _reset_peak_memory, build_record, finish_stage, lr_factor,

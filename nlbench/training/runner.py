@@ -23,10 +23,9 @@ from nlbench.training import memory
 
 from nlbench.training import metrics
 from nlbench.training.data import Augmenter, DataChoice, fraction_per_class, load_data, subset_per_class
-from nlbench.errors import Diverged, UserError
+from nlbench.errors import Diverged, EndOfTaskStopped, UserError
 from nlbench.training.probe import evaluate_probes, probes_on
-from nlbench.training.checkpoint import (EndOfTaskStopped, Interrupted, RunState, SignalGuard, load_checkpoint,
-                                         save_checkpoint)
+from nlbench.training.checkpoint import Interrupted, RunState, SignalGuard, load_checkpoint, save_checkpoint
 from nlbench.nested.cms import cms_backbone
 from nlbench.training.records import versions
 from nlbench.registry import BACKBONES, BUILDERS, STRATEGIES, lookup

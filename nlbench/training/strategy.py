@@ -26,8 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from nlbench.errors import UserError, require  # noqa: F401  (require: part of the plugin interface)
-from nlbench.training.checkpoint import EndOfTaskStopped
+from nlbench.errors import EndOfTaskStopped, UserError, require  # noqa: F401  (require: part of the plugin interface)
 from nlbench.nested.levels import schedule_optimizer
 
 
