@@ -70,5 +70,13 @@ python bench.py --scenario split-cifar --strategy adam ewc replay nested nested-
 # der/full/ and converge/full/ (an H200, 2026-11-26; logs in results/gpu-logs/) and speed-h200.json:
 python bench.py campaign der-table2 cifar10-converge --seeds 0 --budget 550 --jobs 4 --device cuda --data full $R
 python bench.py speed --device cuda --data full --out results/speed-h200.json
+# cuda/online/full/ (an H200, 2026-11-29, one call; logs in results/gpu-logs/): mir-online on CUDA, its own
+# records folder since a record's path does not name the device; groups of 15 seeds where a row can group.
+# scripts/gpu_suite.sh ran it with SEEDS="$(seq 0 14)" RUNS_OUT=results/cuda GROUP=15 SPEED=0 JOBS=8 on a subset
+# of mir-online's rows (Fine-tune, ER-200/500/1000, iid online, ER-ACE-200/1000, ER-MIR-200/500/1000, EWC,
+# Fine-tune lr 0.03, Nested, CMS, CMS every period 1), the subset's rows in that order:
+python bench.py campaign mir-online --seeds $(seq 0 14) --seed-parallel 15 --budget 450 --grace 15 --jobs 8 --device cuda --data full --out results/cuda
+# speed-seed-parallel-cuda.json (the same call):
+python bench.py speed --device cuda --images 20000 --only-seed-parallel --seed-parallel 1 2 4 8 16 --batch-sizes 32 --data full --out results/speed-seed-parallel-cuda.json
 
 python bench.py report
