@@ -181,10 +181,10 @@ def groups(df: pd.DataFrame):
     protocols or devices never share a table or a figure. quick on the full set on the CPU has no
     suffix; e.g. ``-paper``, ``-mini``, ``-online-cuda``."""
     for (profile, data_set, kind), p in df.groupby(["profile", "data_set", "device_kind"], sort=True):
-        suffix = ("" if profile == "quick" else f"-{profile}") + ("" if data_set == "full" else f"-{data_set}") + \
-            device_suffix(df[df["profile"] == profile], kind)
+        device = device_suffix(df[df["profile"] == profile], kind)
+        suffix = ("" if profile == "quick" else f"-{profile}") + ("" if data_set == "full" else f"-{data_set}") + device
         yield suffix, f"{profile} profile, " + ("full CIFAR-10" if data_set == "full" else f"{data_set} set") + \
-            (", CUDA" if device_suffix(df[df["profile"] == profile], kind) else ""), p
+            (", CUDA" if device else ""), p
 
 
 def runtime_table(main: pd.DataFrame) -> pd.DataFrame:
@@ -484,7 +484,7 @@ def write_readme(out: pathlib.Path, df: pd.DataFrame, written, runs_folders: lis
               "`mini` the embedded subset) were produced by the commands in `results/reproduce.sh`, one per record "
               "set: CPU for the quick, retention and online profiles; one GPU for gpu-short, der and converge (job "
               "logs in `gpu-logs/`); `cuda/` holds the CUDA runs of a protocol whose CPU runs are in `runs/` "
-              "(the online profile: their tables end in `-cuda`). When and from which commit each set was made is "
+              "(their tables end in `-cuda`). When and from which commit each set was made is "
               "in the history of the commits "
               "that added it (`git log --stat -- results/runs/PROFILE`); each record names its own commit. "
               "`speed.json` comes from `python bench.py speed` on the CPU, `speed-h100.json` and `speed-h200.json` "
