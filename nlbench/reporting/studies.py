@@ -46,15 +46,14 @@ def best_or_none(study):
         return None
 
 
-def study_files(runs: pathlib.Path | list[pathlib.Path]) -> list[pathlib.Path]:
-    """The tuning studies under one records folder or several."""
-    roots = [runs] if isinstance(runs, (str, pathlib.Path)) else runs
-    return sorted(p for root in roots for p in pathlib.Path(root).rglob("tuning/*.sqlite3"))
+def study_files(roots: list[pathlib.Path]) -> list[pathlib.Path]:
+    """The tuning studies under the records folders."""
+    return sorted(p for root in roots for p in root.rglob("tuning/*.sqlite3"))
 
 
-def studies_table(runs: pathlib.Path | list[pathlib.Path]) -> str | None:
-    """One row per study found under the records folder: its budget and what it chose."""
-    files = study_files(runs)
+def studies_table(roots: list[pathlib.Path]) -> str | None:
+    """One row per study found under the records folders: its budget and what it chose."""
+    files = study_files(roots)
     if not files:
         return None
     import pandas as pd
@@ -79,7 +78,7 @@ def studies_table(runs: pathlib.Path | list[pathlib.Path]) -> str | None:
             f"{pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)}\n")
 
 
-def study_figures(runs: pathlib.Path | list[pathlib.Path], folder: pathlib.Path) -> list[tuple[str, str]]:
+def study_figures(roots: list[pathlib.Path], folder: pathlib.Path) -> list[tuple[str, str]]:
     """Optuna's own plots of each study: the optimization history and the parameter importances."""
     import matplotlib
     matplotlib.use("Agg")
@@ -87,7 +86,7 @@ def study_figures(runs: pathlib.Path | list[pathlib.Path], folder: pathlib.Path)
     from optuna.visualization import matplotlib as ovm
     optuna = quiet_optuna()
     written = []
-    for path in study_files(runs):
+    for path in study_files(roots):
         study = optuna.load_study(study_name=path.stem, storage=f"sqlite:///{path.resolve()}")
         if best_or_none(study) is None:
             continue
