@@ -76,6 +76,8 @@ python bench.py speed --device cuda --data full --out results/speed-h200.json
 # of mir-online's rows (Fine-tune, ER-200/500/1000, iid online, ER-ACE-200/1000, ER-MIR-200/500/1000, EWC,
 # Fine-tune lr 0.03, Nested, CMS, CMS every period 1), the subset's rows in that order:
 python bench.py campaign mir-online --seeds $(seq 0 14) --seed-parallel 15 --budget 450 --grace 15 --jobs 8 --device cuda --data full --out results/cuda
+# 2026-11-30 (H200, two calls; the same command continues every row): EWC and CMS every period 1 (groups), then
+# ER-200/500/1000 with 13 jobs, then ER-MIR-200/500/1000 with 14 (SP_SPEED=0 CUDA_TESTS=none: no speed rows, no tests)
 # speed-seed-parallel-cuda.json (the same call):
 python bench.py speed --device cuda --images 20000 --only-seed-parallel --seed-parallel 1 2 4 8 16 --batch-sizes 32 --data full --out results/speed-seed-parallel-cuda.json
 

@@ -86,16 +86,20 @@ timeout 150 $PY bench.py speed $SPEED_ARGS $PARALLEL_ARGS --data full --no-downl
   --out results/speed.json > "$OUT/speed.log" 2>&1
 grep -v -i warn "$OUT/speed.log" | tail -20 | tee -a "$OUT/suite.log"
 fi
+if [ "${SP_SPEED:-1}" = 1 ]; then  # 0: skip the seed-parallel speed rows (already measured)
 log "seed-parallel speed (K = ${SEED_PARALLEL:=1 2 4 8 16})"
 timeout ${SP_TIMEOUT:-150} $PY bench.py speed $SPEED_ARGS --only-seed-parallel --seed-parallel $SEED_PARALLEL --batch-sizes 32 \
   --data full --no-download ${DRY_RUN:+--set backbone.name=cnn backbone.width=8} \
   --out results/speed-seed-parallel-$DEV.json > "$OUT/speed-seed-parallel.log" 2>&1
 grep -v -i warn "$OUT/speed-seed-parallel.log" | tail -8 | tee -a "$OUT/suite.log"
 
+fi
+
 BUDGET=$(( $(left) - 25 ))
 log "campaigns: $CAMPAIGNS, seeds $(echo $SEEDS), budget ${BUDGET}s, $JOBS at a time, seed-parallel $GROUP"
-if [ -z "${DRY_RUN:-}" ]; then  # the other CUDA tests, beside the campaign (small: they barely slow it)
+if [ -z "${DRY_RUN:-}" ] && [ "${CUDA_TESTS:-all}" != none ]; then  # the other CUDA tests, beside the campaign (small: they barely slow it)
   if [ -n "$GRAPH_TESTS" ]; then PICK=(); else PICK=(-k "not graph_replayed"); fi
+  if [ "${CUDA_TESTS:-all}" != all ]; then PICK=(-k "$CUDA_TESTS"); fi  # a -k expression: only those tests
   timeout 200 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py "${PICK[@]}" > "$OUT/pytest_cuda.log" 2>&1 &
 fi
 if [ "$BUDGET" -gt 60 ]; then

@@ -224,6 +224,19 @@ def test_cli_groups_seeds_keeps_finished_ones_and_says_what_cannot_group(bench, 
     assert json.loads((out / "quick" / "full" / "split-cifar" / "m3" / "seed0.json").read_text())["seed_parallel"] is None
 
 
+def test_a_group_of_channels_last_members_holds_standard_layout_tensors():
+    """CUDA members are channels-last; their stacked weights must not be (cuDNN asks a tensor's memory
+    format inside vmap, which fails on CUDA in fp32), and the group still computes each member's output."""
+    members = [torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)).to(memory_format=torch.channels_last)
+               for _ in range(2)]
+    x = torch.randn(5, 2, 3, 8, 8)
+    expected = torch.stack([m(x[:, k]) for k, m in enumerate(members)], 1)
+    group = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    G.stack_models(group, members)
+    assert all(t.is_contiguous() for t in [*group.parameters(), *group.buffers()])
+    assert torch.allclose(group(x), expected, atol=1e-5)
+
+
 def test_stack_and_unstack_states_round_trip():
     states = [{"model": {"w": torch.full((2,), float(k)), "n": torch.tensor(3)},
                "optimizers": {"opt": {"state": {0: {"step": torch.tensor(5.0), "exp_avg": torch.ones(2) * k}},

@@ -93,11 +93,13 @@ def stack_models(model: torch.nn.Module, members: list[torch.nn.Module]) -> None
     built on them keep working) and its forward maps (B, K, ...) to (B, K, classes) with vmap."""
     base = copy.deepcopy(model).to("meta")  # the architecture, called once per model; its own tensors unused
     params, buffers = stack_module_state(members)
+    # contiguous: stacked channels-last members give strided tensors, and cuDNN's convolution asks
+    # their memory format inside vmap, which vmap cannot answer (NYI) -- seen on CUDA in fp32 (2026-11-30)
     for name, p in model.named_parameters():
-        p.data = params[name].detach()
+        p.data = params[name].detach().contiguous()
     for name, _ in list(model.named_buffers()):
         owner, _, attr = name.rpartition(".")
-        model.get_submodule(owner)._buffers[attr] = buffers[name].detach()
+        model.get_submodule(owner)._buffers[attr] = buffers[name].detach().contiguous()
     one_model = vmap(lambda p, b, x: functional_call(base, (p, b), (x,)), in_dims=(0, 0, 1), out_dims=1)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
