@@ -2,7 +2,9 @@
 model equals the step written out by hand from aimagelab/mammoth models/der.py, models/derpp.py
 and pclucas14/AML methods/er_ace.py."""
 import copy
+import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -291,6 +293,65 @@ def test_gdumb_learns_only_from_its_memory_in_a_fresh_network(cifar_root):
         assert len(steps) == 3 * (20 // 8)  # the last partial batch of every pass dropped
         runs.append([p.detach().clone() for p in strat.model.parameters()])
     assert all(torch.equal(p, q) for p, q in zip(*runs))
+
+
+def test_gdumb_class_cap_all_keeps_the_first_images_of_each_class(cifar_root):
+    """The authors' dataloader (drimpossible/GDumb src/dataloader.py): memory_size // classes images a
+    class from the start, the first ones; later images of a full class never enter, nothing leaves."""
+    ctx, scenario, strat = _context(cifar_root, "gdumb", SGD + ["strategy.buffer_size=25", "strategy.class_cap=all"],
+                                    graph_capture=False)
+    images = scenario.train_x[:7]
+    for i, label in enumerate([3, 3, 3, 5, 3, 5, 5]):  # 25 // 10 classes = 2 a class
+        strat.offer(images[i], label, 0)
+    assert strat.count == 4 and strat.labels[:4].tolist() == [3, 3, 5, 5]
+    kept = [bytes(x.numpy()) for x in strat.images[:4]]
+    assert kept == [bytes(images[i].numpy()) for i in (0, 1, 3, 5)]
+
+
+def test_gdumb_trains_only_after_the_last_task_with_the_authors_lr_per_pass(cifar_root):
+    """train_after last: no step after an earlier task. warm_restarts, as the authors' main.py: pass 0 at
+    lr / 10, pass 1 at lr, then cosine warm restarts (T_0 1, T_mult 2) from lr down to min_lr, by hand."""
+    sets = SGD + ["strategy.buffer_size=20", "strategy.passes=6", "train.batch_size=8", "strategy.train_after=last",
+                  "strategy.lr_schedule=warm_restarts", "strategy.min_lr=0.001"]
+    ctx, scenario, strat = _context(cifar_root, "gdumb", sets, graph_capture=False)
+    for start in (0, 8, 16):
+        strat.observe(next_batch(ctx, scenario, 0, start=start))
+    lrs = []
+    strat.optimizer.register_step_post_hook(lambda opt, *_: lrs.append(opt.param_groups[0]["lr"]))
+    before = [p.detach().clone() for p in strat.model.parameters()]
+    strat.after_task(scenario.tasks[0])
+    assert lrs == [] and all(torch.equal(p, q) for p, q in zip(before, strat.model.parameters()))
+    strat.after_task(scenario.tasks[-1])
+    lr, low = 0.05, 0.001
+    cosine = lambda t, period: low + (lr - low) * (1 + math.cos(math.pi * t / period)) / 2
+    per_pass = [lr / 10, lr, lr, cosine(1, 2), lr, cosine(1, 4)]  # restarts after 1, 2, 4 passes
+    assert lrs == pytest.approx([v for v in per_pass for _ in range(20 // 8)])
+
+
+def test_cutmix_pastes_a_box_from_the_permuted_batch_and_weights_by_its_area():
+    """The authors' utils.py cutmix_data / rand_bbox, by hand from the same draws: lam ~ Beta(1, 1) is
+    the uniform draw itself; the box of side sqrt(1 - lam) centred at (cx, cy), clipped; lam = 1 - area."""
+    import sys
+
+    from scipy.stats import beta
+    from nlbench.registry import STRATEGIES
+    cutmix = sys.modules[STRATEGIES["gdumb"].obj.__module__].cutmix  # baselines/gdumb.py, loaded as a plugin
+    x, y = torch.randn(6, 3, 8, 8), torch.arange(6)
+    for alpha in (1.0, 0.4):
+        g = torch.Generator().manual_seed(3)
+        mixed, pasted, lam = cutmix(x, y, alpha, g)
+        g = torch.Generator().manual_seed(3)
+        drawn = float(beta.ppf(float(torch.rand((), generator=g)), alpha, alpha))
+        perm = torch.randperm(6, generator=g)
+        cx, cy = int(torch.randint(8, (1,), generator=g)), int(torch.randint(8, (1,), generator=g))
+        side = int(8 * math.sqrt(1 - drawn))
+        x1, x2 = max(cx - side // 2, 0), min(cx + side // 2, 8)
+        y1, y2 = max(cy - side // 2, 0), min(cy + side // 2, 8)
+        expected = x.clone()
+        expected[:, :, x1:x2, y1:y2] = x[perm][:, :, x1:x2, y1:y2]
+        assert torch.equal(mixed, expected) and torch.equal(pasted, y[perm])
+        assert lam == pytest.approx(1 - (x2 - x1) * (y2 - y1) / 64)
+    assert not torch.equal(mixed, x)  # something was pasted (seed 3 draws a box)
 
 
 def _icarl_module():
