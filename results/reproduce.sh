@@ -58,6 +58,8 @@ OMP_NUM_THREADS=1 python bench.py campaign verdict-split --budget 20000 --data f
 OMP_NUM_THREADS=1 python bench.py campaign verdict-permuted --budget 20000 --data full $R
 wait
 python bench.py campaign mir-online --budget 40000 --jobs 2 --data full $R   # rows in the YAML's order, seed-major
+# GDumb's own protocol (gdumb/full/): the memory of 200 on the CPU, one thread a run beside another run
+OMP_NUM_THREADS=1 python bench.py --scenario split-cifar --strategy gdumb --profile gdumb --seeds 0 --set strategy.buffer_size=200 --data full $R
 
 # --- CPU speed files ---
 python bench.py speed --device cpu --data full --out results/speed.json
