@@ -43,7 +43,7 @@ class GDumb(Strategy):
                 "min_lr": 0.0005,            # warm_restarts' eta_min (the authors' opts.py minlr)
                 "cutmix_prob": 0.0, "cutmix_alpha": 1.0}  # the authors' opts.py: 0.5 and 1.0 with cutmix
     option_values = {"class_cap": ("seen", "all"), "train_after": ("every", "last"),
-               "lr_schedule": ("constant", "warm_restarts")}
+                     "lr_schedule": ("constant", "warm_restarts")}
 
     @classmethod
     def check(cls, hp):
