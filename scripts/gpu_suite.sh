@@ -111,7 +111,7 @@ fi
 wait
 tail -3 "$OUT/pytest_cuda.log" 2>/dev/null | tee -a "$OUT/suite.log"
 $PY bench.py campaign $CAMPAIGNS --status --seeds $SEEDS --out "$RUNS_OUT" 2>&1 | tee -a "$OUT/suite.log"
-if [ "$RUNS_OUT" = results/runs ]; then RECORDS="results/runs/converge results/runs/der"; else RECORDS="$RUNS_OUT"; fi
+if [ "$RUNS_OUT" = results/runs ]; then RECORDS="results/runs/converge results/runs/der results/runs/gdumb"; else RECORDS="$RUNS_OUT"; fi
 tar czf "$OUT/records.tgz" --exclude="*.ckpt" --exclude="*.tmp" $RECORDS results/speed.json 2>/dev/null
 cp results/speed.json results/speed-seed-parallel-$DEV.json "$OUT/" 2>/dev/null
 log "done"
