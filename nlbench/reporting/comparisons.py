@@ -124,6 +124,10 @@ def study_runs(spec: dict) -> set[str]:
     return {run for row in spec["rows"] for run in row[1:3]}
 
 
+# What a study table's own columns are over: a row may have seeds its control lacks (more seeds added later)
+STUDY_COLUMNS = "'Row:' columns: the row over all its seeds; 'pairs': the seeds both sides have"
+
+
 def study_table(sub: pd.DataFrame, scenario: str, spec: dict) -> pd.DataFrame | None:
     """One line per declared comparison whose two runs both have records: the row's own final and
     learning accuracy, then its paired differences to the control. None when no line has both."""

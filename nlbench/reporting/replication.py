@@ -16,7 +16,7 @@ import math
 import pandas as pd
 from scipy import stats as st
 
-from nlbench.reporting.comparisons import by_seed, floor_mark, main_setting, study_table
+from nlbench.reporting.comparisons import STUDY_COLUMNS, by_seed, floor_mark, main_setting, study_table
 from nlbench.errors import UserError
 from nlbench.reporting.layout import SETTING_NAMES, device_suffix, scenario_layout
 from nlbench.reporting.specs import campaign_names, load_campaign, row_run_name
@@ -511,7 +511,7 @@ def campaign_comparisons(mine: pd.DataFrame, spec: dict, seeds: str, devices: st
     setting = main_setting(scenario_layout(spec["scenario"], mine))
     cap = (f"Campaign `{spec['name']}`, each row minus its control under the same protocol (profile {spec['profile']}, "
            f"seeds {seeds}, device {devices}) on {SETTING_NAMES[setting]} metrics (percentage points), "
-           f"{PAIRED_METHOD}; {EXPLORATORY}; forgetting: a negative difference is less forgetting; '(floor: "
+           f"{PAIRED_METHOD}; {EXPLORATORY}; {STUDY_COLUMNS}; forgetting: a negative difference is less forgetting; '(floor: "
            "plasticity)': a side's class-IL old-task accuracy is 0 in every seed. The comparisons are declared "
            f"in scenarios/campaigns/{spec['name']}.yaml (comparisons).")
     return {f"vs-control-campaign-{spec['name']}{suffix}": (table, cap, f"Campaign {spec['name']}: each row minus its control, "

@@ -14,8 +14,8 @@ import pandas as pd
 from nlbench.training import config as C
 from nlbench.errors import UserError
 from nlbench.reporting.layout import SETTING_NAMES, device_kind, device_suffix, scenario_layout, scenarios_in_order
-from nlbench.reporting.comparisons import (class_order_table, floor_mark, main_setting, study_runs, study_specs,
-                                           study_table, versus_control_caption, versus_control_table)
+from nlbench.reporting.comparisons import (STUDY_COLUMNS, class_order_table, floor_mark, main_setting, study_runs,
+                                           study_specs, study_table, versus_control_caption, versus_control_table)
 from nlbench.training.metrics import MEANINGS, old_task_acc, summarize
 from nlbench.reporting.stats import EXPLORATORY, METHOD, PAIRED_METHOD, cell, mean_std, train_time
 from nlbench.plugins import load
@@ -284,7 +284,7 @@ def studies(sub: pd.DataFrame, scenario: str, suffix: str) -> dict:
         if table is not None:
             cap = caption(sub[sub["run"].isin(study_runs(spec))], f"{spec['title']}: each row minus its control on "
                           f"{SETTING_NAMES.get(main_setting(scenario_layout(scenario, sub)), 'main')} metrics "
-                          f"(percentage points), {PAIRED_METHOD}; {EXPLORATORY}; forgetting: a "
+                          f"(percentage points), {PAIRED_METHOD}; {EXPLORATORY}; {STUDY_COLUMNS}; forgetting: a "
                           f"negative difference is less forgetting. {spec.get('note', '').strip().rstrip('.')}".rstrip())
             out[f"{name}{suffix}"] = (table, cap, spec["title"])
     return out
