@@ -511,8 +511,9 @@ def campaign_comparisons(mine: pd.DataFrame, spec: dict, seeds: str, devices: st
     setting = main_setting(scenario_layout(spec["scenario"], mine))
     cap = (f"Campaign `{spec['name']}`, each row minus its control under the same protocol (profile {spec['profile']}, "
            f"seeds {seeds}, device {devices}) on {SETTING_NAMES[setting]} metrics (percentage points), "
-           f"{PAIRED_METHOD}; {EXPLORATORY}; {STUDY_COLUMNS}; forgetting: a negative difference is less forgetting; '(floor: "
-           "plasticity)': a side's class-IL old-task accuracy is 0 in every seed. The comparisons are declared "
+           f"{PAIRED_METHOD}; {EXPLORATORY}; {STUDY_COLUMNS}; forgetting: a negative difference is less "
+           "forgetting; '(floor: plasticity)': a side's class-IL old-task accuracy is 0 in every seed. The "
+           "comparisons are declared "
            f"in scenarios/campaigns/{spec['name']}.yaml (comparisons).")
     return {f"vs-control-campaign-{spec['name']}{suffix}": (table, cap, f"Campaign {spec['name']}: each row minus its control, "
                                                     "paired by seed, 95% intervals")}
