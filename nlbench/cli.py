@@ -95,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         if argv[:1] == ["tune"]:
             from nlbench.launchers.tuning import main as tune_main
             return tune_main(argv[1:])
+        if argv[:1] == ["calibrate"]:
+            from nlbench.launchers.calibrate import main as calibrate_main
+            return calibrate_main(argv[1:])
         if argv[:1] == ["speed"]:
             from nlbench.launchers.speed import main as speed_main
             return speed_main(argv[1:])

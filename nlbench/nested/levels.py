@@ -178,8 +178,7 @@ def schedule_optimizer(ctx, model, params, kind: str | None) -> LevelOptimizer:
         periods = expand_periods(hp["periods"], len(groups))
         slow = None if hp.get("budget_of") is None else expand_periods(hp["budget_of"], len(groups))
         lr_periods = slow if hp.get("lr_periods") is None else expand_periods(hp["lr_periods"], len(groups))
-    factors = None if spec is None or slow is None else \
-        [budget_lr_factor(c, hp["grad_reduce"], hp["level_optimizer"]) for c in slow]
+    factors = None if spec is None else level_lr_factors(hp, slow, len(groups))
     if cms_periods:
         groups = groups + [(f"cms{i + 1}", [f"cms.{i}"]) for i in range(len(cms_periods))]
         lr_periods = None if lr_periods is None else lr_periods + cms_periods
@@ -205,6 +204,19 @@ def expand_periods(periods, n_levels: int, what: str = "strategy.periods") -> li
         if not isinstance(p, int) or isinstance(p, bool) or p <= 0:
             raise UserError(f"{what} must hold positive integers, got {periods!r}")
     return periods
+
+
+def level_lr_factors(hp: dict, slow: list[int] | None, n_levels: int) -> list[float] | None:
+    """The levels' lr factors: the calibrated ones (``lr_factors``), else the formula's from the slow
+    version's periods (``budget_of``: budget_lr_factor), else None (every factor 1)."""
+    if hp.get("lr_factors") is not None:
+        if len(hp["lr_factors"]) != n_levels:
+            raise UserError(f"strategy.lr_factors has {len(hp['lr_factors'])} values but the model has {n_levels} "
+                            "levels: give one per level, slowest first")
+        return [float(v) for v in hp["lr_factors"]]
+    if slow is None:
+        return None
+    return [budget_lr_factor(c, hp["grad_reduce"], hp["level_optimizer"]) for c in slow]
 
 
 def budget_lr_factor(slow_period: int, grad_reduce: str, level_optimizer: str) -> float:
@@ -293,8 +305,11 @@ LEVEL_DEFAULTS = {"grad_reduce": "sum", "lr_scaling": "none", "reset_on_task": F
                   "flush": None,       # pending gradients: null = the paper's running clock; task | run = apply at
                                        # the end of every task / of the last task
                   "slow_period": None,  # level_optimizer nested-adam: v every this many steps; m3: M2's chunk (null: 1)
-                  "budget_of": None}    # the periods of a slow version whose movement per step this run matches
-                                        # (the update-budget-matched control, run at periods 1; budget_lr_factor)
+                  "budget_of": None,    # the periods of a slow version whose movement per step this run matches
+                                        # by formula (run at periods 1: 'per-layer lr eta/C'; budget_lr_factor)
+                  "lr_factors": None}   # per level (slowest first), the lr factors measured by calibration so that
+                                        # a period-1 control moves as far per task as the slow version's levels
+                                        # (the displacement-matched control; nlbench.launchers.calibrate)
 LEVEL_OPTIMIZERS = ("adam", "sgd", "nested-adam", "m3")
 # The budget-matched control's keys, and the period key whose slow value each one holds.
 BUDGET_KEYS = {"budget_of": "periods", "cms_budget_of": "cms_periods"}
@@ -321,6 +336,13 @@ def check_level_options(hp: dict) -> None:
                 or (isinstance(budget, list) and budget and all(isinstance(v, int) and v > 0 for v in budget)),
                 f"strategy.{key} must be null or the slow version's {BUDGET_KEYS[key]} (a positive integer, a list "
                 f"of them or powers_of_two), got {budget!r}")
+    factors = hp.get("lr_factors")
+    require(factors is None or (isinstance(factors, list) and factors and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in factors)),
+            f"strategy.lr_factors must be null or a list of positive numbers, one per level (slowest first), "
+            f"got {factors!r}")
+    require(factors is None or all(hp.get(key) is None for key in BUDGET_KEYS),
+            "strategy.lr_factors and budget_of are two ways to set the control's lrs: give one")
     require(isinstance(hp["momentum"], (int, float)) and 0 <= hp["momentum"] < 1,
             f"strategy.momentum must be in [0, 1), got {hp['momentum']!r}")
 

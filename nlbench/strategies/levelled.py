@@ -4,7 +4,7 @@ the training step: loss, backward, the levels' step."""
 from __future__ import annotations
 
 from nlbench.errors import UserError
-from nlbench.nested.levels import (BUDGET_KEYS, budget_lr_factor, build_levels, check_clock, expand_periods,
+from nlbench.nested.levels import (BUDGET_KEYS, build_levels, check_clock, expand_periods, level_lr_factors,
                                    level_optimizer)
 from nlbench.training.strategy import Strategy
 
@@ -27,8 +27,7 @@ class LevelledStrategy(Strategy):
         slow = self.slow_periods()
         lr_periods = slow if hp.get("lr_periods") is None else \
             expand_periods(hp["lr_periods"], len(groups), "strategy.lr_periods")
-        factors = None if slow is None else [budget_lr_factor(c, hp["grad_reduce"], hp["level_optimizer"])
-                                             for c in slow]
+        factors = level_lr_factors(hp, slow, len(groups))
         self.levels = build_levels(self.model, groups, periods, ctx.train["lr"], hp["lr_scaling"],
                                    hp["grad_reduce"], make_opt, lr_periods, factors)
         self.clock_warnings = check_clock(periods, [lv.name for lv in self.levels.levels], ctx)

@@ -69,6 +69,7 @@ class RunState:
     # the strategy's after_task work (GDumb's training on its memory, EWC's Fisher, iCaRL's herding), timed
     # apart so that images_per_second stays the stream's rate; a checkpoint from before it counts 0
     end_of_task_seconds: float = 0.0
+    displacement: dict | None = None       # the displacement meter's sums (nlbench.training.displacement)
 
 
 def save_checkpoint(path: pathlib.Path, strategy, generator, state: RunState, ctx: RunContext) -> pathlib.Path:

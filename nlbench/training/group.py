@@ -328,6 +328,7 @@ def run_group(specs: list, *, device: torch.device, data, checkpoints: list, pro
         torch.manual_seed(spec.seed)  # what runner.run does first: each seed's initialisation as in its own run
         loop, memory_model = prepare(spec, device, data, ckpt, progress, log)
         loop.on_checkpoint = on_checkpoint
+        loop.meter = None  # a group steps stacked parameters: the members' displacement is not measured
         members.append(loop)
         memory_models.append(memory_model)
     _check_positions(members)

@@ -96,6 +96,7 @@ OPTIONAL_DEFAULTS = {
     "probe": None, "probe_init": None,  # records before the linear probe (nlbench.training.probe) have none
     "seed_parallel": None,  # trained alone; else its seed-parallel group (nlbench.training.group)
     "tuned": None,  # settings not from bench.py tune; else the study they came from (nlbench.launchers.tuning.provenance)
+    "displacement": None,  # records before 2026-12-08, and seed-parallel members, measured no displacement
     "end_of_task_seconds": None,  # records before 2026-11-29 did not time after_task (train_seconds: the steps only)
 }
 

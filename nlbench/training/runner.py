@@ -22,6 +22,7 @@ from tqdm import tqdm
 from nlbench.training import memory
 
 from nlbench.training import metrics
+from nlbench.training.displacement import DisplacementMeter, parameter_groups
 from nlbench.training.data import Augmenter, DataChoice, fraction_per_class, load_data, subset_per_class
 from nlbench.errors import Diverged, EndOfTaskStopped, UserError
 from nlbench.training.probe import evaluate_probes, probes_on
@@ -202,6 +203,7 @@ class Loop:
     guard: SignalGuard | None = None
     on_checkpoint: Callable | None = None  # called with the path after each stage's checkpoint (Ray ships it)
     on_stage: Callable | None = None  # called with (accuracy rows so far, tasks seen) after each stage's evaluation
+    meter: DisplacementMeter | None = None  # how far each level moved, per task (nlbench.training.displacement)
 
 
 def run(spec: RunSpec, *, device: torch.device, data: DataChoice, checkpoint: pathlib.Path | None = None,
@@ -266,6 +268,9 @@ def prepare(spec: RunSpec, device, data, checkpoint, progress, log):
         state.probe = [] if state.probe_init is not None else None
     loop = Loop(strategy, ctx, scenario, StepRunner(strategy, ctx, amp, graphs), amp, generator, state,
                 strategy.stages(scenario.tasks), checkpoint, progress, log)
+    loop.meter = DisplacementMeter(parameter_groups(strategy))
+    if state.displacement is not None:  # a resumed run continues its sums
+        loop.meter.load_state_dict(state.displacement)
     return loop, memory_model
 
 
@@ -278,6 +283,8 @@ def train_stage(loop: Loop, who: str) -> None:
         with loop.amp():
             images = loop.strategy.train_task(task)
         _finish_timing(loop.ctx, state, t0, images)
+        if loop.meter is not None:  # its own loop's steps are not seen one by one: the task is one jump
+            loop.meter.end_task()
     else:
         _train_task(loop, task, label=f"task {state.task + 1}/{len(stages)}")
     finish_stage(loop, who, t0)
@@ -299,6 +306,7 @@ def finish_stage(loop: Loop, who: str, t0: float) -> None:
         loop.on_stage(state.acc, seen)
     state.task, state.epoch, state.step, state.order = state.task + 1, 0, 0, None
     if loop.checkpoint is not None and state.task < len(stages):
+        keep_displacement(loop)
         save_checkpoint(loop.checkpoint, loop.strategy, loop.generator, state, loop.ctx)
         if loop.on_checkpoint is not None:
             loop.on_checkpoint(loop.checkpoint)
@@ -330,6 +338,8 @@ def build_record(loop: Loop, spec: RunSpec, status, diverged_at, memory_model) -
         "memory": {"measured_mb": memory.measured(device), "model_mb": memory_model},
         "numerics": numerics(device, cfg, loop.ctx, loop.stepper.graphs),
         "strategy_info": loop.strategy.describe(),
+        # per task, how far each level (or default parameter group) moved: net and path (nlbench.training.displacement)
+        "displacement": loop.meter.record() if loop.meter is not None else None,
         "optimizers": loop.strategy.optimizer_info(),
         "strategy_source": source_of(type(loop.strategy)),
         "seed_parallel": None,  # trained alone; a seed-parallel group (nlbench.training.group) says how it ran
@@ -473,6 +483,8 @@ def _train_task(loop: Loop, task: Task, label: str) -> None:
             rows = state.order[state.step * bs:(state.step + 1) * bs]
             pick = idx[rows]
             loss = loop.stepper.step(loop.scenario.train_x[pick], loop.scenario.train_y[pick], tid[rows])
+            if loop.meter is not None:
+                loop.meter.after_step()
             state.step += 1
             images += len(pick)
             bar.update(1)
@@ -489,6 +501,14 @@ def _train_task(loop: Loop, task: Task, label: str) -> None:
         timed_after_task(ctx, strategy, state, task)
     except EndOfTaskStopped:
         raise Interrupted(loop.guard.signum, kept_checkpoint(loop.checkpoint)) from None
+    if loop.meter is not None:
+        loop.meter.end_task()
+
+
+def keep_displacement(loop: Loop) -> None:
+    """Put the displacement meter's sums into the state a checkpoint saves."""
+    if loop.meter is not None:
+        loop.state.displacement = loop.meter.state_dict()
 
 
 def kept_checkpoint(path: pathlib.Path | None) -> pathlib.Path | None:
@@ -507,6 +527,7 @@ def _check_loss(loop: Loop, task: Task, loss: torch.Tensor, bar, images_per_s: f
 
 def _stop(loop: Loop) -> None:
     """A signal arrived: save the state reached (after this step) and stop the run."""
+    keep_displacement(loop)
     path = save_checkpoint(loop.checkpoint, loop.strategy, loop.generator, loop.state, loop.ctx) \
         if loop.checkpoint else None
     raise Interrupted(loop.guard.signum, path)
