@@ -10,6 +10,7 @@ import torch
 from scipy import stats
 
 from conftest import load_record
+from test_report import write
 from nlbench.training import metrics
 from nlbench.cli import main
 from nlbench.nested.levels import budget_lr_factor, build_levels
@@ -24,7 +25,7 @@ def test_old_task_accuracy_is_the_last_row_without_its_last_task():
     R = [[90.0, 0.0, 0.0], [0.0, 80.0, 0.0], [10.0, 20.0, 70.0]]
     assert metrics.old_task_acc(R) == 15.0
     assert metrics.old_task_acc([[50.0]]) is None  # one task: no old task
-    assert metrics.at_floor([0.0, 0.0]) and not metrics.at_floor([0.0, 0.5]) and not metrics.at_floor([])
+    assert metrics.at_floor([0.0, 0.0]) and metrics.at_floor([0.0, 0.5]) and not metrics.at_floor([0.0, 1.0]) and not metrics.at_floor([])
 
 
 def test_a_row_at_the_floor_is_marked_and_its_forgetting_called_plasticity(tmp_path):
@@ -174,53 +175,139 @@ def test_verdicts_say_higher_lower_equivalent_or_how_many_seeds_the_margin_needs
     assert verdict([0.1, -0.1, 0.05, 0.0, -0.05, 0.1], 0.9, 1.0) == "equivalent within ±1"
     wide = [2.0, -2.0, 1.0, -1.5]
     need = seeds_for_margin(wide, 1.0)
-    assert verdict(wide, 0.9, 1.0) == f"inconclusive (±1 needs ~{need} pairs at this spread)"
+    assert verdict(wide, 0.9, 1.0) == f"inconclusive (±1 needs ~{need} pairs at the observed mean and spread)"
     # by hand: the smallest n with t(0.95, n-1) * sd / sqrt(n) < 1 - |mean|
     sd, room = np.std(wide, ddof=1), 1 - abs(np.mean(wide))
     assert stats.t.ppf(0.95, need - 1) * sd / math.sqrt(need) < room
     assert stats.t.ppf(0.95, need - 2) * sd / math.sqrt(need - 1) >= room
-    assert verdict([1.5, 2.0, 2.5], 0.2, 1.0).startswith("inconclusive (Δ beyond ±1")
+    assert verdict([1.5, 2.0, 2.5], 0.2, 1.0).startswith("inconclusive (observed Δ beyond ±1")
 
 
-def test_a_family_table_corrects_within_the_family_and_bolds_only_survivors(tmp_path):
-    """verdict-permuted's family: Nested minus its every-period-1 twin differs by 3, 4, 5, 3, 4, 5 points in
-    domain-IL old-task accuracy (Holm over every declared comparison, those without records counting as
-    p = 1: bold); CMS minus its twin by +0.1, -0.2, 0.1, ... (equivalent within ±1)."""
-    from test_report import write
-    from nlbench.reporting.replication import campaign_tables
-    base = {"scenario": "permuted-cifar", "profile": "retention", "tasks": [[0], [1]], "settings": ["domain_il"],
+PERMUTED_TASKS = [list(range(10)), list(range(10))]  # domain-IL: every task holds the 10 classes (chance 10%)
+
+
+def permuted_record(strategy, run, seed, learnt, final, commit="abc"):
+    """A two-task domain-IL record of verdict-permuted: task 1 learnt to ``learnt``, ``final`` at the end."""
+    acc = {"domain_il": [[learnt, 10.0], [final, 50.0]]}
+    return {"scenario": "permuted-cifar", "profile": "retention", "tasks": PERMUTED_TASKS, "settings": ["domain_il"],
             "config": {"scenario": {}, "backbone": {"name": "mlp", "width": 8},
                        "train": {"epochs": 1, "batch_size": 16, "optimizer": "adam", "lr": 0.001}},
             "acc_init": {"domain_il": [10.0, 10.0]}, "train_seconds": 1.0, "images_per_second": 1.0,
-            "peak_memory_mb": 1.0, "device": "cpu", "data_source": "synthetic", "status": "complete"}
+            "peak_memory_mb": 1.0, "device": "cpu", "data_source": "synthetic", "status": "complete",
+            "strategy": strategy, "run_name": run, "seed": seed, "acc": acc,
+            "metrics": {"domain_il": metrics.summarize(acc["domain_il"], [10.0, 10.0])},
+            "versions": {"git_commit": commit}}
 
-    def rec(strategy, run, seed, old, commit="abc"):
-        acc = {"domain_il": [[50.0, 10.0], [old, 50.0]]}
-        return {**base, "strategy": strategy, "run_name": run, "seed": seed, "acc": acc,
-                "metrics": {"domain_il": metrics.summarize(acc["domain_il"], [10.0, 10.0])},
-                "versions": {"git_commit": commit}}
+
+def family_of(runs):
+    from nlbench.reporting.replication import campaign_tables
+    from nlbench.reporting.report import load_records
+    table, cap, _ = campaign_tables(load_records(runs))["family-verdict-permuted"]
+    return {(r["Row"], r["Control"], r["Measure"]): r for _, r in table.iterrows()}, cap
+
+
+TWIN = "every period 1 (architecture- and lr-matched)"
+
+
+def test_a_family_table_corrects_within_the_family_and_bolds_only_survivors(tmp_path):
+    """verdict-permuted's family: Nested minus its every-period-1 twin keeps 3-5 points more of task 1 with the
+    same learning (so it forgets 3-5 less) in all 10 seeds: higher, keeps more, with Holm over every primary and
+    co-primary line (those without records counting as p = 1) for the t and the exact sign-flip p alike; CMS
+    minus its twin by +-0.1 (equivalent within ±1 after Holm over the TOST p-values)."""
     runs = tmp_path / "runs"
-    cms_d = [0.1, -0.2, 0.1, 0.0, 0.1, -0.1]
-    for seed in range(6):
-        write(runs, rec("nested", "nested", seed, 30.0 + [3, 4, 5, 3, 4, 5][seed]))
-        write(runs, rec("nested", "nested@periods=1", seed, 30.0, commit="abc" if seed else "def"))
-        write(runs, rec("cms", "cms", seed, 30.0 + cms_d[seed]))
-        write(runs, rec("cms", "cms@periods=1", seed, 30.0))
-    table, cap, _ = campaign_tables(__import__("nlbench.reporting.report", fromlist=["load_records"]).load_records(runs))[
-        "family-verdict-permuted"]
-    rows = {(r["Row"], r["Control"]): r for _, r in table.iterrows()}
-    nested = rows[("Nested", "every period 1 (architecture- and lr-matched)")]
-    d = np.array([3, 4, 5, 3, 4, 5], dtype=float)
-    raw = stats.ttest_1samp(d, 0).pvalue
-    cms = np.array(cms_d)
-    raw_cms = stats.ttest_1samp(cms, 0).pvalue
+    gain = [3, 4, 5, 3, 4, 5, 4, 3, 5, 4]
+    cms_d = [0.1, -0.2, 0.1, 0.0, 0.1, -0.1, 0.05, -0.05, 0.0, 0.1]
+    for seed in range(10):
+        write(runs, permuted_record("nested", "nested", seed, 60.0, 30.0 + gain[seed]))
+        write(runs, permuted_record("nested", "nested@periods=1", seed, 60.0, 30.0, commit="abc" if seed else "def"))
+        write(runs, permuted_record("cms", "cms", seed, 60.0, 30.0 + cms_d[seed]))
+        write(runs, permuted_record("cms", "cms@periods=1", seed, 60.0, 30.0))
+    rows, cap = family_of(runs)
+    nested = rows[("Nested", TWIN, "Domain-IL old-task acc")]
+    d = np.array(gain, dtype=float)
     from statsmodels.stats.multitest import multipletests
     from nlbench.reporting.specs import load_campaign
-    declared = len(load_campaign("verdict-permuted")["family"]["comparisons"])  # the rest have no records: p = 1
-    adjusted = multipletests([raw, 1, raw_cms] + [1] * (declared - 3), method="holm")[1]
-    assert nested["Holm p"] == ("<0.001" if adjusted[0] < 0.001 else f"{adjusted[0]:.3f}")
-    assert nested["Δ [95% CI]"].startswith("**+4.00") and nested["Verdict"].startswith("higher")
-    assert nested["pairs"] == "6" and nested["pairs across code versions"] == "1"
-    cms_row = rows[("CMS", "every period 1 (architecture- and lr-matched)")]
-    assert cms_row["Verdict"] == "equivalent within ±1" and "**" not in cms_row["Δ [95% CI]"]
-    assert len(table) == 2 and "Holm" in cap  # comparisons without records are left out of the family
+    declared = 2 * len(load_campaign("verdict-permuted")["family"]["comparisons"])  # old-task and forgetting lines
+    raw_t, raw_cms = stats.ttest_1samp(d, 0).pvalue, stats.ttest_1samp(cms_d, 0).pvalue
+    adjusted = multipletests([raw_t, raw_t, raw_cms, raw_cms] + [1] * (declared - 4), method="holm")[1]
+    assert nested["Holm p (t)"] == ("<0.001" if adjusted[0] < 0.001 else f"{adjusted[0]:.3f}")
+    exact = 2 / 2 ** 10  # every difference positive: only the all-plus and all-minus patterns are as extreme
+    assert nested["p (sign-flip)"] == f"{exact:.3f}"
+    assert nested["Holm p (sign-flip)"] == f"{multipletests([exact, exact] + [1] * (declared - 2), method='holm')[1][0]:.3f}"
+    assert nested["Δ [95% CI]"].startswith("**+4.00") and nested["Verdict"].startswith("higher: keeps more")
+    assert nested["pairs"] == "10" and nested["pairs across code versions"] == "1"
+    forgetting = rows[("Nested", TWIN, "Domain-IL forgetting")]
+    assert forgetting["Δ [95% CI]"].startswith("**-4.00") and forgetting["Verdict"].startswith("forgets less")
+    learning = rows[("Nested", TWIN, "Domain-IL old tasks' learning acc")]
+    assert learning["Role"] == "descriptive" and learning["Holm p (t)"] == "n/a"
+    cms_row = rows[("CMS", TWIN, "Domain-IL old-task acc")]
+    assert cms_row["Verdict"].startswith("equivalent within ±1") and "**" not in cms_row["Δ [95% CI]"]
+    assert "Holm" in cap and "sign-flip" in cap
+
+
+def test_a_lower_old_task_acc_without_more_forgetting_reads_learns_less(tmp_path):
+    """Nested learns task 1 to 4 points less than its twin and loses the same: lower old-task acc, forgetting
+    not different, so the verdict says it learns less, never that it keeps less."""
+    runs = tmp_path / "runs"
+    loss = [20.0, 21.0, 19.0, 20.5, 19.5, 20.0, 21.0, 19.0, 20.0, 20.0]
+    for seed in range(10):
+        learnt = 60.0 + seed % 3
+        write(runs, permuted_record("nested", "nested", seed, learnt - 4.0 - 0.1 * (seed % 2), learnt - 4.0 - loss[seed]))
+        write(runs, permuted_record("nested", "nested@periods=1", seed, learnt, learnt - loss[(seed + 3) % 10]))
+    rows, _ = family_of(runs)
+    old = rows[("Nested", TWIN, "Domain-IL old-task acc")]
+    assert old["Verdict"].startswith("lower: learns less (forgetting not shown different)")
+    assert "keeps less" not in old["Verdict"]
+
+
+def test_equivalence_needs_holm_over_the_tost_p_values(tmp_path):
+    """One comparison inside ±1 with a raw TOST p just below 0.05: alone in the family it would be
+    'equivalent', but Holm over the family's TOST p-values (the rest without records: p = 1) leaves it
+    inconclusive."""
+    runs = tmp_path / "runs"
+    d = [0.9, -0.4, 1.6, -0.9, 1.3, -0.6, 1.5, -0.8, 1.2, -0.4]
+    for seed in range(10):
+        write(runs, permuted_record("cms", "cms", seed, 60.0, 30.0 + d[seed]))
+        write(runs, permuted_record("cms", "cms@periods=1", seed, 60.0, 30.0))
+    raw = tost_paired(np.array(d), 1.0)
+    assert raw < 0.05
+    rows, _ = family_of(runs)
+    line = rows[("CMS", TWIN, "Domain-IL old-task acc")]
+    assert line["TOST p"] == f"{raw:.3f}" and float(line["Holm TOST p"]) >= 0.05
+    assert line["Verdict"].startswith("inconclusive")
+
+
+def test_a_row_that_does_not_learn_leaves_the_family_with_its_reason(tmp_path):
+    """A control that learns task 1 to 12% (chance 10%: below 1.5x chance) fails the functioning check: its
+    comparison is shown with the reason, outside Holm, never bold."""
+    runs = tmp_path / "runs"
+    for seed in range(10):
+        write(runs, permuted_record("nested", "nested", seed, 60.0, 40.0 + seed % 2))
+        write(runs, permuted_record("nested", "nested@periods=1", seed, 12.0, 11.0))
+    rows, _ = family_of(runs)
+    line = rows[("Nested", TWIN, "Domain-IL old-task acc")]
+    assert line["Verdict"].startswith("outside the family (fails its functioning check: Nested, every period 1: "
+                                      "learning acc task 1 12.0 < 15.0")
+    assert line["Holm p (t)"] == "n/a" and "**" not in line["Δ [95% CI]"]
+
+
+def test_seeds_beyond_the_declared_ones_stay_out_of_the_verdict(tmp_path):
+    runs = tmp_path / "runs"
+    for seed in list(range(10)) + [10, 11]:
+        write(runs, permuted_record("nested", "nested", seed, 60.0, 35.0 if seed < 10 else 80.0))
+        write(runs, permuted_record("nested", "nested@periods=1", seed, 60.0, 35.0))
+    rows, _ = family_of(runs)
+    line = rows[("Nested", TWIN, "Domain-IL old-task acc")]
+    assert line["pairs"] == "10" and line["Δ [95% CI]"].startswith("+0.00")
+    assert line["post hoc seeds (not in the verdict)"] == "2: 10, 11"
+
+
+def test_the_sign_flip_p_is_the_exact_enumeration_by_hand():
+    import itertools
+    from nlbench.reporting.stats import sign_flip_p
+    d = np.array([1.2, -0.3, 0.8, 2.1, 0.5, -0.1, 1.1, 0.9])
+    extreme = sum(abs(np.mean(d * np.array(signs))) >= abs(d.mean()) - 1e-12
+                  for signs in itertools.product([1, -1], repeat=len(d)))
+    assert sign_flip_p(d) == pytest.approx(extreme / 2 ** len(d))
+    big = np.linspace(0.1, 2.0, 20)  # beyond exact enumeration: random patterns, a fixed generator
+    assert sign_flip_p(big) == sign_flip_p(big) < 0.001

@@ -109,27 +109,41 @@ class Calibrator:
         levels = slow[0]["strategy_info"]["levels"]
         names = [lv["name"] for lv in levels]
         frozen = [lv["period"] == 1 for lv in levels]  # same period in both: factor 1, its ratio reported
-        factors = [1.0 if fz else 1.0 / lv["period"] for fz, lv in zip(frozen, levels)]  # the formula's start
-        history: list[tuple[list[float], list[float]]] = []
-        for it in range(iterations):
+
+        def measure(factors: list[float]) -> list[float]:
             control = self.run(row, factors)
             if [lv["name"] for lv in control[0]["strategy_info"]["levels"]] != names:
                 raise UserError(f"calibration: {row['label']} and {slow_row['label']} have different levels")
             per_seed = [level_ratios(c, s) for c, s in zip(control, slow)]
             ratios = [geometric_mean([r[n] for r in per_seed]) for n in names]
-            history.append((list(factors), ratios))
-            self.say(f"  {row['label']} iteration {it + 1}: factors "
-                     + ", ".join(f"{n} {f:.4g}" for n, f in zip(names, factors)) + " -> displacement ratio "
-                     + ", ".join(f"{n} {r:.3f}" for n, r in zip(names, ratios)))
-            if all(fz or abs(r - 1) <= tolerance for fz, r in zip(frozen, ratios)):
-                break
-            factors = next_factors(factors, ratios, history, frozen)
-        best = min(history, key=lambda h: max(abs(r - 1) for fz, r in zip(frozen, h[1]) if not fz))
-        return {"match": slow_row["label"], "levels": names,
-                "factors": [round(f, 6) for f in best[0]], "ratio": [round(r, 4) for r in best[1]],
-                "within_tolerance": all(fz or abs(r - 1) <= tolerance for fz, r in zip(frozen, best[1])),
-                "iterations": [{"factors": [round(f, 6) for f in f_], "ratio": [round(r, 4) for r in r_]}
-                               for f_, r_ in history]}
+            self.say(f"  {row['label']}: factors " + ", ".join(f"{n} {f:.4g}" for n, f in zip(names, factors))
+                     + " -> displacement ratio " + ", ".join(f"{n} {r:.3f}" for n, r in zip(names, ratios)))
+            return ratios
+        start = [1.0 if fz else 1.0 / lv["period"] for fz, lv in zip(frozen, levels)]  # the formula's factors
+        found = search_factors(measure, start, frozen, tolerance, iterations)
+        return {"match": slow_row["label"], "levels": names, **found}
+
+
+def search_factors(measure, start: list[float], frozen: list[bool], tolerance: float, iterations: int) -> dict:
+    """Find per-level factors whose measured ratios (``measure(factors)`` -> one ratio per level) are all
+    within ``tolerance`` of 1 (frozen levels keep their factor): at most ``iterations`` measurements;
+    the best one found (the smallest worst miss) and every one tried."""
+    factors, history = list(start), []
+    for _ in range(iterations):
+        ratios = measure(factors)
+        history.append((list(factors), list(ratios)))
+        if worst_miss(ratios, frozen) <= tolerance:
+            break
+        factors = next_factors(factors, ratios, history, frozen)
+    best = min(history, key=lambda h: worst_miss(h[1], frozen))
+    return {"factors": [round(f, 6) for f in best[0]], "ratio": [round(r, 4) for r in best[1]],
+            "within_tolerance": worst_miss(best[1], frozen) <= tolerance,
+            "iterations": [{"factors": [round(f, 6) for f in f_], "ratio": [round(r, 4) for r in r_]}
+                           for f_, r_ in history]}
+
+
+def worst_miss(ratios: list[float], frozen: list[bool]) -> float:
+    return max((abs(r - 1) for r, fz in zip(ratios, frozen) if not fz), default=0.0)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,7 +22,7 @@ METRICS = (("Δ final acc", "avg_acc"), ("Δ old-task acc", "old_acc"), ("Δ for
 
 
 def floor_mark(ok: pd.DataFrame, setting: str, metric: str) -> str:
-    """' (floor)' beside a class-IL old-task accuracy that is 0 in every seed, ' (floor: plasticity)'
+    """' (floor)' beside a class-IL old-task accuracy below 1 point in every seed, ' (floor: plasticity)'
     beside that row's class-IL forgetting (it then equals the old tasks' learning accuracy)."""
     if setting != "class_il" or metric not in ("old_acc", "forgetting"):
         return ""
@@ -101,7 +101,7 @@ def versus_control_caption(scenario: str, sub: pd.DataFrame, caption) -> str:
     return caption(sub, f"{layout['title']}: each strategy minus its control on "
                    f"{SETTING_NAMES.get(main_setting(layout), main_setting(layout))} metrics (percentage points), "
                    f"{PAIRED_METHOD}; {EXPLORATORY}; forgetting: lower is better, so a negative difference is "
-                   "less forgetting; '(floor: plasticity)': a side's class-IL old-task accuracy is 0 in every seed. "
+                   "less forgetting; '(floor: plasticity)': a side's class-IL old-task accuracy is below 1 point in every seed. "
                    f"Controls: fine-tuning ({label_of(layout['control'])}), and for the Nested/CMS strategies the "
                    "same model with every period 1 (architecture-matched)")
 

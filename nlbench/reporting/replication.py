@@ -17,11 +17,11 @@ import pandas as pd
 from scipy import stats as st
 
 from nlbench.reporting.comparisons import STUDY_COLUMNS, by_seed, floor_mark, main_setting, study_table
+from nlbench.reporting.family import SETTINGS, family, family_table, findings, functioning_table
 from nlbench.errors import UserError
 from nlbench.reporting.layout import SETTING_NAMES, device_suffix, scenario_layout
 from nlbench.reporting.specs import campaign_names, load_campaign, row_run_name
-from nlbench.reporting.stats import (EXPLORATORY, PAIRED_METHOD, holm, interval_text, mean_std, paired_p,
-                                     paired_text, t_interval, tost_paired, train_time, verdict)
+from nlbench.reporting.stats import EXPLORATORY, PAIRED_METHOD, interval_text, mean_std, train_time
 
 REFERENCE_KEYS = ("row", "setting", "metric", "value", "pm", "pm_kind", "runs", "source")
 PM_KINDS = (None, "2se", "se", "std", "ci95", "printed")
@@ -66,96 +66,8 @@ def comparisons(spec: dict) -> list[list[str]]:
     return out
 
 
-FAMILY_METRICS = {"avg_acc": "final acc", "old_acc": "old-task acc", "forgetting": "forgetting",
-                  "learning_acc": "learning acc"}
-SETTINGS = ("class_il", "task_il", "domain_il", "standard", "probe")
-
-
-def family(spec: dict) -> dict | None:
-    """The campaign's primary comparisons (``family``: margin, and comparisons [row, control row,
-    what the control is, setting, metric], rows by label), checked; None if it declares none."""
-    fam = spec.get("family")
-    if fam is None:
-        return None
-    runs = {row["label"]: row_run_name(spec, row) for row in spec["runs"]}
-    margin = fam.get("margin") if isinstance(fam, dict) else None
-    if not isinstance(margin, (int, float)) or isinstance(margin, bool) or margin <= 0:
-        raise UserError(f"campaign {spec['name']}: family needs a positive margin (percentage points), got {margin!r}")
-    out = []
-    for entry in fam.get("comparisons") or []:
-        if not (isinstance(entry, list) and len(entry) == 5 and all(isinstance(v, str) for v in entry)
-                and entry[0] in runs and entry[1] in runs and entry[3] in SETTINGS and entry[4] in FAMILY_METRICS):
-            raise UserError(f"campaign {spec['name']}: a family comparison is [row label, control row label, what the "
-                            f"control is, setting ({', '.join(SETTINGS)}), metric ({', '.join(FAMILY_METRICS)})], both "
-                            f"labels among its runs; got {entry!r}")
-        out.append({"row": entry[0], "run": runs[entry[0]], "control": runs[entry[1]], "control_label": entry[1],
-                    "what": entry[2], "setting": entry[3], "metric": entry[4]})
-    if not out:
-        raise UserError(f"campaign {spec['name']}: family declares no comparisons")
-    return {"margin": float(margin), "comparisons": out}
-
-
-def paired_differences(df: pd.DataFrame, run: str, control: str, setting: str, metric: str) -> pd.DataFrame:
-    """Per seed both have: the difference run - control and whether the two records' code versions
-    (git commits) differ."""
-    both = pd.concat([by_seed(df, name, setting, key) for key in (metric, "commit") for name in (run, control)],
-                     axis=1, join="inner", keys=["row", "control", "commit_row", "commit_control"])
-    both = both.dropna(subset=["row", "control"])
-    return pd.DataFrame({"d": both["row"].astype(float) - both["control"].astype(float),
-                         "mixed": both["commit_row"] != both["commit_control"]})
-
-
-def family_results(df: pd.DataFrame, spec: dict) -> list[dict]:
-    """Every primary comparison with its differences, raw p, Holm-adjusted p and verdict."""
-    fam = family(spec)
-    found = []
-    for comp in fam["comparisons"]:
-        pairs = paired_differences(df, comp["run"], comp["control"], comp["setting"], comp["metric"])
-        found.append({**comp, "pairs": pairs, "p": paired_p(pairs["d"])})
-    # the family is what was declared: a comparison without records counts as p = 1 in the correction
-    adjusted_all = holm([1.0 if c["p"] is None else c["p"] for c in found])
-    for item, adjusted in zip(found, adjusted_all):
-        item["p_holm"] = adjusted if item["p"] is not None else None
-        item["p_tost"] = tost_paired(item["pairs"]["d"], fam["margin"])
-        item["verdict"] = verdict(item["pairs"]["d"], item["p_holm"], fam["margin"])
-    return found
-
-
 def _p(value: float | None) -> str:
     return "n/a" if value is None else ("<0.001" if value < 0.001 else f"{value:.3f}")
-
-
-def family_table(df: pd.DataFrame, spec: dict) -> pd.DataFrame | None:
-    """The family as a table: bold only where the Holm-adjusted p is below 0.05."""
-    rows = []
-    for c in family_results(df, spec):
-        d = c["pairs"]["d"]
-        if d.empty:
-            continue
-        result = {"n": len(d), "mean": float(d.mean()), "ci": t_interval(d)}
-        survives = c["p_holm"] is not None and c["p_holm"] < 0.05
-        mine = df[(df["run"] == c["run"]) & (df["setting"] == c["setting"]) & (df["status"] == "complete")]
-        rows.append({"Row": c["row"], "Control": c["what"],
-                     "Measure": f"{SETTING_NAMES.get(c['setting'], c['setting'])} {FAMILY_METRICS[c['metric']]}",
-                     "Row value": mean_std(mine[c["metric"]]), "Δ [95% CI]": paired_text(result, bold=survives),
-                     "p": _p(c["p"]), "Holm p": _p(c["p_holm"]), "TOST p": _p(c["p_tost"]), "Verdict": c["verdict"],
-                     "pairs": str(len(d)), "pairs across code versions": str(int(c["pairs"]["mixed"].sum()))})
-    return pd.DataFrame(rows) if rows else None
-
-
-def findings(df: pd.DataFrame, spec: dict) -> list[str]:
-    """One generated line per primary comparison with records: what the README's findings say."""
-    lines = []
-    for c in family_results(df, spec):
-        d = c["pairs"]["d"]
-        if d.empty:
-            continue
-        ci = t_interval(d)
-        ci_text = "" if ci is None else f" [{ci[0]:+.2f}, {ci[1]:+.2f}]"
-        lines.append(f"{c['row']} vs `{c['control_label']}` ({c['what']}), "
-                     f"{SETTING_NAMES.get(c['setting'], c['setting'])} {FAMILY_METRICS[c['metric']]}: "
-                     f"Δ {d.mean():+.2f}{ci_text}, Holm p {_p(c['p_holm'])}, n={len(d)}: **{c['verdict']}**")
-    return lines
 
 
 def references(spec: dict) -> list[dict]:
@@ -437,7 +349,7 @@ def one_campaign_tables(mine: pd.DataFrame, spec: dict, suffix: str) -> dict:
            f"of a run alone. "
            + (f"Published / claimed numbers: {spec['source']}; they are the authors' runs, not ours. "
               if claims or references(spec) else "Old-task acc: mean over tasks 1..T-1 of the last row; '(floor)': "
-              "class-IL old-task accuracy 0 in every seed; Probe: linear probes on the frozen features "
+              "class-IL old-task accuracy below 1 point in every seed; Probe: linear probes on the frozen features "
               "(nlbench.training.probe). ")
            + "Data: "
            + "; ".join(sorted(mine["data_source"].unique())) + ".")
@@ -463,25 +375,63 @@ def one_campaign_tables(mine: pd.DataFrame, spec: dict, suffix: str) -> dict:
 
 
 def campaign_family(mine: pd.DataFrame, spec: dict, seeds: str, devices: str, suffix: str = "") -> dict:
-    """The campaign's declared family (``family-NAME``), if it declares one and any pair has records."""
+    """The campaign's declared family (``family-NAME``) and its functioning check (``functioning-NAME``),
+    if it declares one and any pair has records."""
     fam = family(spec)
     table = family_table(mine, spec) if fam else None
     if table is None:
         return {}
     margin = fam["margin"]
+    declared = ", ".join(map(str, fam["seeds"]))
+    corrected = sum(2 if c["metric"] == "old_acc" else 1 for c in fam["comparisons"])
     cap = (f"Campaign `{spec['name']}`, its primary comparisons (the family declared in "
-           f"scenarios/campaigns/{spec['name']}.yaml; profile {spec['profile']}, seeds {seeds}, device {devices}): "
-           f"each row minus its control in percentage points, {PAIRED_METHOD}; p: paired t test; Holm p: Holm's "
-           f"step-down adjustment over the family's {len(fam['comparisons'])} declared comparisons (statsmodels "
-           "multipletests; one without records counts as p = 1); bold = "
-           f"Holm p < 0.05; TOST p: paired two one-sided tests that the difference lies inside ±{margin:g} points; "
-           "verdict: higher / lower where Holm p < 0.05, 'equivalent' where TOST p < 0.05, else inconclusive with "
-           "the pairs whose 90% interval would fit inside the margin at the observed mean and spread; old-task "
-           "acc: mean over tasks 1..T-1 of the last row; Probe: linear probes on the frozen features, fit on "
-           "held-out training images of each task (nlbench.training.probe); pairs across code versions: pairs whose two "
-           "records come from different git commits.")
-    return {f"family-{spec['name']}{suffix}": (table, cap, f"Campaign {spec['name']}: the primary comparisons, Holm-corrected, "
-                                       "with equivalence tests")}
+           f"scenarios/campaigns/{spec['name']}.yaml; profile {spec['profile']}, declared seeds {declared}, device "
+           f"{devices}): each row minus its control in percentage points, {PAIRED_METHOD}; every old-task comparison "
+           "is read three ways: old-task acc (primary), forgetting (co-primary: lower is less forgetting) and the old "
+           "tasks' learning acc (descriptive, outside the correction), since old-task acc is learning minus loss. "
+           "p (t): paired t test; p (sign-flip): exact sign-flip permutation test (scipy permutation_test, all 2^n "
+           f"sign patterns); Holm p: Holm's step-down adjustment over the family's {corrected} primary and "
+           "co-primary lines (statsmodels multipletests; one without records counts as p = 1; a comparison failing "
+           "its functioning check is outside); bold = higher / lower, which needs both Holm p < 0.05; TOST p: "
+           f"paired two one-sided tests that the difference lies inside ±{margin:g} points, Holm-adjusted over the "
+           "same lines: 'equivalent' only where the adjusted TOST p < 0.05; else inconclusive with the pairs whose 90% "
+           "interval would fit inside the margin at the observed mean and spread; a lower old-task acc whose "
+           "forgetting is not significantly higher reads 'learns less', never 'keeps less'; displacement ratio: "
+           "for a displacement-matched control, its net displacement per task over the row's, per level (median "
+           "over tasks, geometric mean over the evaluation seeds; its lr factors were calibrated on other seeds: "
+           "scenarios/campaigns/calibration/); old-task acc: mean over tasks 1..T-1 of the last row; Probe: linear "
+           "probes on the frozen features, fit on held-out training images of each task (nlbench.training.probe); "
+           "'(floor: plasticity)': a side's class-IL old-task acc is below 1 point in every seed; pairs across code "
+           "versions: pairs whose two records come from different git commits; post hoc seeds: records of seeds "
+           f"beyond the declared ones, left out of every verdict here. The figure: docs/figures/forest-{spec['name']}.png.")
+    out = {f"family-{spec['name']}{suffix}": (table, cap, f"Campaign {spec['name']}: the primary comparisons, "
+                                              "Holm-corrected, with equivalence tests")}
+    check = functioning_table(mine, spec)
+    if check is not None:
+        f = fam["functioning"]
+        out[f"functioning-{spec['name']}{suffix}"] = (check, (
+            f"Campaign `{spec['name']}`: the functioning check a row passes before any comparison of it enters the "
+            f"family (declared in the campaign's family.functioning: {f.get('declared', 'no date given')}): every "
+            f"task's learning acc (accuracy right after learning it, mean over the declared seeds) at least "
+            f"{f.get('learning_over_chance', 0):g}× chance in the setting; a rehearsal row's old-task acc above the "
+            "floor (not below 1 point in every seed); a row declared in keeps_at_least not below its reference's "
+            "mean old-task acc. A row that fails is shown in the family table with its reason, outside Holm."),
+            f"Campaign {spec['name']}: which rows learn in the family's profile")
+    return out
+
+
+def campaign_forest_plots(df: pd.DataFrame, folder) -> list[tuple[str, str]]:
+    """``forest-NAME.png`` for every campaign with a family and records: (file, what it is) for the index."""
+    from nlbench.reporting.family import forest_plot
+    written = []
+    for spec in map(load_campaign, campaign_names()):
+        if not family(spec):
+            continue
+        for suffix, mine in campaign_records(df, spec):
+            name = f"forest-{spec['name']}{suffix}.png"
+            if forest_plot(mine, spec, folder / name):
+                written.append((f"figures/{name}", f"Campaign {spec['name']}: the family's verdicts as a forest plot"))
+    return written
 
 
 def campaign_findings(df: pd.DataFrame) -> list[str]:
@@ -512,7 +462,7 @@ def campaign_comparisons(mine: pd.DataFrame, spec: dict, seeds: str, devices: st
     cap = (f"Campaign `{spec['name']}`, each row minus its control under the same protocol (profile {spec['profile']}, "
            f"seeds {seeds}, device {devices}) on {SETTING_NAMES[setting]} metrics (percentage points), "
            f"{PAIRED_METHOD}; {EXPLORATORY}; {STUDY_COLUMNS}; forgetting: a negative difference is less "
-           "forgetting; '(floor: plasticity)': a side's class-IL old-task accuracy is 0 in every seed. The "
+           "forgetting; '(floor: plasticity)': a side's class-IL old-task accuracy is below 1 point in every seed. The "
            "comparisons are declared "
            f"in scenarios/campaigns/{spec['name']}.yaml (comparisons).")
     return {f"vs-control-campaign-{spec['name']}{suffix}": (table, cap, f"Campaign {spec['name']}: each row minus its control, "

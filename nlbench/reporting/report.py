@@ -16,10 +16,10 @@ from nlbench.errors import UserError
 from nlbench.reporting.layout import SETTING_NAMES, device_kind, device_suffix, scenario_layout, scenarios_in_order
 from nlbench.reporting.comparisons import (STUDY_COLUMNS, class_order_table, floor_mark, main_setting, study_runs,
                                            study_specs, study_table, versus_control_caption, versus_control_table)
-from nlbench.training.metrics import MEANINGS, old_task_acc, summarize
+from nlbench.training.metrics import MEANINGS, chance_acc, old_learning_acc, old_task_acc, summarize
 from nlbench.reporting.stats import EXPLORATORY, METHOD, PAIRED_METHOD, cell, mean_std, train_time
 from nlbench.plugins import load
-from nlbench.training.records import atomic_write_text, read_record
+from nlbench.training.records import atomic_write_bytes, atomic_write_text, read_record
 from nlbench.registry import AVALANCHE_PREFIX, ROOT, STRATEGIES, base_name, label_of, ordered, standard_label_of
 
 # The source blog post's numbers: claimed, with no code behind them (see docs/nested-learning.md).
@@ -27,7 +27,7 @@ BLOG_CLAIMS = {"adam": ("92.1", "2.4 GB"), "nested-blog": ("91.8", "1.8 GB"), "n
 # DER paper (Buzzega et al., NeurIPS 2020), Table 2: ResNet-18, SGD, 50 epochs/task, 10 runs.
 STATS_NOTE = (f"cells: mean ± sample std [{METHOD}]; a seed gives every strategy the same initialisation, class "
               "order and data order (paired differences: the vs-control tables); old-task acc: the mean over tasks "
-              "1..T-1 of the last row; '(floor)': class-IL old-task accuracy 0 in every seed, so that row's "
+              "1..T-1 of the last row; '(floor)': class-IL old-task accuracy below 1 point in every seed, so that row's "
               "class-IL forgetting is the old tasks' learning accuracy (plasticity, not retention)")
 FORGETTING_NOTE = "forgetting: Chaudhry et al. 2018 (max over rows 1..T-1 minus the last row)"
 
@@ -66,11 +66,13 @@ def load_records(runs: pathlib.Path | list[pathlib.Path]) -> pd.DataFrame:
                 "data_source": rec["data_source"], "commit": (rec["versions"].get("git_commit") or "")[:10],
                 "memory": rec["memory"], "cuda_graph": (rec["numerics"] or {}).get("cuda_graph", False),
                 "settings": tuple(rec["settings"]), "class_order_seed": cfg["scenario"].get("class_order_seed"),
-                "final_row": None}
+                "displacement": rec["displacement"], "final_row": None}
         for setting, matrix, m in record_settings(rec):
             rows.append({**base, "setting": setting, **{k: m.get(k) for k in
                          ("avg_acc", "forgetting", "bwt", "fwt", "learning_acc")},
                          "old_acc": old_task_acc(matrix) if rec["status"] == "complete" else None,
+                         "old_learning_acc": old_learning_acc(matrix) if rec["status"] == "complete" else None,
+                         "chance": chance_acc(setting, rec["tasks"]),
                          "curve": _curve(matrix), "matrix": matrix})
     return pd.DataFrame(rows)
 
@@ -379,6 +381,8 @@ def main(argv: list[str]) -> int:
         from nlbench.reporting.figures import make_figures
         written += make_figures(list(groups(generic(df))), out / "figures")
         written += study_figures(runs, out / "figures")
+        from nlbench.reporting.replication import campaign_forest_plots
+        written += campaign_forest_plots(df, out / "figures")
     remove_stale(out, written, ("tables",) if args.no_figures else ("tables", "figures"))  # --no-figures: keep them
     write_readme(out, df, written, [str(r) for r in runs], committed=default)
     print(f"report: {len(tables)} tables and {sum(f.endswith('.png') for f, _ in written)} figures from "
@@ -388,8 +392,27 @@ def main(argv: list[str]) -> int:
     if found:
         print("findings (the declared families):\n" + "\n".join(found))
     if out.resolve() == (ROOT / "results"):
+        copy_site_figures(out / "figures", ROOT / "docs" / "figures", args.no_figures)
         update_project_readme(tables, found)  # only the committed results feed the project README
     return 0
+
+
+SITE_FIGURES = ("forest-*.png",)  # the committed figures the docs site shows (mkdocs reads only docs/)
+
+
+def copy_site_figures(source: pathlib.Path, site: pathlib.Path, no_figures: bool) -> None:
+    """Copy the figures docs/results.md shows into docs/figures/ (byte for byte; stale ones removed)."""
+    if no_figures:
+        return
+    wanted = {p.name: p for pattern in SITE_FIGURES for p in sorted(source.glob(pattern))}
+    site.mkdir(parents=True, exist_ok=True)
+    for old in site.glob("*.png"):
+        if old.name not in wanted:
+            old.unlink()
+    for name, path in wanted.items():
+        target = site / name
+        if not target.exists() or target.read_bytes() != path.read_bytes():
+            atomic_write_bytes(target, path.read_bytes())
 
 
 def remove_stale(out: pathlib.Path, written, folders=("tables", "figures")) -> None:
@@ -509,7 +532,7 @@ def write_readme(out: pathlib.Path, df: pd.DataFrame, written, runs_folders: lis
               "- `Probe ...` columns (setting `probe`): the linear probes' accuracy matrix (a logistic regression per "
               "task on the frozen penultimate features, fit on held-out training images of the task, scored on its "
               "test images; Davari et al., CVPR 2022): representation retention; see docs/verdict.md.",
-              "- `(floor)`: a class-IL old-task accuracy of 0 in every seed; `(floor: plasticity)` beside that "
+              "- `(floor)`: a class-IL old-task accuracy below 1 point in every seed; `(floor: plasticity)` beside that "
               "row's class-IL forgetting (it equals the old tasks' learning accuracy there).",
               "- `class-order*`, `SS share`: share of the (class order x seed) grid's sum of squares explained by "
               "the class-order means, the seed means, and the rest.",
@@ -525,7 +548,8 @@ def write_readme(out: pathlib.Path, df: pd.DataFrame, written, runs_folders: lis
 
 HEADLINE = "family-verdict-split"  # the README's one table; every other one is in docs/results.md
 RESULTS_PAGE_TABLES = (
-    "family-verdict-split", "family-verdict-permuted", "campaign-verdict-split", "vs-control-campaign-verdict-split",
+    "family-verdict-split", "functioning-verdict-split", "family-verdict-permuted", "functioning-verdict-permuted",
+    "campaign-verdict-split", "vs-control-campaign-verdict-split",
     "campaign-verdict-permuted", "vs-control-campaign-verdict-permuted", "replication-mir-online",
     "campaign-mir-online", "vs-control-campaign-mir-online", "replication-mir-online-cuda", "campaign-mir-online-cuda",
     "vs-control-campaign-mir-online-cuda", "devices-mir-online", "replication-der-table2", "campaign-der-table2",
@@ -556,7 +580,11 @@ def update_project_readme(tables, found: list[str]) -> None:
     for name in RESULTS_PAGE_TABLES:
         if name in tables:
             table, cap, _ = tables[name]
-            parts += ["", f"## {name}", "", to_markdown(table, cap).rstrip("\n") + published_block(name)]
+            parts += ["", f"## {name}", ""]
+            figure = root / "docs" / "figures" / f"forest-{name.removeprefix('family-')}.png"
+            if name.startswith("family-") and figure.exists():
+                parts += [f"![The family {name} as a forest plot](figures/{figure.name})", ""]
+            parts += [to_markdown(table, cap).rstrip("\n") + published_block(name)]
     if "speed" in tables:
         parts += ["", "## speed", "", tables["speed"].rstrip("\n")]
     for name in ("speed-seed-parallel", "tuning"):  # Markdown made whole, not (table, caption)
