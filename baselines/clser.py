@@ -103,3 +103,33 @@ class CLSER(Strategy):
         self.plastic.load_state_dict(state["plastic"])
         self.stable.load_state_dict(state["stable"])
         self.global_step = state["global_step"]
+
+
+# --- the EMA rates for a profile much shorter than the authors' (docs/verdict.md, "CLS-ER's rates") ---
+
+def initial_weight_share(steps: int, update_freq: float, alpha: float) -> float:
+    """The expected share of its random initial weights that a memory still holds after ``steps`` steps:
+    each step it is updated with probability ``update_freq`` at rate min(1 - 1/(k+1), alpha) (step k
+    counted from 1), which multiplies that share by the rate; the product's expectation over the
+    independent coin flips is the product of (1 - freq (1 - rate))."""
+    share = 1.0
+    for k in range(1, steps + 1):
+        share *= 1 - update_freq * (1 - min(1 - 1 / (k + 1), alpha))
+    return share
+
+
+def ema_rates_for(first_task_steps: int, stable_update_freq: float = 0.1, plastic_update_freq: float = 0.9,
+                  share: float = 0.01) -> dict:
+    """stable_alpha and plastic_alpha for a profile whose first task takes ``first_task_steps`` steps:
+    the largest stable rate (two decimals, rounded down) at which the stable model's expected share of
+    its initial weights at the end of the first task is below ``share``; the plastic rate keeps the
+    authors' ratio of per-step EMA rates, plastic f (1 - alpha) = 9 x stable f (1 - alpha) (their 0.9
+    and 0.1 update frequencies at one alpha, 0.999), so at the authors' frequencies both alphas are equal.
+    With the authors' 0.999 a 96-step task leaves the stable model 66% random (56% after 480 steps)."""
+    lo, hi = 0.0, 0.999
+    for _ in range(60):  # bisection: the share grows with alpha
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if initial_weight_share(first_task_steps, stable_update_freq, mid) < share else (lo, mid)
+    stable = int(lo * 100) / 100
+    plastic_rate = 9 * stable_update_freq * (1 - stable)  # per step: the authors' 9 : 1
+    return {"stable_alpha": stable, "plastic_alpha": round(1 - plastic_rate / plastic_update_freq, 6)}

@@ -446,3 +446,29 @@ def test_icarl_predicts_the_nearest_mean_of_exemplars(cifar_root):
         predicted = nme(x).argmax(1)
     assert predicted.tolist() == expected.tolist()
     assert set(predicted.tolist()) <= {0, 1}
+
+
+def test_clser_rates_for_the_verdict_profile_leave_under_1_percent_of_the_initial_weights_after_task_1():
+    """docs/verdict.md, "CLS-ER's rates": the authors' alpha 0.999 leaves the stable model mostly random after
+    the retention profile's 96-step first task; the re-derived rates (verdict-split's CLS-ER row) do not."""
+    from nlbench.registry import STRATEGIES
+    from nlbench.reporting.specs import load_campaign
+    from nlbench.training import config as C
+    module = __import__(STRATEGIES["clser"].obj.__module__, fromlist=["ema_rates_for"])
+    spec = load_campaign("verdict-split")
+    cfg = C.resolve("split-cifar", "clser", spec["profile"], {})
+    steps = cfg["train"]["epochs"] * -(-2 * cfg["data"]["train_per_class"] // cfg["train"]["batch_size"])
+    assert steps == 96
+    row = next(r for r in spec["runs"] if r["label"] == "CLS-ER")["set"]
+    derived = module.ema_rates_for(steps)
+    assert row == {"strategy.stable_alpha": derived["stable_alpha"], "strategy.plastic_alpha": derived["plastic_alpha"]}
+    assert module.initial_weight_share(steps, 0.1, derived["stable_alpha"]) < 0.01
+    assert module.initial_weight_share(steps, 0.1, derived["stable_alpha"] + 0.01) >= 0.01  # the largest such rate
+    assert module.initial_weight_share(steps, 0.1, 0.999) > 0.6 and module.initial_weight_share(480, 0.1, 0.999) > 0.5
+    # the share is what a simulated stable memory holds: 2000 runs of the coin flips, by hand
+    g = torch.Generator().manual_seed(0)
+    flips = torch.rand(2000, steps, generator=g) < 0.1
+    k = torch.arange(1, steps + 1, dtype=torch.float64)
+    rate = torch.minimum(1 - 1 / (k + 1), torch.tensor(derived["stable_alpha"], dtype=torch.float64))
+    simulated = torch.where(flips, rate, torch.ones_like(rate)).prod(1).mean().item()
+    assert simulated == pytest.approx(module.initial_weight_share(steps, 0.1, derived["stable_alpha"]), rel=0.15)

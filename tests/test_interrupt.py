@@ -45,7 +45,9 @@ def test_sigint_at_a_random_point_then_resume_gives_the_uninterrupted_matrix(cif
     assert done.returncode == 0, done.stderr
     assert "resuming from" in done.stdout
     assert not ckpt.exists()  # deleted once the record is written
-    assert json.loads(record.read_text())["acc"] == load_record(ref_out, "split-cifar", "replay")["acc"]
+    resumed, whole = json.loads(record.read_text()), load_record(ref_out, "split-cifar", "replay")
+    assert resumed["acc"] == whole["acc"]
+    assert resumed["displacement"] == whole["displacement"] and len(whole["displacement"]["tasks"]) > 0
 
 
 def test_checkpoint_at_end_of_task_resumes_identically(bench, tmp_path, monkeypatch):
@@ -74,8 +76,8 @@ def test_checkpoint_at_end_of_task_resumes_identically(bench, tmp_path, monkeypa
     assert load_record(tmp_path / "cut", "split-cifar", "nested", data="mini")["data_set"] == "mini"
     code, _ = bench("--scenario", "split-cifar", "--strategy", "nested", out=tmp_path / "cut", sets=["scenario.n_tasks=3"])
     assert code == 0 and not ckpt.exists()
-    assert load_record(tmp_path / "cut", "split-cifar", "nested")["acc"] == \
-        load_record(tmp_path / "ref", "split-cifar", "nested")["acc"]
+    resumed, whole = load_record(tmp_path / "cut", "split-cifar", "nested"), load_record(tmp_path / "ref", "split-cifar", "nested")
+    assert resumed["acc"] == whole["acc"] and resumed["displacement"] == whole["displacement"]
 
 
 def test_nan_loss_stops_the_run_and_records_it_as_diverged(bench, tmp_path, capsys):

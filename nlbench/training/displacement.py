@@ -60,7 +60,8 @@ class DisplacementMeter:
 
     def load_state_dict(self, state: dict) -> None:
         for mine, saved in ((self.prev, state["prev"]), (self.start, state["start"])):
-            torch._foreach_copy_(mine, [t.to(m.device) for t, m in zip(saved, mine)])
+            for group, kept in zip(mine, saved):  # per group: its tensors
+                torch._foreach_copy_(group, [t.to(m.device) for t, m in zip(kept, group)])
         self.path.copy_(state["path"])
         self.moves.copy_(state["moves"])
         self.tasks = list(state["tasks"])
