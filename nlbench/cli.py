@@ -26,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 "'tune' (hyperparameters chosen on a validation stream).")
     p.add_argument("--scenario", nargs="+", help="scenario name(s); see --list")
     p.add_argument("--strategy", nargs="+", help="strategy name(s), or 'all'")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (integers), default 0")
+    p.add_argument("--seeds", nargs="+", type=seed_value, default=[0], help="seeds (integers, space-separated: "
+                   "--seeds 0 1 2), default 0")
     p.add_argument("--profile", help="quick (CPU), gpu-short, or a protocol the scenario names (der or online for "
                    "split-cifar, converge for cifar10; see --list); default: quick on the CPU, the scenario's "
                    "cuda_profile on CUDA (split-cifar: der)")
@@ -75,12 +76,26 @@ def print_list() -> None:
     print("strategies:")
     for name in ordered_strategies():
         print(f"  {name:16s} {STRATEGIES[name].description}")
-    from nlbench.bridges.avalanche import KNOWN_WORKING
-    print("  avalanche:NAME   any Avalanche strategy class (avalanche-lib); checked to work: " +
-          ", ".join(KNOWN_WORKING))
+    from nlbench.bridges.avalanche import KNOWN_WORKING, avalanche_problem
+    problem = avalanche_problem()
+    if problem:
+        print(f"  avalanche:NAME   UNAVAILABLE here: {problem}")
+    else:
+        print("  avalanche:NAME   any Avalanche strategy class (avalanche-lib); checked to work: " +
+              ", ".join(KNOWN_WORKING))
     print("backbones:")
     for name, e in sorted(BACKBONES.items()):
         print(f"  {name:16s} {e.description}")
+
+
+def seed_value(text: str) -> int:
+    """One --seeds value; '0,1' gets the hint that seeds are space-separated."""
+    if "," in text:
+        raise UserError(f"--seeds takes space-separated integers: --seeds {' '.join(text.split(','))} (got '{text}')")
+    try:
+        return int(text)
+    except ValueError:
+        raise UserError(f"--seeds takes integers, got '{text}'") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:  # outside a run's training loop: nothing half-written to keep
-        what = ("every table and figure is written whole or not at" if argv[:1] == ["report"]
+        what = ("every table and figure is written whole or not at all;" if argv[:1] == ["report"]
                 else "no record was written for the run in progress:")
         print(f"\ninterrupted; {what} rerun the same command", file=sys.stderr)
         return 130

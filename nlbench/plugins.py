@@ -24,6 +24,9 @@ def load_plugin(path: str | pathlib.Path) -> None:
     path = pathlib.Path(path)
     if not path.is_file():
         raise UserError(f"plugin file not found: {path}; pass an existing .py file to --plugin")
+    if path.suffix != ".py":
+        raise UserError(f"plugin {path} is not a Python file (.py); --plugin takes the .py file that registers "
+                        "your strategy")
     module_name = f"nlbench_plugin_{path.stem.replace('-', '_')}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)

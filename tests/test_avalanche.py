@@ -4,7 +4,11 @@ import torch
 
 from conftest import load_record
 
-pytest.importorskip("avalanche")
+from nlbench.bridges.avalanche import avalanche_problem
+
+_REASON = avalanche_problem()  # any failure to import (a broken torchvision raises RuntimeError), with its reason
+if _REASON:
+    pytest.skip(_REASON, allow_module_level=True)
 
 # Constructor arguments Avalanche requires, small enough for the tiny data.
 REQUIRED = {"EWC": ["strategy.ewc_lambda=1.0"], "SynapticIntelligence": ["strategy.si_lambda=1.0"],

@@ -1,5 +1,5 @@
 """The verdict's machinery: old-task accuracy and the class-IL floor, the linear probes on the mini set,
-the update-budget-matched control's displacement, and the family's statistics (Holm, TOST) against
+the formula control's displacement under a constant gradient, and the family's statistics (Holm, TOST) against
 statsmodels and hand computations."""
 import math
 
@@ -92,7 +92,7 @@ def test_probe_images_are_outside_the_training_set_and_the_same_for_every_seed()
     assert torch.bincount(labels[a], minlength=10).tolist() == [10] * 10
 
 
-# --- the update-budget-matched control ---
+# --- the formula control (per-layer lr η/C), under a constant gradient ---
 
 def displacement(period, lr, grad_reduce, kind, steps, factor=1.0, g=0.5):
     """A one-parameter level under a constant gradient g: how far it moves in ``steps`` steps."""
@@ -125,7 +125,7 @@ def test_the_levelled_strategies_declare_all_three_controls():
     nested = STRATEGIES["nested"]
     controls = nested.obj.matched_controls(nested.defaults)  # Adam levels, sum: periods 1 is also lr-matched
     assert controls == {"every period 1 (architecture-matched, lr-matched)": {"periods": 1},
-                        "every period 1, update budget matched": {"periods": 1, "budget_of": [16, 4, 1]}}
+                        "every period 1, per-layer lr η/C (the formula control)": {"periods": 1, "budget_of": [16, 4, 1]}}
     sgd = nested.obj.matched_controls({**nested.defaults, "level_optimizer": "sgd"})  # SGD sum: factor 1
     assert list(sgd) == ["every period 1 (architecture-matched, lr-matched, budget-matched)"]
     blog = STRATEGIES["nested-blog"]

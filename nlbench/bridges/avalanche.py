@@ -63,9 +63,31 @@ def _avalanche():
     try:
         import avalanche.training.supervised as supervised
         from avalanche.training.plugins import EvaluationPlugin
-    except ImportError as exc:
-        raise UserError(f"avalanche-lib is not importable ({exc}); install it with pip install avalanche-lib") from exc
+    except Exception as exc:  # not installed (ImportError), or torchvision broken beneath it (RuntimeError)
+        raise UserError(avalanche_unavailable(exc)) from exc
     return supervised, EvaluationPlugin
+
+
+def avalanche_unavailable(exc: BaseException) -> str:
+    """One line: why avalanche-lib cannot be used here, and what to do."""
+    if isinstance(exc, ImportError) and "avalanche" in str(exc):
+        return f"avalanche-lib is not importable ({exc}): install it with pip install avalanche-lib"
+    from nlbench.training.data import torchvision_problem
+    broken = torchvision_problem()
+    if broken:
+        return f"avalanche-lib cannot import because {broken}"
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return f"avalanche-lib does not import ({type(exc).__name__}: {first}): reinstall it with pip install avalanche-lib"
+
+
+def avalanche_problem() -> str | None:
+    """None when Avalanche's strategies can be used, else the one-line reason (tests skip with it,
+    --list shows it)."""
+    try:
+        _avalanche()
+    except UserError as exc:
+        return str(exc)
+    return None
 
 
 def _jsonable(value) -> bool:

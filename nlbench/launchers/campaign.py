@@ -154,6 +154,50 @@ def status_lines(runs: list[PlannedRun]) -> list[str]:
     return lines
 
 
+# Training images a class in each data set (the full CIFAR-10; the embedded mini set: nlbench/mini/README.md)
+IMAGES_PER_CLASS = {"full": 5000, "mini": 500}
+
+
+def data_needs(cfg: dict, data_kind: str) -> str | None:
+    """Why a run's config cannot run on this data set (training plus probe images a class beyond what it
+    holds), or None."""
+    have = IMAGES_PER_CLASS.get(data_kind)
+    probe = cfg["data"].get("probe_per_class")
+    if have is None or not probe:
+        return None
+    train = cfg["data"]["train_per_class"]
+    if train is None or train + probe > have:
+        return (f"data.probe_per_class={probe} beside {train if train is not None else 'every'} training image"
+                f"{'s' if train != 1 else ''} a class needs more than the {data_kind} set's {have} a class")
+    return None
+
+
+def check_data_needs(runs: list[PlannedRun], data_kind: str) -> None:
+    """Refuse, before any run starts, a campaign whose rows cannot run on the data set found."""
+    for run in runs:
+        why = data_needs(run.spec.cfg, data_kind)
+        if why:
+            from nlbench.training.data import FULL_HOW_TO
+            raise UserError(f"this campaign needs the full CIFAR-10 (row '{run.label}': {why}); for the full set "
+                            f"{FULL_HOW_TO}")
+
+
+def status_summary(runs: list[PlannedRun], data_kind: str) -> str:
+    """The --status list's last line: how many runs are done, checkpointed and missing, and the time the
+    missing ones are expected to take (from the same rows' recorded wall times)."""
+    done = sum(r.path.exists() for r in runs)
+    ckpt = sum(not r.path.exists() and r.checkpoint.exists() for r in runs)
+    missing = [r for r in runs if not r.path.exists()]
+    times = [expected_seconds(r, runs) for r in missing]
+    known = [t for t in times if t is not None]
+    expected = (f"; expected about {sum(known) / 3600:.1f} h of runs one at a time"
+                + (f" ({len(times) - len(known)} of them never run: unknown)" if len(known) < len(times) else "")
+                ) if missing else ""
+    needs = next((why for r in runs if (why := data_needs(r.spec.cfg, data_kind))), None)
+    return (f"summary: {done} done, {ckpt} checkpointed, {len(missing) - ckpt} missing of {len(runs)} on the "
+            f"{data_kind} set{expected}" + (f"; NOTE: it cannot run on the {data_kind} set ({needs})" if needs else ""))
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="bench.py campaign", description=__doc__.split("\n")[0])
     ap.add_argument("names", nargs="+", help=f"campaign name(s): {', '.join(campaign_names())}, or .yaml paths")
@@ -189,7 +233,10 @@ def main(argv: list[str]) -> int:
     check_out_folder(out)
     if args.status:  # what is recorded, read without looking for data: auto counts as the full set's records
         kind = "mini" if args.data == "mini" else "full"
-        print("\n".join(status_lines([r for spec in specs for r in plan(spec, out, kind, args.seeds, args.set)])))
+        runs = [r for spec in specs for r in plan(spec, out, kind, args.seeds, args.set)]
+        print(f"data set: {kind} (records under {out}/PROFILE/{kind}/...)")
+        print("\n".join(status_lines(runs)))
+        print(status_summary(runs, kind))
         return 0
     if args.budget is None or args.budget <= 0:
         raise UserError("campaign needs --budget SECONDS (a positive number: the time this job may spend)")
@@ -202,6 +249,7 @@ def main(argv: list[str]) -> int:
     from nlbench.training.data import select_data
     data = select_data(args.data, args.data_root, not args.no_download)  # the data set is part of each record's path
     runs = [r for spec in specs for r in plan(spec, out, data.kind, args.seeds, args.set)]
+    check_data_needs(runs, data.kind)
     print(data.announce())
     return Scheduler(runs, args, data.kind).run()
 
@@ -241,6 +289,12 @@ class Scheduler:
                 started = self._start_fitting(left - self.args.grace)
                 if not started and not self.running:
                     break  # nothing fits any more
+                if self.failing():
+                    self._wait_all(time.monotonic() + self.args.budget)
+                    print(f"campaign: its first {len(self.failed)} runs all failed and none finished: stopped (their "
+                          "errors are above; the same command would fail the same way until the cause is fixed)",
+                          file=sys.stderr)
+                    return 1
                 time.sleep(0.5)
         except KeyboardInterrupt:  # Ctrl-C: the children got the same SIGINT and checkpoint themselves
             self._wait_all(time.monotonic() + max(self.args.grace, 10))
@@ -256,6 +310,11 @@ class Scheduler:
             signal.signal(signal.SIGTERM, previous)
         self._summary(time.monotonic() - t0)
         return 1 if self.failed else 0
+
+    def failing(self) -> bool:
+        """The first runs all failed (at least 3, and more than run at a time) and none finished: a cause
+        every run shares (bad data, a bad row), not bad luck; starting more would repeat it."""
+        return not self.finished and len(self.failed) >= max(3, self.args.jobs + 1)
 
     @staticmethod
     def _terminated(signum, frame):

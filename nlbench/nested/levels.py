@@ -221,7 +221,7 @@ def level_lr_factors(hp: dict, slow: list[int] | None, n_levels: int) -> list[fl
 
 def budget_lr_factor(slow_period: int, grad_reduce: str, level_optimizer: str) -> float:
     """The lr factor that makes a period-1 level move, per step, as far as a level of period C with
-    this grad_reduce and optimizer moves on average (docs: "The update-budget-matched control").
+    this grad_reduce and optimizer moves on average (docs/verdict.md: "the formula control, per-layer lr η/C"; it holds under a constant gradient only).
 
     Under a constant gradient g, a level of period C and lr eta takes one step every C steps:
     - SGD, sum (Eq. 71): the step applies C g, so it moves eta g per step on average: factor 1;
@@ -241,7 +241,7 @@ def build_levels(model: torch.nn.Module, groups: list[tuple[str, list[str]]], pe
 
     ``lr_scaling=period`` divides a level's lr by its entry of ``lr_periods`` (default: its update
     period): with every period 1 and lr_periods the slow version's periods, the lr-matched control.
-    ``lr_factors`` multiply the levels' lrs (the update-budget-matched control: budget_lr_factor)."""
+    ``lr_factors`` multiply the levels' lrs (the formula control: budget_lr_factor; or the calibrated lr_factors)."""
     named = dict(model.named_parameters())
     owner: dict[str, str] = {}
     levels = []
@@ -311,7 +311,7 @@ LEVEL_DEFAULTS = {"grad_reduce": "sum", "lr_scaling": "none", "reset_on_task": F
                                         # a period-1 control moves as far per task as the slow version's levels
                                         # (the displacement-matched control; nlbench.launchers.calibrate)
 LEVEL_OPTIMIZERS = ("adam", "sgd", "nested-adam", "m3")
-# The budget-matched control's keys, and the period key whose slow value each one holds.
+# The formula control's keys, and the period key whose slow value each one holds.
 BUDGET_KEYS = {"budget_of": "periods", "cms_budget_of": "cms_periods"}
 FLUSH = (None, "task", "run")
 

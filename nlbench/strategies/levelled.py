@@ -62,8 +62,10 @@ class LevelledStrategy(Strategy):
         """The controls of a levelled run, each with every period 1 (description -> overrides):
         architecture-matched (the same levels and optimizers; with lr_scaling none also lr-matched);
         lr-matched where the lr depends on the period (each level at its slow per-step lr); and
-        update-budget-matched (each level's lr scaled so that it moves per step as far as the slow
-        level does on average: budget_lr_factor), left out where it equals the first (SGD, sum)."""
+        the formula control (each level's lr scaled by budget_lr_factor, 1/C for Adam: it matches the slow
+        level's movement under a constant gradient only; the displacement-matched control, calibrated by
+        measurement, is a campaign row: nlbench.launchers.calibrate), left out where it equals the first
+        (SGD, sum)."""
         every_step = {key: 1 for key in cls.period_keys}
         slow = {key: hp[key] for key in cls.period_keys}
         if all(v == 1 for v in slow.values()):
@@ -78,7 +80,7 @@ class LevelledStrategy(Strategy):
             out = {f"every period 1 (architecture-matched, lr-matched{budget})": every_step}
         if not sgd_sum:
             budget_keys = {period: key for key, period in BUDGET_KEYS.items()}
-            out["every period 1, update budget matched"] = {**every_step,
+            out["every period 1, per-layer lr η/C (the formula control)"] = {**every_step,
                                                             **{budget_keys[k]: v for k, v in slow.items()}}
         return out
 

@@ -14,7 +14,7 @@ class NestedCMS(LevelledStrategy):
     period_keys = ("periods", "cms_periods")
 
     defaults = {"levels": None, "periods": [16, 4, 1], "cms_periods": [16, 4, 1], **CMS_DEFAULTS,
-                **LEVEL_DEFAULTS, "cms_budget_of": None}  # budget-matched control: the slow cms_periods
+                **LEVEL_DEFAULTS, "cms_budget_of": None}  # the formula control (per-layer lr η/C): the slow cms_periods
 
     @classmethod
     def check(cls, hp):

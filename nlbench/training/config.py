@@ -244,6 +244,10 @@ def _positive(value, key: str, kind=int, allow_none=False):
 
 
 def validate(cfg: dict) -> None:
+    order = cfg["scenario"].get("class_order_seed")
+    if order is not None and (not isinstance(order, int) or isinstance(order, bool) or not 0 <= order <= MAX_SEED):
+        raise UserError(f"scenario.class_order_seed must be null or an integer from 0 to 2^63 - 1 (as --seeds), "
+                        f"got {order!r}")
     t = cfg["train"]
     _positive(t["epochs"], "train.epochs")
     _positive(t["batch_size"], "train.batch_size")

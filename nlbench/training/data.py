@@ -60,11 +60,30 @@ def torchvision_module(name: str):
     import importlib
     try:
         return importlib.import_module(f"torchvision.{name}")
-    except (ImportError, RuntimeError) as exc:
-        import torch
-        raise UserError(f"torchvision does not import with this torch {torch.__version__} ({type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0] if str(exc) else ''}); install the two from the same index, e.g. "
-                        "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu") from exc
+    except Exception as exc:  # ImportError, or RuntimeError 'operator torchvision::nms does not exist'
+        raise UserError(torchvision_mismatch(exc)) from exc
+
+
+TORCH_FIX = ("install the two from the same index, e.g. pip install torch torchvision --index-url "
+             "https://download.pytorch.org/whl/cpu (CPU) or a matching pair such as torch==2.14.1 torchvision==0.29.1")
+
+
+def torchvision_mismatch(exc: BaseException) -> str:
+    """One line: torchvision does not import with this torch, why, and the fix (no ';' before the fix:
+    --data auto's fallback line keeps the text up to the first one)."""
+    import torch
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return (f"torchvision does not import with this torch {torch.__version__} ({type(exc).__name__}: {first}): "
+            f"{TORCH_FIX}")
+
+
+def torchvision_problem() -> str | None:
+    """None when torchvision imports beside this torch, else the one-line reason and fix."""
+    try:
+        torchvision_module("ops")
+    except UserError as exc:
+        return str(exc)
+    return None
 
 
 def ensure_cifar10(root: str | os.PathLike | None, download: bool) -> pathlib.Path:

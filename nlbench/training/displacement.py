@@ -2,7 +2,7 @@
 and the path length (the sum over the task's steps of ||theta_after - theta_before||).
 
 Why both: a level that steps every C mini-batches and a period-1 control can end a task equally far
-from where they began while one of them wandered much more; the budget-matched control is calibrated
+from where they began while one of them wandered much more; the displacement-matched control is calibrated
 on the net displacement (nlbench.launchers.calibrate) and the path says how much each one moved to
 get there. The groups are the run's levels where it has a level schedule, else the backbone's
 default slow / middle / fast partition (nlbench.nested.levels.default_backbone_groups), so a levelled
