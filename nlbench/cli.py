@@ -139,7 +139,7 @@ def run_main(argv: list[str]) -> int:
     C.check_seeds(args.seeds)
     check_out_folder(args.out)
     from nlbench.training.data import select_data
-    from nlbench.training.runner import resolve_device  # torch-heavy imports only once we run
+    from nlbench.training.device import resolve_device  # torch-heavy imports only once we run
     device = resolve_device(args.device)
     sets = C.parse_sets(args.set)
     if args.compile:  # --compile and --epochs are sugar for --set train.compile=true / train.epochs=N

@@ -125,7 +125,7 @@ def test_our_nested_strategy_inside_plain_avalanche(cifar_root):
     from nlbench.training.config import resolve
     from nlbench.training.data import Augmenter
     from nlbench.training.data import select_data
-    from nlbench.training.runner import build_scenario
+    from nlbench.training.splits import build_scenario
     from nlbench.training.strategy import RunContext
 
     cfg = resolve("split-cifar", "adam", "quick", {"scenario": {"n_tasks": 2}, "data": {"train_per_class": 16}})

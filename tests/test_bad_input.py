@@ -41,6 +41,16 @@ BAD = [
      "CIFAR-10 not found at"),
     ("--out is a file", ["--scenario", "split-cifar", "--strategy", "adam", "--out", "{file}"], [], "is a file, not a folder"),
     ("unknown data choice", ["--scenario", "split-cifar", "--strategy", "adam", "--data", "tiny"], [], "unknown --data 'tiny'; valid: auto, full, mini"),
+    ("a plugin that is not a .py file", ["--scenario", "split-cifar", "--strategy", "adam", "--plugin", "{file}"], [],
+     "is not a Python file (.py)"),
+    ("negative class order seed", ["--scenario", "split-cifar", "--strategy", "adam"], ["scenario.class_order_seed=-1"],
+     "scenario.class_order_seed must be null or an integer from 0 to 2^63 - 1"),
+    ("negative classes a task", ["--scenario", "split-cifar", "--strategy", "adam"], ["scenario.classes_per_task=-1"],
+     "split: scenario.classes_per_task must be a positive integer, got -1"),
+    ("negative task count", ["--scenario", "permuted-cifar", "--strategy", "adam"], ["scenario.n_tasks=-1"],
+     "permuted: scenario.n_tasks must be a positive integer, got -1"),
+    ("negative CMS width", ["--scenario", "split-cifar", "--strategy", "nested-cms"], ["strategy.hidden_mult=-1"],
+     "strategy.hidden_mult must be a positive integer, got -1"),
 ]
 
 
@@ -113,11 +123,12 @@ def test_a_plugin_cannot_take_a_built_in_strategy_name(tmp_path, capsys):
     assert STRATEGIES["ewc"].obj.__name__ != "Mine"
 
 
-def test_seeds_must_be_integers(capsys):
+def test_seeds_must_be_integers_and_a_comma_gets_the_hint(capsys):
     from nlbench.cli import main
-    with pytest.raises(SystemExit) as exc:
-        main(["--scenario", "split-cifar", "--strategy", "adam", "--seeds", "zero"])
-    assert exc.value.code == 2 and "invalid int value: 'zero'" in capsys.readouterr().err
+    assert main(["--scenario", "split-cifar", "--strategy", "adam", "--seeds", "zero"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --seeds takes integers, got 'zero'"
+    assert main(["--scenario", "split-cifar", "--strategy", "adam", "--seeds", "0,1"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --seeds takes space-separated integers: --seeds 0 1 (got '0,1')"
 
 
 def test_plugin_that_raises_at_import(tmp_path, capsys):
@@ -245,3 +256,67 @@ def test_ray_is_told_to_stay_quiet_unless_the_user_chose_otherwise():
     assert quiet_ray_environment({}, terminal=True) == {"RAY_USAGE_STATS_PROMPT_ENABLED": "0"}
     assert quiet_ray_environment({"RAY_COLOR_PREFIX": "1"}, terminal=False) == {"RAY_USAGE_STATS_PROMPT_ENABLED": "0"}
     assert "RAY_USAGE_STATS_ENABLED" not in quiet_ray_environment({}, terminal=False)
+
+
+# --- the fuzz test: bad values for every key a run can be given ---
+
+FUZZ = ("abc", "-1", "[1,", "1e999", "{}")
+
+
+def every_key():
+    """(scenario, strategy, KEY, its default) for every config key of the defaults, every built-in
+    strategy's hyperparameters and every scenario's parameters."""
+    from nlbench.plugins import load
+    from nlbench.registry import AVALANCHE_PREFIX, STRATEGIES
+
+    def flat(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict) and prefix + k not in ("scenario", "strategy"):
+                yield from flat(v, f"{prefix}{k}.")
+            elif prefix + k not in ("scenario", "strategy"):
+                yield prefix + k, v
+    load()
+    keys = [("split-cifar", "adam", k, v) for k, v in flat(config.DEFAULTS)]
+    keys += [("split-cifar", name, f"strategy.{k}", v) for name, e in sorted(STRATEGIES.items())
+             if not name.startswith(AVALANCHE_PREFIX) for k, v in e.defaults.items()]
+    keys += [(sc, "adam", f"scenario.{k}", v) for sc in config.scenario_names()
+             for k, v in (config.load_scenario_file(sc)["params"] or {}).items()]
+    return keys
+
+
+def test_every_key_refuses_bad_values_in_one_line_with_exit_2_and_writes_nothing(cifar_root, tmp_path, capsys):
+    """Every key of the default config, of every built-in strategy and of every scenario, fed values of
+    the wrong kind: each is refused when the config is resolved, or (a value only the run can judge, e.g.
+    a period list's length) by the run before it writes anything; never a traceback, never a record."""
+    from nlbench.cli import main
+    from nlbench.errors import UserError
+    at_run = []
+    for scenario, strategy, key, default in every_key():
+        for bad in FUZZ:
+            try:
+                config.resolve(scenario, strategy, config.profile_names(scenario)[0], config.parse_sets([f"{key}={bad}"]))
+            except UserError as exc:
+                assert "\n" not in str(exc), (key, bad, str(exc))
+                continue
+            at_run.append((scenario, strategy, key, bad))
+    assert len(at_run) < 60  # most are caught before anything is loaded
+    out = tmp_path / "out"
+    for scenario, strategy, key, bad in at_run:
+        code = main(["--scenario", scenario, "--strategy", strategy, "--data-root", str(cifar_root), "--out", str(out),
+                     "--no-download", "--quiet", "--device", "cpu", "--set", "train.epochs=1", "data.tasks=[0,1]",
+                     f"{key}={bad}"])
+        err = capsys.readouterr().err.strip()
+        assert code == 2, (key, bad, err[-300:])
+        assert err.startswith("error: ") and "\n" not in err, (key, bad, err[-300:])
+        assert [p for p in _files(out) if p.suffix == ".json"] == [], (key, bad)
+
+
+def test_every_option_refuses_a_bad_value_in_one_line(tmp_path, capsys):
+    from nlbench.cli import main
+    base = ["--scenario", "split-cifar", "--strategy", "adam", "--out", str(tmp_path / "out"), "--quiet"]
+    for option, bad in (("--seeds", "x"), ("--seeds", "0,1"), ("--jobs", "0"), ("--seed-parallel", "0"),
+                        ("--data", "tiny"), ("--device", "tpu"), ("--profile", "nope"), ("--plugin", "nope.py")):
+        code = main([*base, option, bad])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and err.startswith("error: ") and "\n" not in err, (option, bad, err[-300:])
+    assert _files(tmp_path / "out") == []

@@ -44,7 +44,9 @@ def _graph_and_eager_parameters(cifar_root, strategy, n_steps=10):
     from nlbench.training import config as C
     from nlbench.training.data import Augmenter, select_data
     from nlbench.registry import BACKBONES, STRATEGIES
-    from nlbench.training.runner import StepRunner, amp_context, build_scenario
+    from nlbench.training.runner import StepRunner
+    from nlbench.training.device import amp_context
+    from nlbench.training.splits import build_scenario
     from nlbench.training.strategy import RunContext
     torch.backends.cudnn.benchmark = False
     sets = C.parse_sets(["backbone.width=8", "train.amp=false", "train.augment=false", "train.optimizer=sgd",

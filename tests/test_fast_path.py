@@ -8,7 +8,9 @@ import torch
 from nlbench.training import config as C
 from nlbench.training.data import Augmenter
 from nlbench.registry import BACKBONES, STRATEGIES
-from nlbench.training.runner import StepRunner, amp_context, build_scenario, lr_factor
+from nlbench.training.runner import StepRunner, lr_factor
+from nlbench.training.device import amp_context
+from nlbench.training.splits import build_scenario
 from nlbench.training.strategy import Batch, RunContext
 from nlbench.training.data import select_data
 

@@ -90,7 +90,7 @@ def test_joint_is_the_upper_bound(bench):
 def test_permutations_identical_for_train_and_test_and_different_between_tasks(cifar_root):
     from nlbench.training.config import resolve
     from nlbench.training.data import select_data
-    from nlbench.training.runner import build_scenario
+    from nlbench.training.splits import build_scenario
     cfg = resolve("permuted-cifar", "adam", "quick", {"data": {"train_per_class": 10, "test_per_class": 5},
                                                       "scenario": {"permute": "pixels", "standardize": "dataset"}})
     sc = build_scenario("permuted-cifar", "permuted", cfg, 0, torch.device("cpu"), select_data("full", cifar_root, False))
@@ -118,7 +118,7 @@ def test_permutations_identical_for_train_and_test_and_different_between_tasks(c
 def test_value_permutations_move_every_input_and_standardise_each_image(cifar_root):
     from nlbench.training.config import resolve
     from nlbench.training.data import select_data
-    from nlbench.training.runner import build_scenario
+    from nlbench.training.splits import build_scenario
     from nlbench.training.scenarios import standardize_per_image
     cfg = resolve("permuted-cifar", "adam", "quick", {"data": {"train_per_class": 10, "test_per_class": 5}})
     assert cfg["scenario"]["permute"] == "values" and cfg["backbone"]["name"] == "mlp" and not cfg["train"]["augment"]
@@ -136,7 +136,7 @@ def test_value_permutations_move_every_input_and_standardise_each_image(cifar_ro
 def test_class_order_seed_is_its_own_axis(cifar_root):
     from nlbench.training.config import resolve
     from nlbench.training.data import select_data
-    from nlbench.training.runner import build_scenario
+    from nlbench.training.splits import build_scenario
 
     def classes(order_seed, seed):
         cfg = resolve("split-cifar", "adam", "quick", {"data": {"train_per_class": 5, "test_per_class": 5},
@@ -196,13 +196,13 @@ def test_a_changed_config_never_reuses_an_old_record(bench, capsys, changed):
 
 
 def test_peak_memory_is_per_run_not_per_process():
-    from nlbench.training.runner import _peak_memory, _reset_peak_memory
+    from nlbench.training.device import peak_memory, reset_peak_memory
     cpu = torch.device("cpu")
     big = torch.ones(100_000_000 // 4)  # 100 MB touched
-    before = _peak_memory(cpu)[0]
+    before = peak_memory(cpu)[0]
     del big
-    _reset_peak_memory(cpu)
-    assert _peak_memory(cpu)[0] < before - 50
+    reset_peak_memory(cpu)
+    assert peak_memory(cpu)[0] < before - 50
 
 
 def test_a_sharded_sweep_gives_the_same_records_as_one_process(bench, tmp_path):

@@ -96,12 +96,13 @@ LAYERS = {
                       "nested.cms", "training.strategy", "training.checkpoint", "training.records",
                       "reporting.layout", "reporting.specs", "training.runspec", "strategies.levelled",
                       "strategies.m3", "strategies.muon", "strategies.nested", "strategies.nested_blog",
-                      "strategies.cms", "strategies.nested_cms"],
+                      "strategies.cms", "strategies.nested_cms", "training.displacement", "training.splits",
+                      "training.evaluation", "training.device"],
     "training and bridges": ["training.runner", "training.group", "bridges.avalanche", "plugins"],
-    "reporting": ["reporting.comparisons", "reporting.figures", "reporting.replication", "reporting.studies",
-                  "reporting.report"],
+    "reporting": ["reporting.comparisons", "reporting.family", "reporting.dose", "reporting.figures",
+                  "reporting.replication", "reporting.studies", "reporting.report"],
     "launchers": ["launchers.sweep", "launchers.campaign", "launchers.ray_launcher", "launchers.tuning",
-                  "launchers.speed"],
+                  "launchers.speed", "launchers.calibrate"],
     "entry points": ["cli", "__main__", "mini.draw_mini"],
 }
 

@@ -55,7 +55,7 @@ def test_validation_images_come_from_the_training_set(cifar_root):
 
     from nlbench.training import config as C
     from nlbench.training.data import load_data, select_data
-    from nlbench.training.runner import build_scenario
+    from nlbench.training.splits import build_scenario
     data = select_data("full", str(cifar_root), False)
     cfg = C.resolve("split-cifar", "adam", "quick", C.parse_sets(["data.validation_fraction=0.25"]))
     s = build_scenario("split-cifar", "split", cfg, 0, torch.device("cpu"), data)

@@ -84,7 +84,7 @@ def test_the_probe_needs_images_the_run_does_not_train_on(tmp_path, capsys):
 
 
 def test_probe_images_are_outside_the_training_set_and_the_same_for_every_seed():
-    from nlbench.training.runner import probe_images
+    from nlbench.training.splits import probe_images
     labels = torch.arange(10).repeat(50)
     trained = torch.arange(0, 300)
     a, b = probe_images(labels, trained, 10), probe_images(labels, trained, 10)

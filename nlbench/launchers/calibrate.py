@@ -185,7 +185,7 @@ def main(argv: list[str]) -> int:
     if not (0 < args.tolerance < 1) or args.iterations < 1:
         raise UserError("--tolerance must be in (0, 1) and --iterations a positive integer")
     from nlbench.training.data import select_data
-    from nlbench.training.runner import resolve_device
+    from nlbench.training.device import resolve_device
     from nlbench.training.records import versions
     device = resolve_device(args.device)
     data = select_data(args.data, args.data_root, not args.no_download)

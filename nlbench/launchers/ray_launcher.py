@@ -112,7 +112,8 @@ def execute(job: dict, store) -> dict:
     Returns the record; the driver writes it."""
     import ray
 
-    from nlbench.training.runner import resolve_device, run
+    from nlbench.training.runner import run
+    from nlbench.training.device import resolve_device
     data = _worker_setup(job)
     ckpt = _restore_checkpoint(job, store)
     t0 = time.perf_counter()
@@ -133,7 +134,7 @@ def execute_unit(jobs: list[dict], store) -> list[dict]:
     import ray
 
     from nlbench.training.group import GroupMismatch, run_group
-    from nlbench.training.runner import resolve_device
+    from nlbench.training.device import resolve_device
     lead, seeds = jobs[0], [job["spec"].seed for job in jobs]
     data = _worker_setup(lead)
     ckpts = [_restore_checkpoint(job, store) for job in jobs]

@@ -29,8 +29,9 @@ from nlbench.errors import UserError
 from nlbench.training.records import atomic_write_text, versions
 from nlbench.plugins import load_builtins
 from nlbench.registry import BACKBONES, STRATEGIES
-from nlbench.training.runner import (StepRunner, amp_context, build_scenario, make_context, resolve_device,
-                                     uses_cuda_graph)
+from nlbench.training.runner import StepRunner, make_context
+from nlbench.training.device import amp_context, resolve_device, uses_cuda_graph
+from nlbench.training.splits import build_scenario
 
 # Dense bf16 tensor-core peak (TFLOP/s) by device name, from the vendors' data sheets.
 BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "4090": 165.0}

@@ -11,7 +11,7 @@ stream, with a declared budget that is the same for every method, the test set n
   holds out 5%); ``first-tasks`` (Chaudhry et al. 2019, A-GEM, Section 5: hyperparameters are
   chosen on the first tasks of the stream, then the method is trained and evaluated on the rest),
   the trials run on tasks ``[0, k)`` with their held-out images, the tuned runs on tasks ``[k, T)``.
-  In both, a trial's run builds its evaluation set from training images only (runner.build_scenario),
+  In both, a trial's run builds its evaluation set from training images only (nlbench.training.splits.build_scenario),
   so no test image or label enters the study (tested with shuffled test labels).
 - **The study is an Optuna study in a database**: SQLite under ``OUT/tuning/`` by default, any
   SQLAlchemy URL with ``--storage``. TPE with a fixed seed (reseeded per trial number, so that a
@@ -371,7 +371,7 @@ def main(argv: list[str]) -> int:
     except ImportError:
         raise UserError('bench.py tune needs Optuna: pip install "optuna>=4.9"') from None
     from nlbench.training.data import select_data
-    from nlbench.training.runner import resolve_device
+    from nlbench.training.device import resolve_device
     device = resolve_device(args.device)
     data = select_data(args.data, args.data_root, not args.no_download)
     profile = args.profile or C.default_profile(args.scenario, device.type)
@@ -480,7 +480,7 @@ def tune_worker(job: dict) -> int:
     from nlbench.launchers import tuning  # this module: the name a Ray worker imports it by
     from nlbench.training.data import select_data
     from nlbench.plugins import load
-    from nlbench.training.runner import resolve_device
+    from nlbench.training.device import resolve_device
     load(job["plugins"], [job["strategy"]])
     torch.set_num_threads(job["threads"])
     tuning.quiet_optuna()

@@ -20,6 +20,17 @@ def setting_title(setting: str) -> str:
     return SETTING_TITLE.get(setting, setting)
 
 
+LINESTYLES = ("-", "--", ":", "-.")
+MARKERS = "osD^v<>PX*"
+
+
+def series_style(i: int) -> dict:
+    """The i-th series' colour, line style and marker: the 10 colours repeat with another line style and
+    a shifted marker, so no two of up to 40 series look alike."""
+    return {"color": f"C{i % 10}", "linestyle": LINESTYLES[(i // 10) % len(LINESTYLES)],
+            "marker": MARKERS[(i + i // 10) % len(MARKERS)], "markersize": 5}
+
+
 def _save(fig, folder: pathlib.Path, name: str) -> list[str]:
     folder.mkdir(parents=True, exist_ok=True)
     fig.savefig(folder / f"{name}.png", dpi=150, bbox_inches="tight")
@@ -76,20 +87,22 @@ def curves(df: pd.DataFrame, scenario: str, setting: str, folder, suffix: str) -
     runs = ordered(sub["run"])
     if not runs:
         return []
-    fig, ax = plt.subplots(figsize=(6.2, 4))
-    for run in runs:
+    fig, ax = plt.subplots(figsize=(7.6, 4.4))
+    for i, run in enumerate(runs):
         arr = np.array([[np.nan if v is None else v for v in c] for c in sub[sub["run"] == run]["curve"]], dtype=float)
         k = np.arange(1, arr.shape[1] + 1)
         mean = np.nanmean(arr, 0)
         std = np.nanstd(arr, 0, ddof=1) if len(arr) > 1 else np.zeros_like(mean)
-        style = dict(marker="*", markersize=10, linestyle="none") if np.isnan(mean[:-1]).all() else dict(marker="o")
+        style = series_style(i)
+        if np.isnan(mean[:-1]).all():  # one measured point (joint): no line to draw
+            style = {**style, "markersize": 10, "linestyle": "none"}
         line, = ax.plot(k, mean, label=label_of(run), **style)
-        ax.fill_between(k, mean - std, mean + std, color=line.get_color(), alpha=0.15, linewidth=0)
+        ax.fill_between(k, mean - std, mean + std, color=line.get_color(), alpha=0.08, linewidth=0)
     ax.set_xlabel("tasks trained")
     ax.set_ylabel(f"average accuracy A_k on tasks seen (%, {setting_title(setting)})")
     ax.set_xticks(k)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncol=2)
+    ax.legend(fontsize=7, ncol=1 if len(runs) <= 12 else 2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title(f"{scenario}: A_k after each task, mean ± 1 std over {sub['seed'].nunique()} seeds\n({_tag(sub)})",
                  fontsize=10)
     return [(f, f"Average accuracy after each task, all strategies ({scenario}, {setting_title(setting)})")
@@ -108,10 +121,13 @@ def standard_bars(df: pd.DataFrame, scenario: str, folder, name: str) -> list[tu
         means = [v.mean() for v in vals]
         stds = [v.std(ddof=1) if len(v) > 1 else 0 for v in vals]
         bars = ax.bar(x, means, yerr=stds, capsize=4, color=[f"C{i}" for i in range(len(runs))])
-        for b, m in zip(bars, means):
-            ax.text(b.get_x() + b.get_width() / 2, m, f"{m:.1f}" if col == "avg_acc" else f"{m:.0f}",
-                    ha="center", va="bottom", fontsize=8)
-        ax.set_xticks(x, [STRATEGIES[r].standard_label if r in STRATEGIES else r for r in runs], fontsize=8)
+        top = max((m + sd for m, sd in zip(means, stds) if m == m), default=1.0)
+        for b, m, sd in zip(bars, means, stds):  # above the error bar's cap, never through it
+            ax.text(b.get_x() + b.get_width() / 2, m + sd + 0.02 * top, f"{m:.1f}" if col == "avg_acc" else f"{m:.0f}",
+                    ha="center", va="bottom", fontsize=7)
+        ax.set_ylim(0, top * 1.15)
+        ax.set_xticks(x, [STRATEGIES[r].standard_label if r in STRATEGIES else r for r in runs], fontsize=8,
+                      rotation=35, ha="right")
         ax.set_ylabel(ylabel)
         ax.grid(axis="y", alpha=0.3)
     kind = ", ".join(sorted(sub["peak_memory_kind"].unique()))

@@ -16,7 +16,7 @@ import math
 import pandas as pd
 from scipy import stats as st
 
-from nlbench.reporting.comparisons import STUDY_COLUMNS, by_seed, floor_mark, main_setting, study_table
+from nlbench.reporting.comparisons import STUDY_COLUMNS, floor_mark, main_setting, study_table
 from nlbench.reporting.family import SETTINGS, family, family_table, findings, functioning_table
 from nlbench.errors import UserError
 from nlbench.reporting.layout import SETTING_NAMES, device_suffix, scenario_layout
@@ -241,7 +241,8 @@ def layout_table(df: pd.DataFrame, spec: dict) -> pd.DataFrame:
     probe columns included, the class-IL floor marked)."""
     columns = scenario_layout(spec["scenario"], df)["columns"]
     rows = []
-    for row, sub in _rows_of(df, spec):
+    for row, every in _rows_of(df, spec):
+        sub, extra = declared_seeds(every, spec)
         ok = sub[sub["status"] == "complete"]
         out = {"Row": row["label"], "run": row_run_name(spec, row)}
         for header, setting, metric in columns:
@@ -454,6 +455,7 @@ def campaign_family(mine: pd.DataFrame, spec: dict, seeds: str, devices: str, su
 
 def campaign_forest_plots(df: pd.DataFrame, folder) -> list[tuple[str, str]]:
     """``forest-NAME.png`` for every campaign with a family and records: (file, what it is) for the index."""
+    from nlbench.reporting.dose import dose_plot
     from nlbench.reporting.family import forest_plot
     written = []
     for spec in map(load_campaign, campaign_names()):
@@ -463,6 +465,10 @@ def campaign_forest_plots(df: pd.DataFrame, folder) -> list[tuple[str, str]]:
             name = f"forest-{spec['name']}{suffix}.png"
             if forest_plot(mine, spec, folder / name):
                 written.append((f"figures/{name}", f"Campaign {spec['name']}: the family's verdicts as a forest plot"))
+            name = f"dose-{spec['name']}{suffix}.png"
+            if dose_plot(mine, spec, folder / name):
+                written.append((f"figures/{name}", f"Campaign {spec['name']}: retention against displacement "
+                                                   "(the dose-response of the period-1 controls)"))
     return written
 
 

@@ -66,7 +66,9 @@ def load_records(runs: pathlib.Path | list[pathlib.Path]) -> pd.DataFrame:
                 "data_source": rec["data_source"], "commit": (rec["versions"].get("git_commit") or "")[:10],
                 "memory": rec["memory"], "cuda_graph": (rec["numerics"] or {}).get("cuda_graph", False),
                 "settings": tuple(rec["settings"]), "class_order_seed": cfg["scenario"].get("class_order_seed"),
-                "displacement": rec["displacement"], "final_row": None}
+                "displacement": rec["displacement"],
+                "level_periods": [lv["period"] for lv in (rec["strategy_info"] or {}).get("levels") or []],
+                "final_row": None}
         for setting, matrix, m in record_settings(rec):
             rows.append({**base, "setting": setting, **{k: m.get(k) for k in
                          ("avg_acc", "forgetting", "bwt", "fwt", "learning_acc")},
@@ -397,7 +399,7 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-SITE_FIGURES = ("forest-*.png",)  # the committed figures the docs site shows (mkdocs reads only docs/)
+SITE_FIGURES = ("forest-*.png", "dose-*.png")  # the committed figures the docs site shows (mkdocs reads only docs/)
 
 
 def copy_site_figures(source: pathlib.Path, site: pathlib.Path, no_figures: bool) -> None:

@@ -98,6 +98,7 @@ def study_figures(roots: list[pathlib.Path], folder: pathlib.Path) -> list[tuple
         for kind, plot, what in plots:
             name = f"tuning-{path.stem}-{kind}.png"
             ax = plot(study)
+            ax.set_title(f"{ax.get_title()}: study {path.stem}", fontsize=9)  # which strategy, scenario, protocol
             ax.figure.tight_layout()
             folder.mkdir(parents=True, exist_ok=True)
             tmp = folder / f".{name}.tmp.png"

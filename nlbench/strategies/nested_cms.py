@@ -1,6 +1,7 @@
 """``nested-cms``: multi-timescale backbone (as ``nested``) plus a CMS head (as ``cms``)."""
 from nlbench.nested.levels import (LEVEL_DEFAULTS, backbone_groups, check_level_options, check_levels_option,
                                    expand_periods)
+from nlbench.errors import require
 from nlbench.registry import register_strategy
 from nlbench.strategies.levelled import LevelledStrategy
 from nlbench.strategies.cms import CMS_DEFAULTS, build_cms_model, check_cms_periods, cms_groups
@@ -24,6 +25,8 @@ class NestedCMS(LevelledStrategy):
             expand_periods(hp["periods"], 3)
         if not isinstance(hp["cms_periods"], int):
             check_cms_periods(hp["cms_periods"], "strategy.cms_periods")
+        require(isinstance(hp["hidden_mult"], int) and not isinstance(hp["hidden_mult"], bool) and hp["hidden_mult"] > 0,
+                f"strategy.hidden_mult must be a positive integer, got {hp['hidden_mult']!r}")
 
     def build_model(self, ctx):
         n = 3 if isinstance(self.hp["cms_periods"], int) else len(self.hp["cms_periods"])

@@ -179,6 +179,10 @@ def resolve(scenario: str, strategy: str, profile: str, sets: dict) -> dict:
     if strategy in per_strategy:
         cfg = merge(cfg, per_strategy[strategy], f"{scenario}.{profile}.strategies.{strategy}")
     own = {k: v for k, v in sets.items() if k in SECTIONS and k != "strategy"}
+    for key, value in (sets.get("strategy") or {}).items():  # a mapping is strategy.NAME.KEY=VALUE's, nothing else
+        if isinstance(value, dict) and key not in STRATEGIES:
+            raise UserError(f"strategy.{key}={value!r} is a mapping; a hyperparameter takes a value "
+                            f"(strategy.{key}=VALUE), and strategy.NAME.KEY=VALUE sets one for strategy NAME only")
     unknown = sorted(set(strategy_overrides(sets, strategy)) - set(cfg["strategy"]))
     if unknown:
         valid = ", ".join(sorted(cfg["strategy"])) or "none"

@@ -41,8 +41,9 @@ from nlbench.training.records import GROUP_NUMERICS
 from nlbench.errors import EndOfTaskStopped, UserError
 from nlbench.nested.levels import level_spec
 from nlbench.registry import STRATEGIES, lookup
-from nlbench.training.runner import (Loop, StepRunner, _reset_peak_memory, build_record, finish_stage, lr_factor,
-                     kept_checkpoint, prepare, timed_after_task)
+from nlbench.training.runner import (Loop, StepRunner, build_record, finish_stage, kept_checkpoint, lr_factor, prepare,
+                                     timed_after_task)
+from nlbench.training.device import reset_peak_memory
 from nlbench.training.strategy import RunContext, Strategy
 
 
@@ -320,7 +321,7 @@ def run_group(specs: list, *, device: torch.device, data, checkpoints: list, pro
     reason = unsupported(cfg, strategy_name)
     if reason:
         raise GroupMismatch(reason)
-    _reset_peak_memory(device)
+    reset_peak_memory(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     members, memory_models = [], []

@@ -5,7 +5,7 @@ Learning", CVPR 2022).
 After each stage (and once before any training) every task gets its own probe: a multinomial
 logistic regression on ``model.features`` (the input of the classifier), fit on that task's
 held-out probe images (training images the run never trains on: ``data.probe_per_class`` per
-class, see nlbench.training.runner.build_scenario) and scored on the task's test images. The probe matrix
+class, see nlbench.training.splits.build_scenario) and scored on the task's test images. The probe matrix
 P[i][j] (probe accuracy on task j after stage i) answers what the head's accuracy cannot: whether
 the features still separate an old task's classes after the head has forgotten them.
 

@@ -1,4 +1,6 @@
-"""The training loop, written once: for each task train, then evaluate every task.
+"""The training loop, written once: for each task train, then evaluate every task. Building the scenario
+and its splits (nlbench.training.splits), evaluation (nlbench.training.evaluation) and the device, its
+numerics and memory (nlbench.training.device) live in their own modules.
 
 Checkpoints: at the end of every task, and at the end of the current step when SIGINT/SIGTERM
 arrives, the whole run state is saved beside the record (``seedK.ckpt``); the same command resumes
@@ -6,12 +8,9 @@ from it and, on the CPU, reproduces the uninterrupted run exactly.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import inspect
-import os
 import pathlib
-import resource
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -19,171 +18,21 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
-from nlbench.training import memory
-
-from nlbench.training import metrics
-from nlbench.training.displacement import DisplacementMeter, parameter_groups
-from nlbench.training.data import Augmenter, DataChoice, fraction_per_class, load_data, subset_per_class
-from nlbench.errors import Diverged, EndOfTaskStopped, UserError
-from nlbench.training.probe import evaluate_probes, probes_on
-from nlbench.training.checkpoint import Interrupted, RunState, SignalGuard, load_checkpoint, save_checkpoint
+from nlbench.errors import Diverged, EndOfTaskStopped
 from nlbench.nested.cms import cms_backbone
+from nlbench.registry import BACKBONES, STRATEGIES, lookup
+from nlbench.training import memory, metrics
+from nlbench.training.checkpoint import Interrupted, RunState, SignalGuard, load_checkpoint, save_checkpoint
+from nlbench.training.data import Augmenter, DataChoice
+from nlbench.training.device import (amp_context, device_name, numerics, peak_memory, reset_peak_memory,
+                                     uses_cuda_graph)
+from nlbench.training.displacement import DisplacementMeter, parameter_groups
+from nlbench.training.evaluation import evaluate_all
 from nlbench.training.records import versions
-from nlbench.registry import BACKBONES, BUILDERS, STRATEGIES, lookup
 from nlbench.training.runspec import RunSpec
 from nlbench.training.scenarios import Scenario, Task
-from nlbench.training.strategy import Batch, RunContext, Strategy, uses_levels
-
-
-@dataclass
-class _Pools:
-    train_y: torch.Tensor
-    test_y: torch.Tensor
-    train_pool: torch.Tensor
-    test_pool: torch.Tensor
-
-
-def build_scenario(name: str, spec_builder: str, cfg: dict, seed: int, device: torch.device,
-                   data: DataChoice) -> Scenario:
-    arrays = load_data(data)
-    tr = subset_per_class(arrays.train_y, cfg["data"]["train_per_class"])  # on the mini set: at most what it has
-    if cfg["data"]["train_fraction"] is not None:  # a seeded random fraction of each class (MIR keeps 95%)
-        tr = tr[fraction_per_class(arrays.train_y[tr], cfg["data"]["train_fraction"], seed)]
-    probe = probe_images(arrays.train_y, tr, cfg["data"]["probe_per_class"])
-    if cfg["data"]["validation_fraction"] is not None:  # tuning: held-out training images stand in for the test set
-        tr, held = split_validation(arrays.train_y, tr, cfg["data"]["validation_fraction"])
-        eval_x, eval_y = arrays.train_x[held], arrays.train_y[held]  # the test set is never read
-    else:
-        te = subset_per_class(arrays.test_y, cfg["data"]["test_per_class"])
-        eval_x, eval_y = arrays.test_x[te], arrays.test_y[te]
-    train_x, train_y, test_x, test_y = (t.to(device) for t in (arrays.train_x[tr], arrays.train_y[tr], eval_x, eval_y))
-    probes = {} if probe is None else {"probe_x": arrays.train_x[probe].to(device),
-                                       "probe_y": arrays.train_y[probe].to(device)}
-    pools = _Pools(train_y, test_y, torch.arange(len(train_y), device=device), torch.arange(len(test_y), device=device))
-    builder = lookup(BUILDERS, "scenario builder", spec_builder)
-    try:
-        tasks, settings, perms, *extra = builder.obj(pools, seed, **cfg["scenario"])
-    except TypeError as exc:  # an unknown parameter in the YAML or --set scenario.*
-        raise UserError(f"scenario '{name}': {exc}") from exc
-    if cfg["data"]["tasks"] is not None:
-        tasks, perms = task_span(tasks, perms, cfg["data"]["tasks"])
-    return Scenario(name, settings, tasks, train_x, train_y, test_x, test_y,
-                    None if perms is None else perms.to(device), data_set=data.kind, data_source=arrays.source,
-                    **probes, **(extra[0] if extra else {}))  # a builder may set more Scenario fields (standardize)
-
-
-VALIDATION_SEED = 3  # one held-out split for every seed and trial of a study (the trials compare on the same images)
-
-
-def split_validation(labels: torch.Tensor, trained: torch.Tensor, fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The run's training images split into (kept for training, held out for validation): a fixed
-    random ``fraction`` of each class, rounded down (MIR's make_valid_from_train holds out 5%)."""
-    held = fraction_per_class(labels[trained], fraction, seed=VALIDATION_SEED)
-    keep = torch.ones(len(trained), dtype=torch.bool)
-    keep[held] = False
-    return trained[keep], trained[held]
-
-
-def task_span(tasks: list[Task], perms, span: list[int]):
-    """``data.tasks = [first, stop]``: only those tasks, renumbered from 0 (their permutations follow)."""
-    first, stop = span
-    if stop > len(tasks):
-        raise UserError(f"data.tasks {span} asks for tasks up to {stop} but the scenario has {len(tasks)}")
-    kept = [Task(i, t.classes, t.train_idx, t.test_idx) for i, t in enumerate(tasks[first:stop])]
-    return kept, None if perms is None else perms[first:stop]
-
-
-def probe_images(labels: torch.Tensor, trained: torch.Tensor, per_class: int | None) -> torch.Tensor | None:
-    """The linear probes' images: ``per_class`` training images of each class that the run never
-    trains on (outside its subset or its train_fraction), drawn once with a fixed generator, so
-    every seed and strategy probes the same images; None when the probe is off."""
-    if per_class is None:
-        return None
-    spare = torch.ones(len(labels), dtype=torch.bool)
-    spare[trained] = False
-    found = torch.bincount(labels[spare], minlength=10)
-    if int(found.min()) < per_class:
-        raise UserError(f"data.probe_per_class={per_class} needs that many training images per class outside the "
-                        f"run's training set, but only {int(found.min())} are left; lower data.train_per_class "
-                        "or data.probe_per_class, or set data.probe_per_class=null (no probe)")
-    chosen = subset_per_class(labels[spare], per_class, seed=1)  # positions among the spare images
-    return spare.nonzero().flatten()[chosen]
-
-
-def resolve_device(choice: str) -> torch.device:
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda but no CUDA device is available; use --device cpu or auto")
-    if choice not in ("cpu", "cuda"):
-        raise UserError(f"unknown device '{choice}'; valid: auto, cpu, cuda")
-    return torch.device(choice)
-
-
-def evaluate_all(model, scenario: Scenario, ctx: RunContext, amp) -> tuple[dict[str, list[float]], list[float] | None]:
-    """Accuracy (%) on every task's test split in every setting, and the linear probes' accuracy
-    (None without probes), from one pass over the test images."""
-    probing = probes_on(model, scenario)
-    acc, features = evaluate(model, scenario, ctx, amp, keep_features=probing)
-    return acc, evaluate_probes(model, scenario, ctx, amp, features) if probing else None
-
-
-@torch.no_grad()
-def evaluate(model, scenario: Scenario, ctx: RunContext, amp, keep_features: bool = False):
-    """Accuracy (%) on every task's test split, in every setting of the scenario; with
-    ``keep_features`` also each task's test features (model.features, the head's input: the probes')."""
-    was_training = model.training
-    model.eval()
-    out = {s: [] for s in scenario.settings}
-    kept = []
-    bs = ctx.train["eval_batch_size"]
-    for task in scenario.tasks:
-        correct = {s: torch.zeros((), device=ctx.device) for s in scenario.settings}
-        mask = scenario.task_mask(task)
-        feats = []
-        for start in range(0, len(task.test_idx), bs):
-            idx = task.test_idx[start:start + bs]
-            tid = torch.full_like(idx, task.index)
-            with amp():
-                x = ctx.prepare(scenario.test_x[idx], tid, augment=False)
-                if keep_features:  # forward = head(features) for every backbone (nlbench.training.models, nlbench.nested.cms)
-                    feats.append(model.features(x).float())
-                    logits = model.head(feats[-1]).float()
-                else:
-                    logits = model(x).float()
-            y = scenario.test_y[idx]
-            for s in scenario.settings:
-                shown = logits.masked_fill(~mask, float("-inf")) if s == "task_il" else logits
-                correct[s] += (shown.argmax(1) == y).sum()
-        for s in scenario.settings:  # one host sync per task and setting
-            out[s].append(100.0 * correct[s].item() / max(len(task.test_idx), 1))
-        if keep_features:
-            kept.append(torch.cat(feats) if feats else None)
-    model.train(was_training)
-    return out, (kept if keep_features else None)
-
-
-def _reset_peak_memory(device: torch.device) -> None:
-    """Start each run's peak from now: a sweep runs many runs in one process."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        return
-    try:  # Linux: writing 5 to clear_refs resets the process's peak RSS (VmHWM)
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-
-
-def _peak_memory(device: torch.device) -> tuple[float, str]:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
-    try:
-        with open("/proc/self/status") as f:
-            hwm = next(line for line in f if line.startswith("VmHWM:"))
-        return int(hwm.split()[1]) / 1024, "process_peak_rss"
-    except (OSError, StopIteration):  # not Linux: lifetime peak of the process
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process_peak_rss_lifetime"
+from nlbench.training.splits import build_scenario
+from nlbench.training.strategy import Batch, RunContext, Strategy
 
 
 @dataclass
@@ -213,7 +62,7 @@ def run(spec: RunSpec, *, device: torch.device, data: DataChoice, checkpoint: pa
     every checkpoint written at the end of a stage (nlbench.launchers.ray_launcher sends it to the driver);
     ``on_stage(acc, seen)`` after every stage's evaluation (nlbench.launchers.tuning reports and prunes there)."""
     torch.manual_seed(spec.seed)
-    _reset_peak_memory(device)
+    reset_peak_memory(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
     loop, memory_model = prepare(spec, device, data, checkpoint, progress, log)
@@ -320,7 +169,7 @@ def build_record(loop: Loop, spec: RunSpec, status, diverged_at, memory_model) -
     if len(loop.stages) < T and status == "complete":  # merged stages (joint) measure only the last rows
         acc = {s: [None] * (T - len(rows)) + rows for s, rows in acc.items()}
         probe = None if probe is None else [None] * (T - len(probe)) + probe
-    peak, peak_kind = _peak_memory(device)
+    peak, peak_kind = peak_memory(device)
     return {
         "scenario": spec.scenario, "strategy": spec.strategy, "seed": spec.seed, "profile": spec.profile,
         "status": status, "diverged_at": diverged_at, "config": cfg,
@@ -333,7 +182,7 @@ def build_record(loop: Loop, spec: RunSpec, status, diverged_at, memory_model) -
         "images_per_second": state.images / state.train_seconds if state.train_seconds else None,
         "end_of_task_seconds": state.end_of_task_seconds,  # after_task's work, outside train_seconds
         "peak_memory_mb": peak, "peak_memory_kind": peak_kind,
-        "device": _device_name(device), "data_set": scenario.data_set, "data_source": scenario.data_source,
+        "device": device_name(device), "data_set": scenario.data_set, "data_source": scenario.data_source,
         "images": {"train": len(scenario.train_y), "test": len(scenario.test_y)},
         "memory": {"measured_mb": memory.measured(device), "model_mb": memory_model},
         "numerics": numerics(device, cfg, loop.ctx, loop.stepper.graphs),
@@ -357,48 +206,6 @@ def source_of(cls) -> dict:
     from nlbench.registry import ROOT as root
     shown = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
     return {"file": shown, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
-
-
-def uses_cuda_graph(device: torch.device, cfg: dict, strategy_cls) -> bool:
-    """auto: on for CUDA when the strategy declares its step graph-safe; true insists."""
-    choice = cfg["train"]["cuda_graph"]
-    graph_safe_for = getattr(strategy_cls, "graph_safe_for", None)
-    safe = graph_safe_for(cfg["strategy"]) if graph_safe_for else bool(getattr(strategy_cls, "graph_safe", False))
-    if choice is True and (device.type != "cuda" or not safe):
-        raise UserError("train.cuda_graph=true needs --device cuda and a strategy whose step is graph-safe "
-                        f"({strategy_cls.__name__} is{'' if safe else ' not'}); use train.cuda_graph=auto")
-    if choice is True and uses_levels(cfg):
-        raise UserError("train.cuda_graph=true cannot record a level schedule (train.levels, backbone.cms): use "
-                        "train.cuda_graph=auto")
-    return (choice in ("auto", True) and device.type == "cuda" and safe and not cfg["train"]["compile"]
-            and not uses_levels(cfg))  # a level schedule branches on its step count in Python
-
-
-def numerics(device: torch.device, cfg: dict, ctx: RunContext, graphs: bool) -> dict:
-    """Every choice that changes the arithmetic or its speed, for the record."""
-    t = cfg["train"]
-    return {"bf16_autocast": uses_bf16(device, cfg), "channels_last": ctx.channels_last, "compile": t["compile"],
-            "cuda_graph": graphs,
-            "optimizer_impl": "SGD fused, Adam foreach capturable" if graphs else "foreach",
-            "cudnn_benchmark": device.type == "cuda",
-            "cpu_threads": torch.get_num_threads()}  # CPU sums round differently per thread count
-
-
-def uses_bf16(device: torch.device, cfg: dict) -> bool:
-    return device.type == "cuda" and cfg["train"]["amp"] in ("auto", True)
-
-
-def amp_context(device: torch.device, cfg: dict):
-    """A factory of the context the forward passes run in: bf16 autocast on CUDA, nothing on the CPU."""
-    if uses_bf16(device, cfg):  # no weight-cast cache: a CUDA graph must not capture a stale cast
-        return lambda: torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
-    return contextlib.nullcontext
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda:{torch.cuda.get_device_name(device)}"
-    return f"cpu:{os.cpu_count()} cores"
 
 
 class StepRunner:

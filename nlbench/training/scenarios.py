@@ -108,6 +108,13 @@ def _indices_of(labels: torch.Tensor, classes: list[int], pool: torch.Tensor) ->
     return pool[torch.isin(labels[pool], torch.tensor(classes, device=labels.device))]
 
 
+def positive_int(builder: str, **values) -> None:
+    """Counts a scenario takes (tasks, classes a task) must be positive integers: one line otherwise."""
+    for key, value in values.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise UserError(f"{builder}: scenario.{key} must be a positive integer, got {value!r}")
+
+
 @register_builder("split")
 def build_split(data, seed: int, n_tasks: int = 5, classes_per_task: int = 2,
                 class_order: list[int] | None = None, shuffle_classes: bool = False,
@@ -118,8 +125,11 @@ def build_split(data, seed: int, n_tasks: int = 5, classes_per_task: int = 2,
     (its own axis, independent of the training seed), else by the run's seed if ``shuffle_classes``.
     ``standardize``: the input scaling (standardize_input; null = dataset)."""
     how = check_standardize("split", standardize)
+    positive_int("split", n_tasks=n_tasks, classes_per_task=classes_per_task)
     if n_tasks * classes_per_task > 10:
         raise UserError(f"split: n_tasks * classes_per_task = {n_tasks * classes_per_task} exceeds 10 classes")
+    if class_order is not None and not isinstance(class_order, list):
+        raise UserError(f"split: class_order must be null or a list (a permutation of 0..9), got {class_order!r}")
     order = list(class_order) if class_order else list(range(10))
     if sorted(order) != list(range(10)):
         raise UserError(f"split: class_order must be a permutation of 0..9, got {order}")
@@ -146,6 +156,7 @@ def build_permuted(data, seed: int, n_tasks: int = 5, identity_first: bool = Fal
     if permute not in ("pixels", "values"):
         raise UserError(f"permuted: permute must be pixels or values, got {permute!r}")
     how = check_standardize("permuted", standardize)
+    positive_int("permuted", n_tasks=n_tasks)
     size = 1024 if permute == "pixels" else 3 * 1024
     g = torch.Generator().manual_seed(10_000 + seed)
     perms = torch.stack([torch.randperm(size, generator=g) for _ in range(n_tasks)])
