@@ -472,3 +472,26 @@ def test_clser_rates_for_the_verdict_profile_leave_under_1_percent_of_the_initia
     rate = torch.minimum(1 - 1 / (k + 1), torch.tensor(derived["stable_alpha"], dtype=torch.float64))
     simulated = torch.where(flips, rate, torch.ones_like(rate)).prod(1).mean().item()
     assert simulated == pytest.approx(module.initial_weight_share(steps, 0.1, derived["stable_alpha"]), rel=0.15)
+
+
+@pytest.mark.parametrize("memory,expected", [("per_task", [250, 500]), (None, [32, 64]), ("batch", [32, 64])])
+def test_agem_fills_its_memory_as_the_chosen_code_does_and_the_record_says_so(tmp_path, memory, expected):
+    """per_task (DER's 2020 code): buffer_size // n_tasks images a task, so the buffer size matters; batch
+    (mammoth 2022, the default): one training batch a task whatever the buffer. A run of two tasks, buffer 500."""
+    import json
+    import subprocess
+    import sys
+    sets = ["data.tasks=[0,2]", "train.epochs=1", "data.train_per_class=128", "data.test_per_class=10",
+            "strategy.buffer_size=500"] + ([f"strategy.memory={memory}"] if memory else [])
+    done = subprocess.run([sys.executable, "bench.py", "--scenario", "split-cifar", "--strategy", "agem", "--data", "mini",
+                           "--quiet", "--out", str(tmp_path), "--set", *sets], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    record = json.loads(next(tmp_path.rglob("seed0.json")).read_text())
+    assert [row["buffer"] for row in record["strategy_info"]["memory_filled"]] == expected
+
+
+def test_online_agem_fills_a_reservoir_from_the_stream():
+    from nlbench.registry import STRATEGIES
+    entry = STRATEGIES["agem"]
+    assert entry.obj.graph_safe_for({**entry.defaults, "memory": "reservoir"}) is False
+    assert entry.obj.graph_safe_for(entry.defaults) is True

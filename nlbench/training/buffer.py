@@ -51,6 +51,10 @@ class ReservoirBuffer:
         full = self.slots < torch.clamp(self.seen, max=self.size)
         return full.expand(len(self._per_model(self.tables["labels"])), -1)
 
+    def filled_count(self) -> int:
+        """How many slots hold an image now (a host sync: for records, not for the step)."""
+        return int(torch.clamp(self.seen, max=self.size).max().item())
+
     def draw(self, n: int, exclude_task: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Per model, ``n`` distinct filled slots (of tasks other than ``exclude_task``, if given),
         uniformly at random; ``valid`` is False for the draws beyond the eligible count. Both

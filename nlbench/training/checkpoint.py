@@ -70,6 +70,7 @@ class RunState:
     # apart so that images_per_second stays the stream's rate; a checkpoint from before it counts 0
     end_of_task_seconds: float = 0.0
     displacement: dict | None = None       # the displacement meter's sums (nlbench.training.displacement)
+    memory_filled: list = field(default_factory=list)  # per task: images each memory held at its end
 
 
 def save_checkpoint(path: pathlib.Path, strategy, generator, state: RunState, ctx: RunContext) -> pathlib.Path:

@@ -134,6 +134,7 @@ def train_stage(loop: Loop, who: str) -> None:
         _finish_timing(loop.ctx, state, t0, images)
         if loop.meter is not None:  # its own loop's steps are not seen one by one: the task is one jump
             loop.meter.end_task()
+        note_memory(loop)
     else:
         _train_task(loop, task, label=f"task {state.task + 1}/{len(stages)}")
     finish_stage(loop, who, t0)
@@ -186,7 +187,8 @@ def build_record(loop: Loop, spec: RunSpec, status, diverged_at, memory_model) -
         "images": {"train": len(scenario.train_y), "test": len(scenario.test_y)},
         "memory": {"measured_mb": memory.measured(device), "model_mb": memory_model},
         "numerics": numerics(device, cfg, loop.ctx, loop.stepper.graphs),
-        "strategy_info": loop.strategy.describe(),
+        "strategy_info": {**loop.strategy.describe(),
+                          **({"memory_filled": state.memory_filled} if state.memory_filled else {})},
         # per task, how far each level (or default parameter group) moved: net and path (nlbench.training.displacement)
         "displacement": loop.meter.record() if loop.meter is not None else None,
         "optimizers": loop.strategy.optimizer_info(),
@@ -310,6 +312,16 @@ def _train_task(loop: Loop, task: Task, label: str) -> None:
         raise Interrupted(loop.guard.signum, kept_checkpoint(loop.checkpoint)) from None
     if loop.meter is not None:
         loop.meter.end_task()
+    note_memory(loop)
+
+
+def note_memory(loop: Loop) -> None:
+    """After a task: how many images each of the strategy's memories (an attribute with filled_count, e.g.
+    a ReservoirBuffer) holds, for the record, so a reader sees what "buffer 1000" held."""
+    found = {name: value.filled_count() for name, value in vars(loop.strategy).items()
+             if callable(getattr(value, "filled_count", None))}
+    if found:
+        loop.state.memory_filled.append(found)
 
 
 def keep_displacement(loop: Loop) -> None:
