@@ -495,3 +495,37 @@ def test_online_agem_fills_a_reservoir_from_the_stream():
     entry = STRATEGIES["agem"]
     assert entry.obj.graph_safe_for({**entry.defaults, "memory": "reservoir"}) is False
     assert entry.obj.graph_safe_for(entry.defaults) is True
+
+
+def test_the_cosine_head_is_the_authors_distlinear_one_step():
+    """backbone.head: cosine against a transcription of AML's distLinear (model.py): x / (|x| + 1e-5),
+    W / (|W_row| + 1e-5), 10 x their product; the same logits and the same SGD step."""
+    from nlbench.training.models import CosineHead
+    torch.manual_seed(0)
+    head = CosineHead(16, 10)
+    weight = head.weight.detach().clone().requires_grad_(True)
+    x, y = torch.randn(8, 16), torch.randint(0, 10, (8,))
+
+    def dist_linear(x, w):  # their forward, written out
+        x_norm = torch.norm(x, p=2, dim=1).unsqueeze(1).expand_as(x)
+        w_norm = torch.norm(w, p=2, dim=1).unsqueeze(1).expand_as(w)
+        return 10 * torch.mm(x.div(x_norm + 0.00001), w.div(w_norm + 0.00001).transpose(0, 1))
+    assert torch.allclose(head(x), dist_linear(x, weight), atol=1e-6)
+    assert head.bias is None
+    F.cross_entropy(head(x), y).backward()
+    F.cross_entropy(dist_linear(x, weight), y).backward()
+    assert torch.allclose(head.weight.grad, weight.grad, atol=1e-7)
+
+
+def test_a_cosine_head_names_its_run_and_trains(tmp_path):
+    import json
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "bench.py", "--scenario", "split-cifar", "--strategy", "er-ace", "--data",
+                           "mini", "--quiet", "--out", str(tmp_path), "--set", "backbone.head=cosine", "data.tasks=[0,2]",
+                           "train.epochs=1", "data.train_per_class=64", "data.test_per_class=20"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    record = json.loads(next(tmp_path.rglob("seed0.json")).read_text())
+    assert record["run_name"] == "er-ace@backbone.head=cosine" and record["config"]["backbone"]["head"] == "cosine"
+    assert record["acc"]["class_il"][0][0] > 50  # the first task's two classes are learnt

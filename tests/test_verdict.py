@@ -121,7 +121,7 @@ def test_the_budget_matched_control_moves_as_far_as_the_slow_level(kind, grad_re
     assert slow == pytest.approx(expected, rel=1e-4)
 
 
-def test_the_levelled_strategies_declare_all_three_controls():
+def test_the_levelled_strategies_declare_their_controls():
     nested = STRATEGIES["nested"]
     controls = nested.obj.matched_controls(nested.defaults)  # Adam levels, sum: periods 1 is also lr-matched
     assert controls == {"every period 1 (architecture-matched, lr-matched)": {"periods": 1},
@@ -131,9 +131,9 @@ def test_the_levelled_strategies_declare_all_three_controls():
     blog = STRATEGIES["nested-blog"]
     controls = blog.obj.matched_controls(blog.defaults)
     assert controls["every period 1, slow lrs (lr-matched)"] == {"periods": 1, "lr_periods": "powers_of_two"}
-    assert controls["every period 1, update budget matched"] == {"periods": 1, "budget_of": "powers_of_two"}
+    assert controls["every period 1, per-layer lr η/C (the formula control)"] == {"periods": 1, "budget_of": "powers_of_two"}
     cms = STRATEGIES["cms"]
-    assert cms.obj.matched_controls(cms.defaults)["every period 1, update budget matched"] == {
+    assert cms.obj.matched_controls(cms.defaults)["every period 1, per-layer lr η/C (the formula control)"] == {
         "periods": 1, "budget_of": [16, 4, 1]}
     assert issubclass(nested.obj, LevelledStrategy)
 

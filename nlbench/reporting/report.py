@@ -67,7 +67,7 @@ def load_records(runs: pathlib.Path | list[pathlib.Path]) -> pd.DataFrame:
                 "memory": rec["memory"], "cuda_graph": (rec["numerics"] or {}).get("cuda_graph", False),
                 "settings": tuple(rec["settings"]), "class_order_seed": cfg["scenario"].get("class_order_seed"),
                 "displacement": rec["displacement"],
-                "level_periods": [lv["period"] for lv in (rec["strategy_info"] or {}).get("levels") or []],
+                "level_periods": [lv["period"] for lv in (rec.get("strategy_info") or {}).get("levels") or []],
                 "final_row": None}
         for setting, matrix, m in record_settings(rec):
             rows.append({**base, "setting": setting, **{k: m.get(k) for k in

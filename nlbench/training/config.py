@@ -29,7 +29,8 @@ def default_profile(scenario: str, device_type: str) -> str:
 
 DEFAULTS = {
     "backbone": {"name": "cnn", "width": 32,
-                 "cms": None},  # a CMS head for any strategy: its blocks' periods, slowest first, e.g. [16, 4, 1]
+                 "cms": None,  # a CMS head for any strategy: its blocks' periods, slowest first, e.g. [16, 4, 1]
+                 "head": "linear"},  # linear | cosine (ER-ACE's authors' distLinear: nlbench.training.models.CosineHead)
     "data": {"train_per_class": None, "test_per_class": None,
              "train_fraction": None,   # e.g. 0.95: a seeded random 95% of each class's training images (MIR)
              "probe_per_class": None,  # linear probes (nlbench.training.probe) on this many held-out images a class; null: off
@@ -53,6 +54,7 @@ DEFAULTS = {
                                   # {preset: nested, periods: ..., grad_reduce: ..., ...} (see docs/nested-learning.md)
     },
 }
+HEADS = ("linear", "cosine")  # the classifier a backbone ends in (nlbench.training.models.with_head)
 SECTIONS = ("scenario", "backbone", "data", "train", "strategy")
 
 
@@ -278,6 +280,8 @@ def validate(cfg: dict) -> None:
     from nlbench.nested.levels import level_spec  # heavy (torch): only when validating a run's config
     level_spec(t["levels"])
     _positive(cfg["backbone"]["width"], "backbone.width")
+    if cfg["backbone"]["head"] not in HEADS:
+        raise UserError(f"backbone.head must be one of {', '.join(HEADS)}, got {cfg['backbone']['head']!r}")
     if cfg["backbone"]["cms"] is not None:
         from nlbench.nested.cms import check_cms_periods
         check_cms_periods(cfg["backbone"]["cms"], "backbone.cms")
@@ -308,7 +312,7 @@ def strategy_overrides(sets: dict, strategy: str) -> dict:
 # stream (``adam@scenario.class_order_seed=1``: another class order) rather than another protocol: they name
 # the run, so that its record never shares a folder with the plain run's.
 CLASS_ORDER_KEY = "scenario.class_order_seed"
-NAMING_KEYS = ("train.levels", "backbone.cms", "train.optimizer", "train.lr", CLASS_ORDER_KEY)
+NAMING_KEYS = ("train.levels", "backbone.cms", "backbone.head", "train.optimizer", "train.lr", CLASS_ORDER_KEY)
 
 
 def run_name(strategy: str, sets: dict) -> str:

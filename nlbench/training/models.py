@@ -96,3 +96,27 @@ def mlp(num_classes: int = 10, width: int = 256) -> Backbone:
     def layer(cin):
         return nn.Sequential(nn.Linear(cin, width), nn.ReLU())
     return MLPBackbone(layer(3 * 32 * 32), [layer(width), layer(width)], width, num_classes)
+
+
+class CosineHead(nn.Linear):
+    """A cosine classifier: scale x the cosine between the features and each class's weight vector,
+    no bias. ER-ACE's authors build their head so (pclucas14/AML ``model.py`` ``distLinear``, used when
+    the method's name contains 'ace'; mammoth's port makes it ER-ACE's default): both sides divided by
+    their L2 norm plus 1e-5, scale 10, the weights initialised as nn.Linear's."""
+
+    SCALE, EPS = 10.0, 1e-5
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__(in_features, out_features, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x / (torch.linalg.vector_norm(x, dim=1, keepdim=True) + self.EPS)
+        w = self.weight / (torch.linalg.vector_norm(self.weight, dim=1, keepdim=True) + self.EPS)
+        return self.SCALE * x @ w.t()
+
+
+def with_head(net: Backbone, head: str) -> Backbone:
+    """The backbone with its classifier as asked (``backbone.head``): linear (as built) or cosine."""
+    if head == "cosine":
+        net.head = CosineHead(net.head.in_features, net.head.out_features)
+    return net

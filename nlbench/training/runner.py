@@ -28,6 +28,7 @@ from nlbench.training.device import (amp_context, device_name, numerics, peak_me
                                      uses_cuda_graph)
 from nlbench.training.displacement import DisplacementMeter, parameter_groups
 from nlbench.training.evaluation import evaluate_all
+from nlbench.training.models import with_head
 from nlbench.training.records import versions
 from nlbench.training.runspec import RunSpec
 from nlbench.training.scenarios import Scenario, Task
@@ -87,7 +88,8 @@ def make_context(cfg: dict, scenario: Scenario, device: torch.device, generator:
     cms = cfg["backbone"].get("cms")
 
     def make_backbone():
-        net = backbone.obj(num_classes=10, width=cfg["backbone"]["width"])
+        net = with_head(backbone.obj(num_classes=10, width=cfg["backbone"]["width"]),
+                        cfg["backbone"].get("head", "linear"))
         return cms_backbone(net, cms) if cms else net
     return RunContext(cfg, scenario, device, generator, make_backbone, Augmenter(generator), graph_capture=graph_capture)
 
