@@ -56,6 +56,14 @@ $M --scenario cifar10 --strategy adam nested nested-blog cms nested-cms
 # --- CPU campaigns: the Nested verdict (retention/full/) and MIR's online protocol (online/full/) ---
 OMP_NUM_THREADS=1 python bench.py campaign verdict-split --budget 20000 --data full $R &
 OMP_NUM_THREADS=1 python bench.py campaign verdict-permuted --budget 20000 --data full $R
+# 2026-12-08: the displacement-matched controls' lr factors (scenarios/campaigns/calibration/, seeds 100 and 101;
+# each file holds its own command and commit), then the rows they changed. Nested, CMS and replay + Nested levels
+# were rerun (their records deleted first) so that they hold displacement; scripts/compare_records.py compares
+# the reruns with the records they replaced.
+python bench.py calibrate verdict-permuted --data full
+python bench.py calibrate verdict-split --data full
+python bench.py campaign verdict-permuted --budget 3600 --jobs 1 --data full $R
+python bench.py campaign verdict-split --budget 6600 --jobs 2 --data full $R
 wait
 python bench.py campaign mir-online --budget 40000 --jobs 2 --data full $R   # rows in the YAML's order, seed-major
 # GDumb's own protocol (gdumb/full/): the memory of 200 on the CPU, one thread a run beside another run
