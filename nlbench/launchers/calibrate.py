@@ -197,7 +197,7 @@ def main(argv: list[str]) -> int:
     for row in rows:
         print(f"calibrating {row['label']} against {row['calibrate']} on seeds {seeds}")
         found = calibrator.calibrate(row, labels[row["calibrate"]], args.tolerance, args.iterations)
-        found.update({"seeds": seeds, "data": data.kind, "device": str(device), "commit": versions()["git_commit"],
+        found.update({"seeds": list(seeds), "data": data.kind, "device": str(device), "commit": versions()["git_commit"],
                       "command": "python bench.py calibrate " + " ".join(argv)})
         stored.setdefault("rows", {})[row["label"]] = found
         stored["campaign"], stored["profile"] = spec["name"], spec["profile"]
