@@ -130,11 +130,14 @@ def test_campaign_bad_input_is_one_line(argv, fragment, capsys, tmp_path):
 
 def test_campaign_status_lists_every_run(capsys, tmp_path):
     assert main(["campaign", "der-table2", "--status", "--out", str(tmp_path), "--seeds", "0"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    out = capsys.readouterr().out.splitlines()
     from nlbench.reporting.specs import load_campaign
-    rows = len(load_campaign("der-table2")["runs"])  # one line per row of the one seed
+    rows = len(load_campaign("der-table2")["runs"])  # one line per row of the one seed, between the data set and the summary
+    head, lines, summary = out[0], out[1:-1], out[-1]
+    assert head.startswith("data set: full")
     assert len(lines) == rows and all(line.split()[0] == "missing" for line in lines)
     assert "der/full/split-cifar/replay@buffer_size=200/seed0.json" in "\n".join(lines)
+    assert summary.startswith(f"summary: 0 done, 0 checkpointed, {rows} missing of {rows} on the full set")
 
 
 @pytest.mark.slow

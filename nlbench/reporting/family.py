@@ -118,9 +118,12 @@ def functioning(df: pd.DataFrame, fam: dict, label: str, setting: str) -> tuple[
     if reference is not None:
         ref_rows = df[(df["run"] == fam["runs"][reference]) & (df["setting"] == setting) & (df["status"] == "complete")
                       & df["seed"].isin(seeds)]
-        mine, theirs = rows["old_acc"].astype(float).mean(), ref_rows["old_acc"].astype(float).mean()
-        if len(ref_rows) and mine < theirs:
-            return False, f"old-task acc {mine:.2f} below {reference}'s {theirs:.2f} at the same buffer"
+        common = set(rows["seed"]) & set(ref_rows["seed"])  # on the seeds both have: like with like
+        mine = rows[rows["seed"].isin(common)]["old_acc"].astype(float).mean()
+        theirs = ref_rows[ref_rows["seed"].isin(common)]["old_acc"].astype(float).mean()
+        if common and mine < theirs:
+            return False, (f"old-task acc {mine:.2f} below {reference}'s {theirs:.2f} at the same buffer "
+                           f"({len(common)} common seeds)")
     return True, f"every task learnt to ≥ {need:.1f}%"
 
 
@@ -157,7 +160,7 @@ def paired_differences(df: pd.DataFrame, run: str, control: str, setting: str, m
                      axis=1, join="inner", keys=["row", "control", "commit_row", "commit_control"])
     both = both.dropna(subset=["row", "control"])
     return pd.DataFrame({"d": both["row"].astype(float) - both["control"].astype(float),
-                         "mixed": both["commit_row"] != both["commit_control"]})
+                         "mixed": both["commit_row"] != both["commit_control"], "commit": both["commit_row"]})
 
 
 def displacement_ratio(df: pd.DataFrame, run: str, control: str, seeds) -> dict[str, float] | None:
@@ -298,8 +301,16 @@ def family_table(df: pd.DataFrame, spec: dict) -> pd.DataFrame | None:
                      "Holm TOST p": _p(c["p_tost_holm"]), "Verdict": c["verdict"], "pairs": str(len(d)),
                      "displacement ratio (control / row)": ratio_text(c.get("displacement")) if c["calibrated"] else "-",
                      "pairs across code versions": str(int(c["pairs"]["mixed"].sum())),
+                     "code versions (pairs)": versions_text(c["pairs"]),
                      "post hoc seeds (not in the verdict)": seeds_text(c["post_hoc"])})
     return pd.DataFrame(rows) if rows else None
+
+
+def versions_text(pairs: pd.DataFrame) -> str:
+    """The git commits the row's side of the pairs come from, with how many pairs each: a family whose seeds
+    were run by different code versions says so (each pair is within one version unless counted as across)."""
+    counts = pairs["commit"].fillna("?").value_counts()
+    return ", ".join(f"{commit or '?'}: {n}" for commit, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def seeds_text(seeds: list[int]) -> str:

@@ -435,7 +435,8 @@ def campaign_family(mine: pd.DataFrame, spec: dict, seeds: str, devices: str, su
            "scenarios/campaigns/calibration/); old-task acc: mean over tasks 1..T-1 of the last row; Probe: linear "
            "probes on the frozen features, fit on held-out training images of each task (nlbench.training.probe); "
            "'(floor: plasticity)': a side's class-IL old-task acc is below 1 point in every seed; pairs across code "
-           "versions: pairs whose two records come from different git commits; post hoc seeds: records of seeds "
+           "versions: pairs whose two records come from different git commits; code versions (pairs): the commits "
+           "the pairs were run at (the row's side), with how many pairs each; post hoc seeds: records of seeds "
            f"beyond the declared ones, left out of every verdict here. The figure: docs/figures/forest-{spec['name']}.png.")
     out = {f"family-{spec['name']}{suffix}": (table, cap, f"Campaign {spec['name']}: the primary comparisons, "
                                               "Holm-corrected, with equivalence tests")}
