@@ -81,7 +81,7 @@ def test_online_profile_is_mirs_code():
     t = finetune["train"]
     assert (t["optimizer"], t["lr"], t["momentum"], t["weight_decay"], t["batch_size"], t["epochs"], t["augment"]) == \
         ("sgd", 0.1, 0.0, 0.0, 10, 1, False)
-    assert finetune["backbone"] == {"name": "resnet18", "width": 20, "cms": None}
+    assert finetune["backbone"] == {"name": "resnet18", "width": 20, "cms": None, "head": "linear"}
     assert finetune["scenario"]["standardize"] == "symmetric" and finetune["data"]["train_fraction"] == 0.95
     s = replay["strategy"]
     assert (s["buffer_size"], s["replay_batch_size"], s["replay_current_task"], s["replay_loss"]) == (200, 10, False, "separate")

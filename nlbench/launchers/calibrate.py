@@ -188,6 +188,7 @@ def main(argv: list[str]) -> int:
     from nlbench.training.device import resolve_device
     from nlbench.training.records import versions
     device = resolve_device(args.device)
+    commit = versions()["git_commit"]  # the code this process loaded: read now, not when a row is written
     data = select_data(args.data, args.data_root, not args.no_download)
     print(data.announce())
     path = calibration_path(spec)
@@ -197,7 +198,7 @@ def main(argv: list[str]) -> int:
     for row in rows:
         print(f"calibrating {row['label']} against {row['calibrate']} on seeds {seeds}")
         found = calibrator.calibrate(row, labels[row["calibrate"]], args.tolerance, args.iterations)
-        found.update({"seeds": list(seeds), "data": data.kind, "device": str(device), "commit": versions()["git_commit"],
+        found.update({"seeds": list(seeds), "data": data.kind, "device": str(device), "commit": commit,
                       "command": "python bench.py calibrate " + " ".join(argv)})
         stored.setdefault("rows", {})[row["label"]] = found
         stored["campaign"], stored["profile"] = spec["name"], spec["profile"]

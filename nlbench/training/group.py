@@ -41,8 +41,8 @@ from nlbench.training.records import GROUP_NUMERICS
 from nlbench.errors import EndOfTaskStopped, UserError
 from nlbench.nested.levels import level_spec
 from nlbench.registry import STRATEGIES, lookup
-from nlbench.training.runner import (Loop, StepRunner, build_record, finish_stage, kept_checkpoint, lr_factor, prepare,
-                                     timed_after_task)
+from nlbench.training.runner import (Loop, StepRunner, build_record, finish_stage, kept_checkpoint, lr_factor,
+                                     note_memory, prepare, timed_after_task)
 from nlbench.training.device import reset_peak_memory
 from nlbench.training.strategy import RunContext, Strategy
 
@@ -231,6 +231,8 @@ def train_group_stage(group: Group, who: str) -> None:
     except EndOfTaskStopped:  # every seed keeps the checkpoint it has (from before this task's end)
         kept = [kept_checkpoint(m.checkpoint) for m in group.members]
         raise Interrupted(group.guard.signum, next((p for p in kept if p is not None), None)) from None
+    for m in group.members:  # each seed's memory, scattered back to it: what it held after this task
+        note_memory(m)
     group.gather()
     for m, seed in zip(group.members, group.seeds):
         finish_stage(m, f"{who} seed {seed}", t0)
