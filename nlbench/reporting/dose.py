@@ -14,13 +14,12 @@ seeds. Only records that hold displacement (made from 2026-12-08) give points.
 """
 from __future__ import annotations
 
-import math
-import statistics
 
 import numpy as np
 import pandas as pd
 
 from nlbench.errors import UserError
+from nlbench.reporting.family import displacement_ratio
 from nlbench.reporting.layout import SETTING_NAMES
 from nlbench.reporting.specs import row_run_name
 from nlbench.reporting.stats import t_interval
@@ -49,23 +48,15 @@ def slowest_level(df: pd.DataFrame, run: str) -> str | None:
 
 
 def moved(df: pd.DataFrame, run: str, control: str, level: str) -> float | None:
-    """The control's net displacement of ``level`` per task over the row's: median over tasks, geometric
-    mean over the seeds both have with displacement."""
-    per_seed = []
-    for seed in sorted(set(df[df["run"] == run]["seed"]) & set(df[df["run"] == control]["seed"])):
-        a = df[(df["run"] == run) & (df["seed"] == seed)]["displacement"].iloc[0]
-        b = df[(df["run"] == control) & (df["seed"] == seed)]["displacement"].iloc[0]
-        if a is None or b is None or level not in a["groups"] or level not in b["groups"]:
-            continue
-        per_seed.append(statistics.median(c[level]["net"] / r[level]["net"] for r, c in zip(a["tasks"], b["tasks"])
-                                          if r[level]["net"] > 0))
-    return math.exp(float(np.mean(np.log(per_seed)))) if per_seed else None
+    """The control's net displacement of ``level`` per task over the row's, as the family table measures it
+    (nlbench.reporting.family.displacement_ratio), on the seeds the records have."""
+    return (displacement_ratio(df, run, control, sorted(set(df["seed"]))) or {}).get(level)
 
 
 def dose_plot(df: pd.DataFrame, spec: dict, path) -> bool:
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from nlbench.reporting.figures import write_png  # matplotlib (Agg) only when a figure is drawn
     dose = dose_spec(spec)
     if dose is None:
         return False
@@ -104,7 +95,5 @@ def dose_plot(df: pd.DataFrame, spec: dict, path) -> bool:
     fig.suptitle(f"Campaign {spec['name']}: retention against displacement (declared seeds with displacement "
                  "records; 95% t intervals)", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.96))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    write_png(fig, path)
     return True

@@ -360,9 +360,9 @@ def forest_plot(df: pd.DataFrame, spec: dict, path) -> bool:
     """One panel per measure (old-task acc, forgetting, old tasks' learning acc): each comparison's Δ with
     its 95% interval, the ±margin equivalence band shaded, the marker coloured by its verdict (hollow:
     outside the family or descriptive). False when no comparison has records."""
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from nlbench.reporting.figures import write_png  # matplotlib (Agg) only when a figure is drawn
     fam = family(spec)
     lines = [c for c in family_results(df, spec) if len(c["pairs"]) >= 2]
     if not lines:
@@ -401,7 +401,5 @@ def forest_plot(df: pd.DataFrame, spec: dict, path) -> bool:
     fig.suptitle(f"Campaign {spec['name']}: each comparison's paired Δ with its 95% interval (declared seeds; "
                  "verdicts Holm-corrected within the family)", fontsize=10)
     fig.tight_layout(rect=(0, 0.06, 1, 0.95))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    write_png(fig, path)
     return True

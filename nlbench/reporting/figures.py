@@ -39,6 +39,13 @@ def _save(fig, folder: pathlib.Path, name: str) -> list[str]:
     return [f"figures/{name}.png", f"figures/{name}.pdf"]
 
 
+def write_png(fig, path: pathlib.Path) -> None:
+    """One figure as a PNG at ``path`` (its folder made), then closed: the campaign figures' one way out."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _tag(sub: pd.DataFrame) -> str:
     """Profile and data set of a figure's runs, for its title (one of each: see report.groups)."""
     data = ", ".join(sorted(sub["data_set"].unique()))
